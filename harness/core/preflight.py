@@ -1,0 +1,113 @@
+"""Checks run in the parent before anything is written: every data source and model the grid names can
+be read, and every trial's settings fit them. A mistake here is one clear line and exit code 2, with no
+run folder left behind; what can only fail inside a trial (out of memory, say) becomes a record."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..grid import Trial
+from .data import DataError, load_rows
+from .models import EMBEDDED, RANDOM_SHAPES, ModelError, check_local_folder, embedded_minilm_path
+
+
+class PreflightError(Exception):
+    """One line: what is wrong, where, and what is expected."""
+
+
+def _num_layers(config: dict[str, Any]) -> int | None:
+    for key in ("num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
+def model_layers(name: str, trust_remote_code: bool, allow_pickle: bool) -> int | None:
+    """The model's block count, checking on the way that it can be found without a network."""
+    if name.startswith("random:"):
+        shape = name.split(":", 1)[1]
+        if shape not in RANDOM_SHAPES:
+            raise ModelError(f"{name}: unknown random shape; expected one of {', '.join(sorted(RANDOM_SHAPES))}")
+        import transformers
+
+        cls_name, kwargs = RANDOM_SHAPES[shape]
+        return _num_layers(getattr(transformers, cls_name)(**kwargs).to_dict())
+    if name.startswith("embedded:"):
+        if name not in EMBEDDED:
+            raise ModelError(f"{name}: unknown embedded model; expected embedded:minilm-l6")
+        path = embedded_minilm_path()
+        return _num_layers(json.loads((path / "config.json").read_text()))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"{name}: not a folder; expected a saved transformers model folder or a hub id")
+        check_local_folder(path, name, allow_pickle)
+        try:
+            return _num_layers(json.loads((path / "config.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise ModelError(f"{name}: config.json is not valid JSON") from None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception:
+        raise ModelError(
+            f"{name}: unknown model: not a local folder, not embedded:minilm-l6 or random:<shape>, and not in the "
+            "local hub cache (no hub at run time; download it elsewhere and point [model] name at the folder)"
+        ) from None
+    return _num_layers(config.to_dict())
+
+
+def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True) -> None:
+    trials = list(trials)
+    data_keys = {(t.params["source"], t.params["text_column"], t.params["label_column"], t.params["split"]) for t in trials}
+    rows_by_key: dict[tuple[str, str, str, str], int] = {}
+    for key in sorted(data_keys):
+        try:
+            rows = load_rows(*key)
+        except DataError as exc:
+            raise PreflightError(f"{grid_path}: [data] source: {exc}") from None
+        rows_by_key[key] = len(rows.texts)
+    for t in trials:
+        p = t.params
+        n = rows_by_key[(p["source"], p["text_column"], p["label_column"], p["split"])]
+        if p["dataset_size"] > n:
+            raise PreflightError(
+                f"{grid_path}: [grid] dataset_size: {p['dataset_size']} is larger than the {n} usable rows of {p['source']}"
+            )
+        n_val = -(-p["dataset_size"] * p["val_fraction"] // 1)
+        if n_val < 1 or p["dataset_size"] - n_val < p["batch_size"]:
+            raise PreflightError(
+                f"{grid_path}: [grid] batch_size: {p['batch_size']} is larger than the {int(p['dataset_size'] - n_val)} "
+                f"training rows of dataset_size {p['dataset_size']} (batches drop the last partial batch, so none would run)"
+            )
+    layers: dict[tuple[str, bool, bool], int | None] = {}
+    for t in trials:
+        key = (t.params["model"], t.params["trust_remote_code"], t.params["allow_pickle"])
+        if key not in layers:
+            try:
+                layers[key] = model_layers(*key)
+            except ModelError as exc:
+                raise PreflightError(f"{grid_path}: [model] name: {exc}") from None
+        fl = t.params["frozen_layers"]
+        n_layers = layers[key]
+        if fl != "all" and n_layers is not None and int(fl) > n_layers:
+            raise PreflightError(
+                f"{grid_path}: [grid] frozen_layers: {fl} but {t.params['model']} has {n_layers} layers; "
+                f"expected 0..{n_layers} or \"all\""
+            )
+    if check_devices:
+        cuda = sorted({t.params["device"] for t in trials if t.params["device"].startswith("cuda")})
+        if cuda:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise PreflightError(f"{grid_path}: [grid] device: {cuda[0]!r} but CUDA is not available on this machine")
+            count = torch.cuda.device_count()
+            for d in cuda:
+                if ":" in d and int(d.split(":")[1]) >= count:
+                    raise PreflightError(f"{grid_path}: [grid] device: {d!r} but this machine has {count} CUDA device(s)")

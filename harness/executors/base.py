@@ -1,0 +1,41 @@
+"""The executors' one small interface: `run(trials, events)`; records come back through `events`.
+
+An executor never touches the core or the store: it gets plain trials and hands back plain records.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Protocol
+
+from ..grid import Trial
+
+
+class Events(Protocol):
+    def trial_started(self, trial: Trial) -> None: ...
+    def trial_event(self, trial: Trial, event: dict[str, Any]) -> None: ...
+    def trial_finished(self, trial: Trial, record: dict[str, Any]) -> None: ...
+    def stopping(self) -> bool: ...
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, trials: list[Trial], events: Events) -> None: ...
+    def stop(self) -> None: ...
+
+
+def finish_abnormal(trial: Trial, snapshot: dict[str, Any] | None, status: str, reason: str,
+                    phase: str | None, epoch: int | None) -> dict[str, Any]:
+    """Complete the last snapshot of a trial whose child could not finish its own record."""
+    from ..core.trial import empty_record, now_iso
+
+    rec = copy.deepcopy(snapshot) if snapshot is not None else empty_record(trial)
+    rec["status"] = status
+    rec["error"] = reason
+    rec["finished_at"] = now_iso()
+    if status == "oom":
+        rec["oom"] = {"phase": phase, "epoch": epoch}
+    rec.setdefault("notes", []).append(
+        f"record completed by the parent from the child's last snapshot (phase {phase}, epoch {epoch})")
+    return rec

@@ -1,0 +1,186 @@
+"""Run each trial in its own spawned child process, with a timeout.
+
+A trial's crash, kill or memory use never touches the next trial or the grid: the child is a fresh
+interpreter (`spawn`, not `fork`, so no CUDA or thread state is inherited). The child streams events and
+snapshots of its record over a pipe; the parent blocks on the pipe (no busy loop) until the final record
+arrives, the child dies, or the timeout passes. When the child cannot finish its own record, the parent
+completes the last snapshot: `timeout` keeps the epochs that finished; a child killed by SIGKILL (what
+the kernel's OOM killer sends) is recorded as `oom` with the phase and epoch it was in.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Iterable
+
+from ..grid import Trial
+from .base import Events, finish_abnormal
+
+SPAWN = mp.get_context("spawn")
+
+
+def _child_main(trial_dict: dict[str, Any], conn: Connection) -> None:
+    """Entry point of the child process: apply the memory budget, run the trial, send the record."""
+    # The parent handles Ctrl-C for the whole grid; a child must not die half-way through a write on it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from ..core.budget import apply_budgets
+    from ..core.trial import run_trial
+
+    trial = Trial.from_dict(trial_dict)
+    lock = threading.Lock()
+
+    def emit(event: dict[str, Any]) -> None:
+        with lock:
+            try:
+                conn.send(event)
+            except (BrokenPipeError, OSError):
+                pass
+
+    apply_budgets(trial)
+    record = run_trial(trial, emit)
+    emit({"type": "record", "record": record})
+    conn.close()
+
+
+class ChildRun:
+    """One trial in one child process, watched by the parent."""
+
+    def __init__(self, trial: Trial, on_event: Callable[[Trial, dict[str, Any]], None] | None = None):
+        self.trial = trial
+        self.on_event = on_event
+        self.snapshot: dict[str, Any] | None = None
+        self.phase: str | None = "start"
+        self.epoch: int | None = None
+        self.process: Any = None
+
+    def start(self) -> None:
+        parent_conn, child_conn = SPAWN.Pipe(duplex=False)
+        self.conn = parent_conn
+        self.process = SPAWN.Process(target=_child_main, args=(self.trial.to_dict(), child_conn), daemon=True,
+                                     name=f"trial-{self.trial.trial_id}")
+        self.process.start()
+        child_conn.close()  # the parent keeps only its end, so EOF shows the child is gone
+        self.started = time.monotonic()
+
+    def wait(self) -> dict[str, Any]:
+        timeout = float(self.trial.limits.get("trial_timeout_s") or 3600.0)
+        deadline = self.started + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                return finish_abnormal(self.trial, self.snapshot, "timeout",
+                                       f"trial exceeded trial_timeout_s = {timeout:g} s", self.phase, self.epoch)
+            try:
+                ready = self.conn.poll(min(remaining, 5.0))
+            except (EOFError, OSError):
+                ready = True
+            if not ready:
+                continue
+            try:
+                event = self.conn.recv()
+            except (EOFError, OSError):
+                return self._child_gone()
+            kind = event.get("type")
+            if kind == "record":
+                self.process.join(timeout=30)
+                if self.process.is_alive():
+                    self.kill()
+                return event["record"]
+            if kind == "snapshot":
+                self.snapshot = event["record"]
+            if kind == "phase":
+                self.phase, self.epoch = event.get("phase"), event.get("epoch")
+            if self.on_event is not None:
+                self.on_event(self.trial, event)
+
+    def _child_gone(self) -> dict[str, Any]:
+        self.process.join(timeout=10)
+        code = self.process.exitcode
+        if code == -signal.SIGKILL:
+            return finish_abnormal(self.trial, self.snapshot, "oom",
+                                   "child process killed by SIGKILL (the kernel's OOM killer sends this)",
+                                   self.phase, self.epoch)
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            return finish_abnormal(self.trial, self.snapshot, "error", f"child process killed by {name}",
+                                   self.phase, self.epoch)
+        return finish_abnormal(self.trial, self.snapshot, "error",
+                               f"child process exited with code {code} before sending its record",
+                               self.phase, self.epoch)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=10)
+
+    def close(self) -> None:
+        self.kill()
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+
+
+def run_in_child(trial: Trial, on_event: Callable[[Trial, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    run = ChildRun(trial, on_event)
+    run.start()
+    try:
+        return run.wait()
+    finally:
+        run.close()
+
+
+class LocalExecutor:
+    """Runs trials one after another (or `workers` at once), each in its own child process."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, int(workers))
+        self._active: set[ChildRun] = set()
+        self._lock = threading.Lock()
+
+    def run(self, trials: Iterable[Trial], events: Events) -> None:
+        trials = list(trials)
+        if self.workers == 1:
+            for trial in trials:
+                self._one(trial, events)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for future in [pool.submit(self._one, t, events) for t in trials]:
+                future.result()
+
+    def _one(self, trial: Trial, events: Events) -> None:
+        if events.stopping():
+            return
+        events.trial_started(trial)
+        run = ChildRun(trial, events.trial_event)
+        with self._lock:
+            self._active.add(run)
+        try:
+            run.start()
+            record = run.wait()
+        finally:
+            run.close()
+            with self._lock:
+                self._active.discard(run)
+        if events.stopping():
+            return  # interrupted: the trial runs again on resume, no record is written for it
+        events.trial_finished(trial, record)
+
+    def stop(self) -> None:
+        with self._lock:
+            for run in list(self._active):
+                run.kill()

@@ -1,0 +1,95 @@
+"""Validated config -> trials: the cartesian product of the `[grid]` axes, each with a stable id."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .config import SECTIONS, STRATEGIES, GridFile
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial as plain data: what the child process (or Ray task) gets, and all it gets."""
+
+    trial_id: str
+    index: int
+    repeat: int
+    params: dict[str, Any]
+    run_name: str
+    limits: dict[str, Any] = field(default_factory=dict)
+    prices: dict[str, float] = field(default_factory=dict)
+    price_per_kwh: float | None = None
+    kind: str = "train"  # "train", or "probe" for a largest-batch search step
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trial":
+        return cls(**d)
+
+    def label(self) -> str:
+        p = self.params
+        parts = [f"n={p['dataset_size']}", f"bs={p['batch_size']}", f"frozen={p['frozen_layers']}", p["device"]]
+        parts.append(p["strategy"])
+        if self.repeat:
+            parts.append(f"rep={self.repeat}")
+        return " ".join(str(x) for x in parts)
+
+
+def base_params(cfg: GridFile) -> dict[str, Any]:
+    """Every setting under its flat name, from the sections (grid values not applied yet)."""
+    out: dict[str, Any] = {}
+    for section, (_, renames) in SECTIONS.items():
+        values = getattr(cfg, section).model_dump()
+        for name, value in values.items():
+            out[renames.get(name, name)] = value
+    return out
+
+
+def resolve(params: dict[str, Any], repeat: int = 0) -> dict[str, Any]:
+    """Fill what a strategy implies and what defaults from other settings; the result is what runs."""
+    p = dict(params)
+    for switch, value in STRATEGIES[p["strategy"]].items():
+        if p.get(switch) is None:
+            p[switch] = value
+    if p.get("eval_batch_size") is None:
+        p["eval_batch_size"] = p["batch_size"]
+    base_seed = p["data_seed"] if p.get("seed") is None else p["seed"]
+    p["seed"] = int(base_seed) + repeat
+    return p
+
+
+def trial_id_of(params: dict[str, Any], repeat: int) -> str:
+    blob = json.dumps({"params": params, "repeat": repeat}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+def expand(cfg: GridFile) -> list[Trial]:
+    base = base_params(cfg)
+    axes = list(cfg.grid.items())
+    names = [k for k, _ in axes]
+    limits = cfg.limits.model_dump()
+    limits = {k: (int(v) if k.endswith("memory") and v is not None else v) for k, v in limits.items()}
+    trials: list[Trial] = []
+    for combo in itertools.product(*[values for _, values in axes]):
+        params = {**base, **dict(zip(names, combo))}
+        for repeat in range(cfg.repeats):
+            resolved = resolve(params, repeat)
+            trials.append(
+                Trial(
+                    trial_id=trial_id_of(resolved, repeat),
+                    index=len(trials),
+                    repeat=repeat,
+                    params=resolved,
+                    run_name=cfg.name,
+                    limits=limits,
+                    prices=cfg.cost.prices(),
+                    price_per_kwh=cfg.cost.price_per_kwh,
+                )
+            )
+    return trials
