@@ -1,0 +1,799 @@
+"""The numbers behind the report, apart from any rendering: configurations and their spread across repeats,
+Pareto frontiers, the time-per-epoch vs dataset-size fit and its extrapolation, memory grids, learning curves,
+the frozen-depth trade-off, `lab` vs `fast`, and the recommendation.
+
+Everything works on the frame of `harness.results.load`, so a report can also be rebuilt from its own
+`trials.csv` / `trials.parquet`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.results import SEED_KEYS, param_columns
+from harness.report import fmt
+
+FROZEN = "frozen_layers"
+BATCH = "batch_size"
+SIZE = "dataset_size"
+STRATEGY = "strategy"
+EPOCHS = "epochs"
+SEARCH = "search"
+
+# The settings a strategy ("lab" / "fast") fills in (harness.config.STRATEGIES).
+STRATEGY_SWITCHES = frozenset({
+    "padding", "precision", "cache_frozen", "length_buckets", "frozen_dropout", "fused_optimizer", "compile",
+    "attention",
+})
+
+# Settings that never tell two configurations apart.
+NON_CONFIG = frozenset(SEED_KEYS) | {SEARCH}
+
+SHORT_NAMES = {
+    "batch_size": "batch",
+    "frozen_layers": "frozen",
+    "dataset_size": "rows",
+    "learning_rate": "lr",
+    "max_length": "len",
+    "strategy": "strategy",
+}
+
+METRICS = [
+    "val_accuracy",
+    "best_val_accuracy",
+    "seconds_per_epoch",
+    "seconds_total",
+    "cost_usd",
+    "cpu_peak_rss_mib",
+    "gpu_peak_used_mib",
+    "cuda_peak_allocated_mib",
+    "energy_cpu_j",
+    "energy_gpu_j",
+    "samples_per_s",
+    "trainable_params",
+    "n_epochs_done",
+]
+
+DEFAULT_TARGET_ACCURACY = 0.8
+DEFAULT_EXTRAPOLATE_ROWS = 56000
+
+
+# -- small helpers --------------------------------------------------------------------------------------------
+def order_key(v: Any) -> tuple:
+    """Sort order for setting values: numbers by size, 'none' as 0, 'all' after every number, text last."""
+    if fmt.is_missing(v):
+        return (3, 0.0, "")
+    if isinstance(v, bool):
+        return (0, float(v), "")
+    f = fmt.num(v)
+    if f is not None:
+        return (0, f, "")
+    text = str(v).strip().lower()
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        pass
+    if text == "none":
+        return (0, 0.0, "")
+    if text == "all":
+        return (1, 0.0, "")
+    return (2, 0.0, text)
+
+
+def short_name(col: str) -> str:
+    return SHORT_NAMES.get(col, col)
+
+
+def label(row: Any, cols: list[str]) -> str:
+    parts = [f"{short_name(c)}={fmt.value(row[c])}" for c in cols if c in row]
+    return ", ".join(parts) if parts else "all trials"
+
+
+def is_search(df: pd.DataFrame) -> pd.Series:
+    if SEARCH not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df[SEARCH].notna()
+
+
+# Columns `group_configs` adds next to the settings.
+GROUP_COLUMNS = frozenset({"label", "n_trials", "n_ok", "statuses", "run_names"}) | frozenset(
+    m + sfx for m in METRICS for sfx in ("_min", "_max", "_std", "_n")
+)
+
+
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """The settings among a frame's columns: trials or configurations, less helper columns (`_x`)."""
+    return [c for c in param_columns(df) if c not in GROUP_COLUMNS and not c.startswith("_")]
+
+
+def config_columns(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
+    return [c for c in setting_columns(df) if c not in NON_CONFIG and c not in exclude]
+
+
+def varying_params(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Settings that take more than one value across `df` (the ones worth naming in a label)."""
+    out = []
+    for c in config_columns(df, exclude):
+        if df[c].map(fmt.value).nunique() > 1:
+            out.append(c)
+    return out
+
+
+LABEL_PRIORITY = [SIZE, BATCH, FROZEN, STRATEGY, "device", "model", "max_length", EPOCHS, "optimizer", "learning_rate"]
+
+
+def label_columns(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The varying settings worth naming: each one kept only where it tells apart configurations that the ones
+    before it do not (`eval_batch_size` follows `batch_size`, a strategy's switches follow `strategy`)."""
+    cand = varying_params(df, exclude)
+    cand.sort(key=lambda c: LABEL_PRIORITY.index(c) if c in LABEL_PRIORITY else len(LABEL_PRIORITY))
+    text = {c: df[c].map(fmt.value) for c in cand}
+    chosen: list[str] = []
+    combos = 1
+    for c in cand:
+        n = len(set(zip(*(text[k] for k in chosen + [c]))))
+        if n > combos:
+            chosen.append(c)
+            combos = n
+    return chosen
+
+
+def determined_by(df: pd.DataFrame, by: str) -> list[str]:
+    """Settings whose value follows from `by` alone (a strategy's switches)."""
+    if by not in df.columns or not len(df):
+        return []
+    key = df[by].map(fmt.value)
+    out = []
+    for c in config_columns(df, exclude=(by,)):
+        vals = df[c].map(fmt.value)
+        if vals.nunique() > 1 and vals.groupby(key).nunique().max() <= 1:
+            out.append(c)
+    return out
+
+
+def _group_id(row: Any, cols: list[str]) -> str:
+    return json.dumps([fmt.value(row[c]) for c in cols])
+
+
+def _median(s: pd.Series) -> float | None:
+    s = pd.to_numeric(s, errors="coerce").dropna()
+    return float(s.median()) if len(s) else None
+
+
+def _nanfloat(v: Any) -> float:
+    f = fmt.num(v)
+    return float("nan") if f is None else f
+
+
+# -- configurations -------------------------------------------------------------------------------------------
+def group_configs(trials: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
+    """One row per configuration (every setting but the seeds): counts by status, and the median, min, max and
+    standard deviation of each metric over its `ok` repeats."""
+    pcols = param_columns(trials)
+    rows = []
+    for key, g in trials.groupby("config_key", sort=False):
+        ok = g[g["status"] == "ok"]
+        first = g.iloc[0]
+        statuses = Counter(g["status"].astype(str))
+        row: dict[str, Any] = {
+            "config_key": key,
+            "label": label(first, varying),
+            "n_trials": len(g),
+            "n_ok": int(statuses.get("ok", 0)),
+            "statuses": ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
+            "device_name": next((d for d in g["device_name"] if not fmt.is_missing(d)), None)
+            if "device_name" in g.columns
+            else None,
+            "run_names": ", ".join(sorted({str(r) for r in g["run_name"] if not fmt.is_missing(r)})),
+        }
+        for c in pcols:
+            row[c] = first[c]
+        for m in METRICS:
+            vals = pd.to_numeric(ok[m], errors="coerce").dropna() if m in ok.columns else pd.Series(dtype=float)
+            row[m] = float(vals.median()) if len(vals) else float("nan")
+            row[m + "_min"] = float(vals.min()) if len(vals) else float("nan")
+            row[m + "_max"] = float(vals.max()) if len(vals) else float("nan")
+            row[m + "_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+            row[m + "_n"] = int(len(vals))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if len(out) and varying:
+        keys = out.apply(lambda r: tuple(order_key(r[c]) for c in varying), axis=1)
+        out = out.iloc[sorted(range(len(out)), key=lambda i: keys.iloc[i])].reset_index(drop=True)
+    return out
+
+
+# -- Pareto frontier ------------------------------------------------------------------------------------------
+def pareto_frontier(groups: pd.DataFrame, x: str, y: str = "val_accuracy") -> pd.DataFrame:
+    """Configurations not beaten on both axes: nothing else is at least as accurate for less `x`."""
+    if not len(groups) or x not in groups.columns or y not in groups.columns:
+        return groups.iloc[0:0]
+    d = groups[groups[x].notna() & groups[y].notna()]
+    d = d.sort_values([x, y], ascending=[True, False], kind="mergesort")
+    keep = []
+    best = -math.inf
+    for idx, r in d.iterrows():
+        if r[y] > best:
+            keep.append(idx)
+            best = r[y]
+    return d.loc[keep]
+
+
+# -- recommendation -------------------------------------------------------------------------------------------
+@dataclass
+class Pick:
+    config_key: str
+    label: str
+    params: dict[str, Any]
+    val_accuracy: float | None
+    seconds_total: float | None
+    seconds_per_epoch: float | None
+    cost_usd: float | None
+    n_ok: int
+
+    @classmethod
+    def from_group(cls, row: Any, pcols: list[str]) -> "Pick":
+        return cls(
+            config_key=str(row["config_key"]),
+            label=str(row["label"]),
+            params={c: row[c] for c in pcols if not fmt.is_missing(row[c])},
+            val_accuracy=fmt.num(row["val_accuracy"]),
+            seconds_total=fmt.num(row["seconds_total"]),
+            seconds_per_epoch=fmt.num(row["seconds_per_epoch"]),
+            cost_usd=fmt.num(row["cost_usd"]),
+            n_ok=int(row["n_ok"]),
+        )
+
+    def describe(self) -> str:
+        bits = [f"val accuracy {fmt.pct(self.val_accuracy)}"]
+        if self.cost_usd is not None:
+            bits.append(f"cost {fmt.usd(self.cost_usd)}")
+        if self.seconds_total is not None:
+            bits.append(f"total {fmt.seconds(self.seconds_total)}")
+        if self.seconds_per_epoch is not None:
+            bits.append(f"{fmt.seconds(self.seconds_per_epoch)} per epoch")
+        if self.n_ok > 1:
+            bits.append(f"median of {self.n_ok} repeats")
+        return f"{self.label} ({'; '.join(bits)})"
+
+
+@dataclass
+class Recommendation:
+    target_accuracy: float
+    cheapest: Pick | None = None  # cheapest configuration reaching the target
+    cheapest_by: str = "cost"  # "cost", or "time" where no trial has a cost
+    fastest: Pick | None = None  # fastest reaching the target (fastest overall where none does)
+    most_accurate: Pick | None = None
+    reached: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        t = fmt.pct(self.target_accuracy)
+        out = []
+        if self.cheapest is not None:
+            what = "Cheapest" if self.cheapest_by == "cost" else "Quickest (no costs recorded)"
+            out.append(f"{what} configuration reaching {t}: {self.cheapest.describe()}")
+        elif self.most_accurate is not None:
+            out.append(f"No configuration reached the target accuracy of {t}.")
+        if self.fastest is not None:
+            scope = f"reaching {t}" if self.reached else "overall"
+            out.append(f"Fastest {scope}: {self.fastest.describe()}")
+        if self.most_accurate is not None:
+            out.append(f"Most accurate: {self.most_accurate.describe()}")
+        out.extend(self.notes)
+        return out
+
+
+def recommend(groups: pd.DataFrame, target_accuracy: float) -> Recommendation:
+    rec = Recommendation(target_accuracy=target_accuracy)
+    if not len(groups):
+        rec.notes.append("No trial finished, so there is nothing to recommend.")
+        return rec
+    pcols = setting_columns(groups)
+    done = groups[(groups["n_ok"] > 0) & groups["val_accuracy"].notna()]
+    if not len(done):
+        rec.notes.append("No trial finished with a validation accuracy, so there is nothing to recommend.")
+        return rec
+    reaching = done[done["val_accuracy"] >= target_accuracy]
+    rec.reached = bool(len(reaching))
+    if len(reaching):
+        costed = reaching[reaching["cost_usd"].notna()]
+        if len(costed):
+            best = costed.sort_values(["cost_usd", "val_accuracy"], ascending=[True, False], kind="mergesort").iloc[0]
+            rec.cheapest_by = "cost"
+        else:
+            timed = reaching[reaching["seconds_total"].notna()]
+            best = (timed if len(timed) else reaching).sort_values(
+                ["seconds_total", "val_accuracy"], ascending=[True, False], kind="mergesort"
+            ).iloc[0]
+            rec.cheapest_by = "time"
+            rec.notes.append("No trial recorded a cost, so the cheapest pick is the one with the shortest total time.")
+        rec.cheapest = Pick.from_group(best, pcols)
+    pool = reaching if len(reaching) else done
+    timed = pool[pool["seconds_total"].notna()]
+    if len(timed):
+        best = timed.sort_values(["seconds_total", "val_accuracy"], ascending=[True, False], kind="mergesort").iloc[0]
+        rec.fastest = Pick.from_group(best, pcols)
+    acc = done.assign(_c=done["cost_usd"].fillna(math.inf), _t=done["seconds_total"].fillna(math.inf))
+    best = acc.sort_values(["val_accuracy", "_c", "_t"], ascending=[False, True, True], kind="mergesort").iloc[0]
+    rec.most_accurate = Pick.from_group(best, pcols)
+    return rec
+
+
+# -- time per epoch vs dataset size ---------------------------------------------------------------------------
+@dataclass
+class SizeFit:
+    label: str
+    x: list[float]  # rows (dataset_size, else n_train)
+    y: list[float]  # seconds per epoch
+    slope: float  # seconds per row
+    intercept: float  # seconds
+    r2: float | None
+    n_points: int
+    n_sizes: int
+    extrapolate_rows: int
+    predicted_s_per_epoch: float | None
+    epochs: float | None
+    overhead_s: float | None
+    predicted_total_s: float | None
+    cost_per_s: float | None
+    predicted_cost_usd: float | None
+    device: str | None
+    config_keys: list[str] = field(default_factory=list)  # the configurations (one per size) behind the fit
+
+    def sentence(self) -> str:
+        rows = f"{self.extrapolate_rows:,} rows"
+        if self.predicted_total_s is None:
+            return (
+                f"{self.label}: time per epoch does not grow with dataset size over the sizes measured, "
+                f"so there is no extrapolation to {rows}."
+            )
+        where = f" on {self.device}" if self.device else " on this device"
+        cost = (
+            f" and cost {fmt.usd(self.predicted_cost_usd)}"
+            if self.predicted_cost_usd is not None
+            else " (cost unknown: no price recorded)"
+        )
+        ep = f"{fmt.value(self.epochs)} epochs of " if self.epochs else ""
+        r2 = f"; R² {self.r2:.3f}" if self.r2 is not None else ""
+        return (
+            f"{self.label}: the full set ({rows}) would take {fmt.hours(self.predicted_total_s)}{cost}{where} "
+            f"({ep}{fmt.seconds(self.predicted_s_per_epoch)} each{r2})."
+        )
+
+
+def _size_x(df: pd.DataFrame) -> pd.Series:
+    x = pd.to_numeric(df[SIZE], errors="coerce") if SIZE in df.columns else pd.Series(np.nan, index=df.index)
+    if "n_train" in df.columns:
+        x = x.fillna(pd.to_numeric(df["n_train"], errors="coerce"))
+    return x
+
+
+def fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float | None]:
+    slope, intercept = np.polyfit(x, y, 1)
+    pred = slope * x + intercept
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    ss_res = float(((y - pred) ** 2).sum())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else None
+    return float(slope), float(intercept), r2
+
+
+def size_fits(trials: pd.DataFrame, extrapolate_rows: int) -> list[SizeFit]:
+    """A straight line of seconds per epoch against rows for each configuration measured at two sizes or more;
+    trials that stopped early (OOM, timeout) still count for the epochs they finished."""
+    if not len(trials):
+        return []
+    d = trials.assign(_x=_size_x(trials), _y=pd.to_numeric(trials["seconds_per_epoch"], errors="coerce"))
+    d = d[d["_x"].notna() & d["_y"].notna() & (d["_x"] > 0)]
+    if not len(d):
+        return []
+    cols = config_columns(d, exclude=(SIZE,))
+    label_cols = label_columns(d, exclude=(SIZE,))
+    d = d.assign(_g=d.apply(lambda r: _group_id(r, cols), axis=1))
+    fits = []
+    for _, g in d.groupby("_g", sort=False):
+        if g["_x"].nunique() < 2:
+            continue
+        x = g["_x"].to_numpy(float)
+        y = g["_y"].to_numpy(float)
+        slope, intercept, r2 = fit_line(x, y)
+        n = float(extrapolate_rows)
+        pred = slope * n + intercept if slope > 0 else None
+        epochs = _median(g[EPOCHS]) if EPOCHS in g.columns else None
+        if epochs is None:
+            epochs = _median(g["n_epochs_done"])
+        ok = g[g["status"] == "ok"]
+        src = ok if len(ok) else g
+        epoch_sum = src["epoch_log"].map(_epoch_seconds_sum)
+        overhead = _median(pd.to_numeric(src["seconds_total"], errors="coerce") - epoch_sum)
+        overhead = max(overhead, 0.0) if overhead is not None else 0.0
+        cps = _median(pd.to_numeric(g["cost_usd"], errors="coerce") / pd.to_numeric(g["seconds_total"], errors="coerce"))
+        total = pred * (epochs or 1) + overhead if pred is not None else None
+        device = next((v for v in g["device_name"] if not fmt.is_missing(v)), None)
+        if device is None and "device" in g.columns:
+            device = next((fmt.value(v) for v in g["device"] if not fmt.is_missing(v)), None)
+        fits.append(
+            SizeFit(
+                label=label(g.iloc[0], label_cols) if label_cols else "all trials",
+                x=x.tolist(),
+                y=y.tolist(),
+                slope=slope,
+                intercept=intercept,
+                r2=r2,
+                n_points=len(g),
+                n_sizes=int(g["_x"].nunique()),
+                extrapolate_rows=int(extrapolate_rows),
+                predicted_s_per_epoch=pred,
+                epochs=epochs,
+                overhead_s=overhead,
+                predicted_total_s=total,
+                cost_per_s=cps,
+                predicted_cost_usd=total * cps if (total is not None and cps is not None) else None,
+                device=device,
+                config_keys=sorted({str(k) for k in g["config_key"]}),
+            )
+        )
+    return fits
+
+
+def _epoch_seconds_sum(log: Any) -> float:
+    total = 0.0
+    for e in parse_epochs(log):
+        total += fmt.num(e.get("seconds")) or 0.0
+    return total
+
+
+def parse_epochs(log: Any) -> list[dict[str, Any]]:
+    if isinstance(log, list):
+        return [e for e in log if isinstance(e, dict)]
+    if not isinstance(log, str) or not log:
+        return []
+    try:
+        data = json.loads(log)
+    except json.JSONDecodeError:
+        return []
+    return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
+
+# -- memory ---------------------------------------------------------------------------------------------------
+MEMORY_METRICS = [
+    ("gpu_peak_used_mib", "GPU peak used (NVML)"),
+    ("cuda_peak_allocated_mib", "CUDA peak allocated"),
+    ("cpu_peak_rss_mib", "CPU peak RSS"),
+]
+
+
+def memory_metrics(trials: pd.DataFrame) -> list[tuple[str, str]]:
+    """The GPU measure (device-level where there is one) and the CPU one, each only where something was measured."""
+    out = []
+    for col, title in MEMORY_METRICS:
+        if col in trials.columns and trials[col].notna().any():
+            if col == "cuda_peak_allocated_mib" and out and out[0][0] == "gpu_peak_used_mib":
+                continue
+            out.append((col, title))
+    return out
+
+
+@dataclass
+class MemoryGrid:
+    metric: str
+    title: str
+    depths: list[Any]  # row values (frozen depth), display order
+    batches: list[Any]  # column values (batch size), display order
+    peak: list[list[float | None]]  # largest peak among trials that did not run out of memory
+    oom: list[list[int]]  # trials that ran out of memory in the cell
+    runs: list[list[int]]  # trials in the cell
+
+
+def memory_grid(trials: pd.DataFrame, metric: str, title: str) -> MemoryGrid | None:
+    if BATCH not in trials.columns:
+        return None
+    d = trials[trials[BATCH].notna()]
+    if not len(d):
+        return None
+    depth_col = d[FROZEN] if FROZEN in d.columns else pd.Series("—", index=d.index)
+    depths = sorted({v for v in depth_col.map(fmt.value)}, key=lambda s: order_key(s))
+    batches = sorted({v for v in d[BATCH].map(fmt.value)}, key=lambda s: order_key(s))
+    peak = [[None for _ in batches] for _ in depths]
+    oom = [[0 for _ in batches] for _ in depths]
+    runs = [[0 for _ in batches] for _ in depths]
+    for idx, r in d.iterrows():
+        i = depths.index(fmt.value(depth_col[idx]))
+        j = batches.index(fmt.value(r[BATCH]))
+        runs[i][j] += 1
+        if r["status"] == "oom":
+            oom[i][j] += 1
+            continue
+        v = fmt.num(r.get(metric))
+        if v is not None:
+            peak[i][j] = v if peak[i][j] is None else max(peak[i][j], v)
+    if not any(v is not None for row in peak for v in row) and not any(n for row in oom for n in row):
+        return None
+    return MemoryGrid(metric, title, depths, batches, peak, oom, runs)
+
+
+def largest_batches(trials: pd.DataFrame) -> pd.DataFrame:
+    """For each frozen depth and memory budget: the largest batch that ran and stayed within the budget, its
+    peak, and the smallest batch that ran out of memory."""
+    cols = ["frozen", "budget_kind", "budget_mib", "largest_batch", "peak_mib", "peak_measure", "smallest_oom_batch"]
+    if BATCH not in trials.columns or not len(trials):
+        return pd.DataFrame(columns=cols)
+    d = trials[trials[BATCH].notna()].copy()
+    d["_b"] = pd.to_numeric(d[BATCH], errors="coerce")
+    d = d[d["_b"].notna()]
+    d["_depth"] = d[FROZEN].map(fmt.value) if FROZEN in d.columns else "—"
+    gpu_col = next((c for c in ("gpu_peak_used_mib", "cuda_peak_reserved_mib", "cuda_peak_allocated_mib")
+                    if c in d.columns and d[c].notna().any()), "gpu_peak_used_mib")
+    rows = []
+    for depth in sorted(d["_depth"].unique(), key=order_key):
+        g = d[d["_depth"] == depth]
+        budgets: list[tuple[str, float | None, str]] = []
+        for kind, bcol, mcol in (("GPU", "memory_budget_gpu_mib", gpu_col), ("CPU", "memory_budget_cpu_mib", "cpu_peak_rss_mib")):
+            if bcol in g.columns:
+                for b in sorted(pd.to_numeric(g[bcol], errors="coerce").dropna().unique()):
+                    budgets.append((kind, float(b), mcol))
+        if not budgets:
+            budgets.append(("none", None, gpu_col if g[gpu_col].notna().any() else "cpu_peak_rss_mib"))
+        for kind, budget, mcol in budgets:
+            sel = g
+            if budget is not None:
+                bcol = "memory_budget_gpu_mib" if kind == "GPU" else "memory_budget_cpu_mib"
+                sel = g[pd.to_numeric(g[bcol], errors="coerce") == budget]
+            ok = sel[sel["status"] == "ok"]
+            peaks = pd.to_numeric(ok[mcol], errors="coerce") if mcol in ok.columns else pd.Series(np.nan, index=ok.index)
+            fits = ok[peaks.isna() | (peaks <= budget)] if budget is not None else ok
+            ooms = sel[sel["status"] == "oom"]
+            largest = float(fits["_b"].max()) if len(fits) else None
+            peak = None
+            if largest is not None:
+                p = pd.to_numeric(fits.loc[fits["_b"] == largest, mcol], errors="coerce").dropna()
+                peak = float(p.max()) if len(p) else None
+            rows.append({
+                "frozen": depth,
+                "budget_kind": kind,
+                "budget_mib": budget,
+                "largest_batch": largest,
+                "peak_mib": peak,
+                "peak_measure": mcol,
+                "smallest_oom_batch": float(ooms["_b"].min()) if len(ooms) else None,
+            })
+    return pd.DataFrame(rows, columns=cols)
+
+
+# -- learning curves ------------------------------------------------------------------------------------------
+@dataclass
+class Curve:
+    config_key: str
+    label: str
+    epochs: list[int]
+    val_accuracy: list[float | None]
+    val_loss: list[float | None]
+    train_loss: list[float | None]
+    n_trials: int
+    final_val_accuracy: float | None
+
+    def verdict(self) -> tuple[float | None, float | None, str]:
+        """(last-epoch change in val accuracy, relative last-epoch change in val loss, answer to "would more
+        epochs help?")."""
+        acc = [v for v in self.val_accuracy if v is not None]
+        loss = [v for v in self.val_loss if v is not None]
+        if len(acc) < 2 and len(loss) < 2:
+            return None, None, "one epoch only: cannot tell"
+        d_acc = acc[-1] - acc[-2] if len(acc) >= 2 else None
+        d_loss = (loss[-1] - loss[-2]) / abs(loss[-2]) if len(loss) >= 2 and loss[-2] else None
+        improving = (d_acc is not None and d_acc > 0.005) or (d_loss is not None and d_loss < -0.01 and (d_acc or 0) >= 0)
+        worse = (d_loss is not None and d_loss > 0.01) and (d_acc is None or d_acc <= 0.005)
+        if improving:
+            return d_acc, d_loss, "likely: still improving"
+        if worse:
+            return d_acc, d_loss, "unlikely: validation loss rising (overfitting)"
+        return d_acc, d_loss, "unlikely: flat"
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def learning_curves(trials: pd.DataFrame, varying: list[str]) -> list[Curve]:
+    curves = []
+    if not len(trials):
+        return curves
+    for key, g in trials.groupby("config_key", sort=False):
+        per_epoch: dict[int, dict[str, list[float]]] = {}
+        n = 0
+        for log in g["epoch_log"]:
+            eps = parse_epochs(log)
+            if eps:
+                n += 1
+            for i, e in enumerate(eps):
+                ep = int(fmt.num(e.get("epoch")) or (i + 1))
+                slot = per_epoch.setdefault(ep, {"val_accuracy": [], "val_loss": [], "train_loss": []})
+                for k in slot:
+                    v = fmt.num(e.get(k))
+                    if v is not None:
+                        slot[k].append(v)
+        if not per_epoch:
+            continue
+        epochs = sorted(per_epoch)
+        curve = Curve(
+            config_key=str(key),
+            label=label(g.iloc[0], varying),
+            epochs=epochs,
+            val_accuracy=[_median_or_none(per_epoch[e]["val_accuracy"]) for e in epochs],
+            val_loss=[_median_or_none(per_epoch[e]["val_loss"]) for e in epochs],
+            train_loss=[_median_or_none(per_epoch[e]["train_loss"]) for e in epochs],
+            n_trials=n,
+            final_val_accuracy=None,
+        )
+        accs = [v for v in curve.val_accuracy if v is not None]
+        curve.final_val_accuracy = accs[-1] if accs else None
+        curves.append(curve)
+    return curves
+
+
+# -- frozen depth ---------------------------------------------------------------------------------------------
+def memory_column(df: pd.DataFrame) -> str | None:
+    for col in ("gpu_peak_used_mib", "cuda_peak_allocated_mib", "cpu_peak_rss_mib"):
+        if col in df.columns and df[col].notna().any():
+            return col
+    return None
+
+
+def frozen_effect(groups: pd.DataFrame) -> pd.DataFrame | None:
+    """Per frozen depth: median accuracy, time per epoch and peak memory, and, against the least-frozen depth on
+    otherwise identical configurations, the accuracy given up and the time and memory saved."""
+    if FROZEN not in groups.columns:
+        return None
+    g = groups[(groups["n_ok"] > 0)].copy()
+    g["_depth"] = g[FROZEN].map(fmt.value)
+    depths = sorted(g["_depth"].unique(), key=order_key)
+    if len(depths) < 2:
+        return None
+    mem = memory_column(g)
+    base_depth = depths[0]
+    cols = [c for c in config_columns(groups, exclude=(FROZEN,)) if c in g.columns]
+    g["_match"] = g.apply(lambda r: _group_id(r, cols), axis=1)
+    base = {r["_match"]: r for _, r in g[g["_depth"] == base_depth].iterrows()}
+
+    def saved(r: Any, b: Any, col: str) -> float | None:
+        x, y = fmt.num(r[col]), fmt.num(b[col])
+        return 1 - x / y if x is not None and y else None
+
+    rows = []
+    for depth in depths:
+        sub = g[g["_depth"] == depth]
+        d_acc, t_saved, m_saved = [], [], []
+        for _, r in sub.iterrows():
+            b = base.get(r["_match"])
+            if b is None:
+                continue
+            x, y = fmt.num(r["val_accuracy"]), fmt.num(b["val_accuracy"])
+            if x is not None and y is not None:
+                d_acc.append(x - y)
+            t = saved(r, b, "seconds_per_epoch")
+            if t is not None:
+                t_saved.append(t)
+            m = saved(r, b, mem) if mem else None
+            if m is not None:
+                m_saved.append(m)
+        rows.append({
+            "frozen": depth,
+            "is_baseline": depth == base_depth,
+            "n_configs": len(sub),
+            "val_accuracy": _median(sub["val_accuracy"]),
+            "seconds_per_epoch": _median(sub["seconds_per_epoch"]),
+            "peak_mib": _median(sub[mem]) if mem else None,
+            "memory_measure": mem,
+            "trainable_params": _median(sub["trainable_params"]),
+            "accuracy_change": _median_or_none(d_acc),
+            "time_saved": _median_or_none(t_saved),
+            "memory_saved": _median_or_none(m_saved),
+            "n_matched": len(d_acc) if depth != base_depth else len(sub),
+        })
+    return pd.DataFrame(rows)
+
+
+# -- lab vs fast ----------------------------------------------------------------------------------------------
+def strategy_comparison(groups: pd.DataFrame) -> pd.DataFrame | None:
+    """Configurations run under both strategies, side by side (medians across repeats)."""
+    if STRATEGY not in groups.columns:
+        return None
+    g = groups[groups["n_ok"] > 0].copy()
+    g["_s"] = g[STRATEGY].map(fmt.value)
+    if not {"lab", "fast"} <= set(g["_s"]):
+        return None
+    switches = tuple(c for c in determined_by(g, STRATEGY) if c in STRATEGY_SWITCHES)
+    cols = [c for c in config_columns(groups, exclude=(STRATEGY,) + switches) if c in g.columns]
+    g["_match"] = g.apply(lambda r: _group_id(r, cols), axis=1)
+    lab_cols = label_columns(g, exclude=(STRATEGY,) + switches)
+    rows = []
+    for _, m in g.groupby("_match", sort=False):
+        lab = m[m["_s"] == "lab"]
+        fast = m[m["_s"] == "fast"]
+        if not len(lab) or not len(fast):
+            continue
+        a, b = lab.iloc[0], fast.iloc[0]
+        rows.append({
+            "label": label(a, lab_cols),
+            "lab_seconds_per_epoch": a["seconds_per_epoch"],
+            "fast_seconds_per_epoch": b["seconds_per_epoch"],
+            "lab_seconds_total": a["seconds_total"],
+            "fast_seconds_total": b["seconds_total"],
+            "lab_val_accuracy": a["val_accuracy"],
+            "fast_val_accuracy": b["val_accuracy"],
+            "speedup_epoch": a["seconds_per_epoch"] / b["seconds_per_epoch"] if b["seconds_per_epoch"] else float("nan"),
+            "speedup_total": a["seconds_total"] / b["seconds_total"] if b["seconds_total"] else float("nan"),
+            "accuracy_change": b["val_accuracy"] - a["val_accuracy"],
+            "lab_n": int(a["n_ok"]),
+            "fast_n": int(b["n_ok"]),
+        })
+    return pd.DataFrame(rows) if rows else None
+
+
+# -- everything -----------------------------------------------------------------------------------------------
+@dataclass
+class Analysis:
+    df: pd.DataFrame  # every record, searches included
+    trials: pd.DataFrame  # without `max_batch` search records
+    searches: pd.DataFrame
+    varying: list[str]
+    groups: pd.DataFrame
+    frontier_cost: pd.DataFrame
+    frontier_time: pd.DataFrame
+    recommendation: Recommendation
+    fits: list[SizeFit]
+    memory_grids: list[MemoryGrid]
+    largest: pd.DataFrame
+    curves: list[Curve]
+    frozen: pd.DataFrame | None
+    strategies: pd.DataFrame | None
+    target_accuracy: float
+    extrapolate_rows: int
+
+    def fit_for(self, config_key: str) -> SizeFit | None:
+        """The dataset-size fit a configuration belongs to, if it was measured at two sizes or more."""
+        return next((f for f in self.fits if config_key in f.config_keys), None)
+
+    @property
+    def status_counts(self) -> dict[str, int]:
+        return dict(Counter(self.trials["status"].astype(str))) if len(self.trials) else {}
+
+
+def analyse(df: pd.DataFrame, target_accuracy: float = DEFAULT_TARGET_ACCURACY,
+            extrapolate_rows: int = DEFAULT_EXTRAPOLATE_ROWS) -> Analysis:
+    search_mask = is_search(df)
+    trials = df[~search_mask].reset_index(drop=True)
+    searches = df[search_mask].reset_index(drop=True)
+    varying = label_columns(trials) if len(trials) else []
+    groups = group_configs(trials, varying) if len(trials) else pd.DataFrame()
+    grids = []
+    for col, title in memory_metrics(trials):
+        grid = memory_grid(trials, col, title)
+        if grid is not None:
+            grids.append(grid)
+    has = len(groups) > 0
+    return Analysis(
+        df=df,
+        trials=trials,
+        searches=searches,
+        varying=varying,
+        groups=groups,
+        frontier_cost=pareto_frontier(groups, "cost_usd") if has else groups,
+        frontier_time=pareto_frontier(groups, "seconds_total") if has else groups,
+        recommendation=recommend(groups, target_accuracy),
+        fits=size_fits(trials, extrapolate_rows),
+        memory_grids=grids,
+        largest=largest_batches(trials),
+        curves=learning_curves(trials, varying),
+        frozen=frozen_effect(groups) if has else None,
+        strategies=strategy_comparison(groups) if has else None,
+        target_accuracy=target_accuracy,
+        extrapolate_rows=extrapolate_rows,
+    )

@@ -1,0 +1,621 @@
+"""The report as plain data (sections of paragraphs, tables, figures), rendered alike by `markdown` and `html`.
+
+Text here is never markup: every string, from the run or not, is escaped by the renderer that writes it out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Union
+
+import pandas as pd
+
+from harness.report import fmt
+from harness.report.analysis import BATCH, FROZEN, Analysis, order_key, setting_columns, short_name
+from harness.report.figures import FigureFiles
+
+
+@dataclass
+class Cell:
+    text: str
+    sort: float | str | None = None  # what the HTML table sorts by (numbers sort as numbers)
+    cls: str | None = None  # a CSS class from a fixed set ("status-ok", ...), never run data
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[Cell]]
+    sortable: bool = False
+    caption: str | None = None
+    key: str | None = None
+
+
+@dataclass
+class Para:
+    text: str
+    lead: str | None = None  # shown in bold before the text
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Pre:
+    text: str
+    caption: str | None = None
+
+
+@dataclass
+class Fig:
+    files: FigureFiles
+
+
+@dataclass
+class Sub:
+    """A sub-heading inside a section."""
+
+    title: str
+
+
+Block = Union[Para, Bullets, Pre, Fig, Table, Sub]
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class RunInfo:
+    run_dir: str
+    run_name: str | None
+    env: dict[str, Any]
+    grid_text: str | None
+
+
+@dataclass
+class Document:
+    title: str
+    intro: list[str]
+    sections: list[Section]
+
+
+# -- cells ----------------------------------------------------------------------------------------------------
+def c_text(v: Any) -> Cell:
+    text = fmt.value(v)
+    return Cell(text, None if fmt.is_missing(v) else text)
+
+
+def c_setting(v: Any) -> Cell:
+    """A setting's value; sorts numerically where it is a number, 'all' after every number."""
+    text = fmt.value(v)
+    k = order_key(v)
+    sort: float | str | None
+    if k[0] == 0:
+        sort = k[1]
+    elif k[0] == 1:
+        sort = 1e300
+    elif k[0] == 2:
+        sort = text
+    else:
+        sort = None
+    return Cell(text, sort)
+
+
+def c_num(v: Any, formatter) -> Cell:
+    f = fmt.num(v)
+    return Cell(formatter(v), f)
+
+
+def c_status(row: Any) -> Cell:
+    status = str(row["status"])
+    text = status
+    if status == "oom":
+        where = []
+        if not fmt.is_missing(row.get("oom_phase")):
+            where.append(str(row["oom_phase"]))
+        if fmt.num(row.get("oom_epoch")) is not None:
+            where.append(f"epoch {fmt.value(row['oom_epoch'])}")
+        if where:
+            text = f"oom ({', '.join(where)})"
+    cls = f"status-{status}" if status in ("ok", "oom", "timeout", "error") else "status-other"
+    return Cell(text, status, cls)
+
+
+def _any(df: pd.DataFrame, col: str) -> bool:
+    return col in df.columns and df[col].notna().any()
+
+
+def _energy(row: Any) -> float | None:
+    vals = [fmt.num(row.get(c)) for c in ("energy_cpu_j", "energy_gpu_j")]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) if vals else None
+
+
+def _gpu_peak(row: Any) -> float | None:
+    for c in ("gpu_peak_used_mib", "cuda_peak_allocated_mib"):
+        v = fmt.num(row.get(c))
+        if v is not None:
+            return v
+    return None
+
+
+def _unique_text(df: pd.DataFrame, col: str) -> list[str]:
+    if col not in df.columns:
+        return []
+    seen: list[str] = []
+    for v in df[col]:
+        if not fmt.is_missing(v) and str(v) not in seen:
+            seen.append(str(v))
+    return seen
+
+
+# -- sections -------------------------------------------------------------------------------------------------
+def section_recommendation(a: Analysis) -> Section | None:
+    rec = a.recommendation
+    s = Section("recommendation", "Recommendation")
+    lines = rec.lines()
+    if not lines:
+        return None
+    s.blocks.append(Para(f"Target validation accuracy: {fmt.pct(rec.target_accuracy)}."))
+    items = []
+    if rec.cheapest is not None:
+        lead = "Cheapest reaching the target" if rec.cheapest_by == "cost" else "Quickest reaching the target"
+        items.append((lead, rec.cheapest.describe()))
+    elif rec.most_accurate is not None:
+        items.append(("Target", f"no configuration reached {fmt.pct(rec.target_accuracy)}"))
+    if rec.fastest is not None:
+        items.append(("Fastest" + (" reaching the target" if rec.reached else " overall"), rec.fastest.describe()))
+    if rec.most_accurate is not None:
+        items.append(("Most accurate", rec.most_accurate.describe()))
+    for lead, text in items:
+        s.blocks.append(Para(text, lead=lead + ":"))
+    pick = rec.cheapest or rec.most_accurate
+    fit = a.fit_for(pick.config_key) if pick is not None else None
+    if fit is not None:
+        s.blocks.append(Para(fit.sentence(), lead="Full set:"))
+    for note in rec.notes:
+        s.blocks.append(Para(note))
+    return s
+
+
+def _flat_env(env: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for k, v in env.items():
+        name = f"{prefix}{k}"
+        if k == "resumed_from":
+            out.append((name, "yes (an earlier environment is kept in env.json)"))
+        elif isinstance(v, dict):
+            out.extend(_flat_env(v, name + "."))
+        elif isinstance(v, list):
+            if all(not isinstance(x, (dict, list)) for x in v):
+                out.append((name, ", ".join(fmt.value(x) for x in v) or "—"))
+            else:
+                out.append((name, "; ".join(json.dumps(x, default=str) for x in v)))
+        else:
+            out.append((name, fmt.value(v)))
+    return out
+
+
+def section_setup(a: Analysis, runs: list[RunInfo]) -> Section:
+    s = Section("setup", "Set-up")
+    t = a.df
+    for run in runs:
+        title = f"Run {run.run_name}" if run.run_name else "Run"
+        s.blocks.append(Sub(title))
+        s.blocks.append(Para(run.run_dir, lead="Folder:"))
+        if run.env:
+            rows = [[Cell(k), Cell(v)] for k, v in _flat_env(run.env)]
+            s.blocks.append(Table(["environment", "value"], rows, caption="From env.json"))
+        else:
+            s.blocks.append(Para("No env.json in this run folder."))
+        if run.grid_text is not None:
+            s.blocks.append(Pre(run.grid_text, caption="The grid file the run was started with (grid.toml)"))
+    if not len(t):
+        return s
+    s.blocks.append(Sub("Data, model and settings"))
+    rows = []
+
+    def add(name: str, values: list[str]) -> None:
+        if values:
+            rows.append([Cell(name), Cell(", ".join(values))])
+
+    def settings(col: str) -> list[str]:
+        if col not in t.columns:
+            return []
+        vals = {fmt.value(v) for v in t[col] if not fmt.is_missing(v)}
+        return sorted(vals, key=order_key)
+
+    add("model", settings("model"))
+    add("data source", settings("source"))
+    add("dataset size (rows)", settings("dataset_size"))
+    add("max length (tokens)", settings("max_length"))
+    add("training rows per trial", settings("n_train"))
+    add("validation rows per trial", settings("n_val"))
+    add("labels", settings("num_labels"))
+    add("devices", settings("device"))
+    add("device names", _unique_text(t, "device_name"))
+    add("hosts", _unique_text(t, "host"))
+    if _any(t, "total_params"):
+        add("model parameters", [fmt.count(v) for v in sorted(t["total_params"].dropna().unique())])
+    if _any(t, "trainable_params") and FROZEN in t.columns:
+        per = []
+        for depth in sorted({fmt.value(v) for v in t[FROZEN]}, key=order_key):
+            vals = t.loc[t[FROZEN].map(fmt.value) == depth, "trainable_params"].dropna()
+            if len(vals):
+                per.append(f"frozen={depth}: {fmt.count(vals.median())}")
+        add("trainable parameters", per)
+    if rows:
+        s.blocks.append(Table(["what", "values"], rows))
+    constant = []
+    shown = {"model", "source", "dataset_size", "max_length", "device"}
+    for col in setting_columns(a.trials):
+        if col in a.varying or col in shown or col not in t.columns:
+            continue
+        vals = {fmt.value(v) for v in t[col]}
+        if len(vals) == 1:
+            constant.append([Cell(col), Cell(vals.pop())])
+    if constant:
+        s.blocks.append(Table(["setting shared by every trial", "value"], constant))
+    if a.varying:
+        s.blocks.append(Para(", ".join(f"{c} ({short_name(c)})" for c in a.varying), lead="Settings swept:"))
+    budgets = []
+    for col, what in (("memory_budget_gpu_mib", "GPU"), ("memory_budget_cpu_mib", "CPU")):
+        if _any(t, col):
+            budgets.append(f"{what}: " + ", ".join(fmt.mib(v) for v in sorted(t[col].dropna().unique())))
+    s.blocks.append(Sub("Memory budgets"))
+    s.blocks.append(Para("; ".join(budgets) if budgets else "No memory budget was set."))
+    prices = _unique_text(t, "cost_note")
+    s.blocks.append(Sub("Prices"))
+    s.blocks.append(Bullets(prices) if prices else Para("No prices recorded: costs are not known."))
+    notes = [f"memory — {n}" for n in _unique_text(t, "memory_note")]
+    notes += [f"energy — {n}" for n in _unique_text(t, "energy_note")]
+    notes += [f"MFU — {n}" for n in _unique_text(t, "mfu_note")]
+    if notes:
+        s.blocks.append(Sub("How things were measured"))
+        s.blocks.append(Bullets(notes))
+    return s
+
+
+def _label_cells(row: Any, cols: list[str]) -> list[Cell]:
+    return [c_setting(row[c]) for c in cols]
+
+
+def section_trials(a: Analysis, runs: list[RunInfo]) -> Section:
+    s = Section("trials", "Trials")
+    t = a.trials
+    if not len(t):
+        s.blocks.append(Para("No trial records."))
+        return s
+    counts = a.status_counts
+    s.blocks.append(Para(
+        f"{len(t)} trials: " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
+        + ". Click a column header in the HTML report to sort."
+    ))
+    multi_run = t["run_dir"].nunique() > 1 if "run_dir" in t.columns else False
+    show_repeat = "repeat" in t.columns and t["repeat"].nunique() > 1
+    gpu = _any(t, "gpu_peak_used_mib") or _any(t, "cuda_peak_allocated_mib")
+    energy = _any(t, "energy_cpu_j") or _any(t, "energy_gpu_j")
+    cols = (["run"] if multi_run else []) + ["trial"] + [short_name(c) for c in a.varying]
+    cols += (["repeat"] if show_repeat else []) + ["status", "val accuracy", "epochs", "time per epoch", "total time",
+                                                  "CPU peak RSS"]
+    cols += (["GPU peak"] if gpu else []) + (["energy"] if energy else []) + ["cost"]
+    order = sorted(range(len(t)), key=lambda i: tuple(order_key(t.iloc[i][c]) for c in a.varying)
+                   + (order_key(t.iloc[i]["repeat"]),))
+    rows = []
+    for i in order:
+        r = t.iloc[i]
+        cells = [Cell(fmt.value(r["run_name"]))] if multi_run else []
+        cells.append(Cell(str(r["trial_id"])))
+        cells += _label_cells(r, a.varying)
+        if show_repeat:
+            cells.append(c_setting(r["repeat"]))
+        cells.append(c_status(r))
+        cells.append(c_num(r["val_accuracy"], fmt.pct))
+        cells.append(c_num(r["n_epochs_done"], fmt.count))
+        cells.append(c_num(r["seconds_per_epoch"], fmt.seconds))
+        cells.append(c_num(r["seconds_total"], fmt.seconds))
+        cells.append(c_num(r["cpu_peak_rss_mib"], fmt.mib))
+        if gpu:
+            cells.append(c_num(_gpu_peak(r), fmt.mib))
+        if energy:
+            cells.append(c_num(_energy(r), fmt.joules))
+        cells.append(c_num(r["cost_usd"], fmt.usd))
+        rows.append(cells)
+    s.blocks.append(Table(cols, rows, sortable=True, key="trials"))
+    notes = ["Val accuracy is the last finished epoch's; time per epoch is the mean over finished epochs."]
+    if energy:
+        notes.append("Energy is CPU (RAPL) plus GPU (NVML) where each could be read.")
+    if gpu:
+        notes.append("GPU peak is the device-level peak (NVML) where measured, else the CUDA allocator's peak.")
+    s.blocks.append(Bullets(notes))
+    return s
+
+
+def section_configurations(a: Analysis) -> Section | None:
+    g = a.groups
+    if not len(g) or not (g["n_trials"] > 1).any():
+        return None
+    s = Section("configurations", "Configurations across repeats")
+    s.blocks.append(Para("Median over each configuration's ok repeats, with the range (min – max) and the "
+                         "standard deviation where there are two or more."))
+
+    def spread(row: Any, m: str, f) -> Cell:
+        med = fmt.num(row[m])
+        if med is None:
+            return Cell(fmt.MISSING, None)
+        text = f(med)
+        if row[m + "_n"] > 1:
+            text += f" ({f(row[m + '_min'])} – {f(row[m + '_max'])}; sd {f(row[m + '_std'])})"
+        return Cell(text, med)
+
+    rows = []
+    for _, r in g.iterrows():
+        rows.append([
+            Cell(str(r["label"])),
+            Cell(str(r["statuses"]), r["n_trials"]),
+            spread(r, "val_accuracy", fmt.pct),
+            spread(r, "seconds_per_epoch", fmt.seconds),
+            spread(r, "seconds_total", fmt.seconds),
+            spread(r, "cost_usd", fmt.usd),
+        ])
+    s.blocks.append(Table(["configuration", "trials", "val accuracy", "time per epoch", "total time", "cost"],
+                          rows, sortable=True, key="configurations"))
+    return s
+
+
+def section_problems(a: Analysis) -> Section | None:
+    t = a.trials
+    bad = t[t["status"] != "ok"] if len(t) else t
+    if not len(bad):
+        return None
+    s = Section("problems", "OOM, timeouts and errors")
+    s.blocks.append(Para("These trials did not finish; what they measured before the end is kept in the tables "
+                         "above, and they are left out of the frontier and the recommendation."))
+    rows = []
+    for _, r in bad.iterrows():
+        err = r.get("error")
+        msg = "" if fmt.is_missing(err) else str(err)
+        if len(msg) > 300:
+            msg = msg[:299] + "…"
+        rows.append([Cell(str(r["trial_id"])), Cell(", ".join(f"{short_name(c)}={fmt.value(r[c])}" for c in a.varying)),
+                     c_status(r), c_num(r["n_epochs_done"], fmt.count), c_num(r["seconds_total"], fmt.seconds),
+                     Cell(msg or fmt.MISSING)])
+    s.blocks.append(Table(["trial", "configuration", "status", "epochs done", "time before the end", "message"],
+                          rows, sortable=True, key="problems"))
+    return s
+
+
+def _frontier_table(fr: pd.DataFrame, x: str) -> Table:
+    rows = []
+    for n, (_, r) in enumerate(fr.iterrows(), start=1):
+        rows.append([Cell(str(n), n), Cell(str(r["label"])), c_num(r["val_accuracy"], fmt.pct), c_num(r["cost_usd"], fmt.usd),
+                     c_num(r["seconds_total"], fmt.seconds), c_num(r["seconds_per_epoch"], fmt.seconds),
+                     c_num(r["n_ok"], fmt.count)])
+    what = "cost" if x == "cost_usd" else "total time"
+    return Table(["#", "configuration", "val accuracy", "cost", "total time", "time per epoch", "ok repeats"], rows,
+                 caption=f"Pareto frontier, accuracy vs {what}: no other configuration is at least as accurate "
+                         f"for less {what}.")
+
+
+def section_frontier(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
+    if "accuracy_vs_cost" not in figs and "accuracy_vs_time" not in figs:
+        return None
+    s = Section("frontier", "Accuracy vs cost and time")
+    if "accuracy_vs_cost" in figs:
+        s.blocks.append(Fig(figs["accuracy_vs_cost"]))
+        s.blocks.append(_frontier_table(a.frontier_cost, "cost_usd"))
+    else:
+        s.blocks.append(Para("No trial recorded a cost, so there is no accuracy-vs-cost frontier."))
+    if "accuracy_vs_time" in figs:
+        s.blocks.append(Fig(figs["accuracy_vs_time"]))
+        s.blocks.append(_frontier_table(a.frontier_time, "seconds_total"))
+    return s
+
+
+def section_memory(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
+    lg = a.largest
+    if "memory_heatmap" not in figs and not len(lg) and not len(a.searches):
+        return None
+    s = Section("memory", "Memory: peak by batch size and frozen depth")
+    if "memory_heatmap" in figs:
+        s.blocks.append(Fig(figs["memory_heatmap"]))
+        for grid in a.memory_grids:
+            rows = []
+            for i, depth in enumerate(grid.depths):
+                cells = [Cell(str(depth))]
+                for j in range(len(grid.batches)):
+                    v, n = grid.peak[i][j], grid.oom[i][j]
+                    text = fmt.mib(v) if v is not None else ("" if n else fmt.MISSING)
+                    if n:
+                        text = (text + " " if text else "") + ("OOM" if v is None else f"(OOM ×{n})")
+                    cells.append(Cell(text, v, "status-oom" if n and v is None else None))
+                rows.append(cells)
+            s.blocks.append(Table(["frozen \\ batch"] + [str(b) for b in grid.batches], rows,
+                                  caption=f"{grid.title}, largest peak per cell (MiB); OOM: ran out of memory."))
+    if len(lg):
+        rows = []
+        for _, r in lg.iterrows():
+            budget = "none set" if r["budget_kind"] == "none" else f"{r['budget_kind']} {fmt.mib(r['budget_mib'])}"
+            rows.append([Cell(str(r["frozen"])), Cell(budget, fmt.num(r["budget_mib"])),
+                         c_num(r["largest_batch"], fmt.count), c_num(r["peak_mib"], fmt.mib),
+                         c_num(r["smallest_oom_batch"], fmt.count)])
+        s.blocks.append(Table(["frozen", "memory budget", "largest batch that fits", "its peak",
+                               "smallest batch that ran out of memory"], rows,
+                              caption="Largest batch that ran and stayed within each budget (per frozen depth)."))
+    if len(a.searches):
+        rows = []
+        sr = a.searches
+        extra = [c for c in (FROZEN, "device", "max_length", "model") if c in sr.columns]
+        for _, r in sr.iterrows():
+            found = r.get("max_batch")
+            rows.append([Cell(str(r["trial_id"])), *[c_setting(r[c]) for c in extra],
+                         c_setting(r[BATCH]) if BATCH in sr.columns else Cell(fmt.MISSING), c_status(r),
+                         c_num(found, fmt.count), c_num(_gpu_peak(r) or r.get("cpu_peak_rss_mib"), fmt.mib)])
+        s.blocks.append(Table(["search record"] + [short_name(c) for c in extra] +
+                              ["batch tried", "status", "largest batch found", "peak"], rows, sortable=True,
+                              caption="Largest-batch search (params.search = max_batch)."))
+    return s
+
+
+def section_curves(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
+    if "learning_curves" not in figs:
+        return None
+    s = Section("curves", "Learning curves")
+    s.blocks.append(Fig(figs["learning_curves"]))
+    rows = []
+    for c in sorted(a.curves, key=lambda c: -(c.final_val_accuracy if c.final_val_accuracy is not None else -1)):
+        d_acc, d_loss, verdict = c.verdict()
+        accs = [v for v in c.val_accuracy if v is not None]
+        rows.append([
+            Cell(c.label), c_num(len(c.epochs), fmt.count),
+            Cell(f"{fmt.pct(accs[0])} → {fmt.pct(accs[-1])}" if accs else fmt.MISSING, accs[-1] if accs else None),
+            c_num(d_acc, fmt.pp),
+            Cell(f"{d_loss * 100:+.1f} %" if d_loss is not None else fmt.MISSING, d_loss),
+            Cell(verdict),
+        ])
+    s.blocks.append(Table(["configuration", "epochs", "val accuracy first → last", "last epoch: accuracy change",
+                           "last epoch: val loss change", "would more epochs help?"], rows, sortable=True,
+                          caption="Still improving: the last epoch gained over 0.5 pp of accuracy, or the "
+                                  "validation loss still fell by over 1 %."))
+    return s
+
+
+def section_scaling(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
+    if not a.fits:
+        return None
+    s = Section("scaling", "Time per epoch vs dataset size")
+    if "time_vs_size" in figs:
+        s.blocks.append(Fig(figs["time_vs_size"]))
+    rows = []
+    for f in a.fits:
+        rows.append([
+            Cell(f.label), c_num(f.n_points, fmt.count), c_num(f.n_sizes, fmt.count),
+            c_num(f.slope, fmt.per_row), c_num(f.intercept, fmt.seconds),
+            Cell(f"{f.r2:.3f}" if f.r2 is not None else fmt.MISSING, f.r2),
+            c_num(f.predicted_s_per_epoch, fmt.seconds), c_num(f.predicted_total_s, fmt.hours),
+            c_num(f.predicted_cost_usd, fmt.usd),
+        ])
+    n = f"{a.extrapolate_rows:,} rows"
+    s.blocks.append(Table(["configuration", "trials", "sizes", "slope", "intercept", "R²", f"per epoch at {n}",
+                           f"total at {n}", f"cost at {n}"], rows, sortable=True,
+                          caption="Least-squares fit of seconds per epoch against rows; the total adds the "
+                                  "measured non-epoch time (loading) and uses each trial's own cost per second."))
+    s.blocks.append(Bullets([f.sentence() for f in a.fits]))
+    if any(f.n_sizes == 2 for f in a.fits):
+        s.blocks.append(Para("A fit through two sizes has R² = 1 by construction; add a third size to test it."))
+    return s
+
+
+def section_frozen(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
+    fz = a.frozen
+    if fz is None or not len(fz):
+        return None
+    s = Section("frozen", "Frozen depth: accuracy against time and memory")
+    if "frozen_depth" in figs:
+        s.blocks.append(Fig(figs["frozen_depth"]))
+    base = fz[fz["is_baseline"]].iloc[0]
+    rows = []
+    for _, r in fz.iterrows():
+        b = bool(r["is_baseline"])
+        rows.append([
+            c_setting(r["frozen"]), c_num(r["n_configs"], fmt.count), c_num(r["trainable_params"], fmt.count),
+            c_num(r["val_accuracy"], fmt.pct),
+            Cell("baseline", 0.0) if b else c_num(r["accuracy_change"], fmt.pp),
+            c_num(r["seconds_per_epoch"], fmt.seconds),
+            Cell("baseline", 0.0) if b else c_num(r["time_saved"], fmt.rel),
+            c_num(r["peak_mib"], fmt.mib),
+            Cell("baseline", 0.0) if b else c_num(r["memory_saved"], fmt.rel),
+        ])
+    s.blocks.append(Table(["frozen", "configurations", "trainable parameters", "val accuracy", "accuracy vs baseline",
+                           "time per epoch", "time per epoch vs baseline", "peak memory", "memory vs baseline"],
+                          rows, sortable=True,
+                          caption=f"Medians; changes are against frozen={base['frozen']} on otherwise identical "
+                                  "configurations."))
+    items = []
+    for _, r in fz[~fz["is_baseline"]].iterrows():
+        if fmt.num(r["accuracy_change"]) is None:
+            continue
+        bits = [f"freezing {r['frozen']} layers instead of {base['frozen']} changes validation accuracy by "
+                f"{fmt.pp(r['accuracy_change'])}"]
+        if fmt.num(r["time_saved"]) is not None:
+            bits.append(f"time per epoch {fmt.rel(r['time_saved'])}")
+        if fmt.num(r["memory_saved"]) is not None:
+            bits.append(f"peak memory {fmt.rel(r['memory_saved'])}")
+        items.append(", ".join(bits) + f" ({fmt.value(r['n_matched'])} matched configurations).")
+    if items:
+        s.blocks.append(Bullets([i[0].upper() + i[1:] for i in items]))
+    return s
+
+
+def section_strategies(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
+    st = a.strategies
+    if st is None or not len(st):
+        return None
+    s = Section("strategies", "lab vs fast")
+    sp = pd.to_numeric(st["speedup_epoch"], errors="coerce").dropna()
+    dacc = pd.to_numeric(st["accuracy_change"], errors="coerce").dropna()
+    if len(sp):
+        s.blocks.append(Para(
+            f"Over {len(st)} configurations run both ways, fast takes {fmt.ratio(1 / sp.median())} the time per "
+            f"epoch of lab (median speed-up {fmt.ratio(sp.median())}, range {fmt.ratio(sp.min())} – "
+            f"{fmt.ratio(sp.max())})" + (f"; validation accuracy changes by {fmt.pp(dacc.median())} (median)."
+                                         if len(dacc) else ".")))
+    if "strategies" in figs:
+        s.blocks.append(Fig(figs["strategies"]))
+    rows = []
+    for _, r in st.iterrows():
+        rows.append([
+            Cell(str(r["label"])),
+            c_num(r["lab_seconds_per_epoch"], fmt.seconds), c_num(r["fast_seconds_per_epoch"], fmt.seconds),
+            c_num(r["speedup_epoch"], fmt.ratio),
+            c_num(r["lab_seconds_total"], fmt.seconds), c_num(r["fast_seconds_total"], fmt.seconds),
+            c_num(r["speedup_total"], fmt.ratio),
+            c_num(r["lab_val_accuracy"], fmt.pct), c_num(r["fast_val_accuracy"], fmt.pct),
+            c_num(r["accuracy_change"], fmt.pp),
+        ])
+    s.blocks.append(Table(["configuration", "lab: time per epoch", "fast: time per epoch", "speed-up per epoch",
+                           "lab: total", "fast: total", "speed-up total", "lab: val accuracy", "fast: val accuracy",
+                           "accuracy change"], rows, sortable=True,
+                          caption="Medians over ok repeats; speed-up is lab time / fast time."))
+    return s
+
+
+def build(a: Analysis, runs: list[RunInfo], figs: dict[str, FigureFiles], *, target_source: str,
+          rows_source: str) -> Document:
+    names = []
+    for r in runs:
+        if r.run_name and r.run_name not in names:
+            names.append(r.run_name)
+    title = "Benchmark report: " + (", ".join(names) if names else "(no trials)")
+    counts = a.status_counts
+    intro = [
+        f"{len(a.trials)} trials from {len(runs)} run folder{'s' if len(runs) != 1 else ''}"
+        + (": " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items())) if counts else "")
+        + (f"; {len(a.searches)} largest-batch search record{'s' if len(a.searches) != 1 else ''}"
+           if len(a.searches) else "") + ".",
+        f"Target accuracy {fmt.pct(a.target_accuracy)} ({target_source}); the full set is "
+        f"{a.extrapolate_rows:,} rows ({rows_source}).",
+        "Generated " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + ".",
+    ]
+    sections = [
+        section_recommendation(a),
+        section_setup(a, runs),
+        section_trials(a, runs),
+        section_configurations(a),
+        section_problems(a),
+        section_frontier(a, figs),
+        section_memory(a, figs),
+        section_curves(a, figs),
+        section_scaling(a, figs),
+        section_frozen(a, figs),
+        section_strategies(a, figs),
+    ]
+    return Document(title, intro, [s for s in sections if s is not None])

@@ -1,0 +1,318 @@
+"""The report's figures (matplotlib, Agg canvas, no pyplot state). Each is written as PNG and SVG.
+
+Text from the run (labels built from settings) is drawn with math text off, so a `$` in a data path is just a
+dollar sign; SVG text is drawn as paths, so nothing from the run can become markup in the SVG.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from harness.report import fmt
+from harness.report.analysis import Analysis
+
+RC = {
+    "text.parse_math": False,
+    "svg.fonttype": "path",
+    "svg.hashsalt": "harness-report",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+MAX_SERIES = 12
+FRONTIER_COLOR = "#d62728"
+
+
+@dataclass
+class FigureFiles:
+    key: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def _short(text: str, n: int = 48) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _new(w: float, h: float, ncols: int = 1) -> tuple[Figure, list]:
+    fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _save(fig: Figure, out: Path, key: str, title: str, caption: str) -> FigureFiles:
+    out.mkdir(parents=True, exist_ok=True)
+    png, svg = out / f"{key}.png", out / f"{key}.svg"
+    fig.savefig(png, dpi=110, metadata={"Software": None})
+    fig.savefig(svg, metadata={"Date": None, "Creator": None})
+    return FigureFiles(key, title, caption, png, svg)
+
+
+def _color(i: int, n: int):
+    """Distinct colours: tab10 up to ten series, then tab20's dark shades before its light ones."""
+    if n <= 10:
+        return matplotlib.colormaps["tab10"](i % 10)
+    j = i % 20
+    return matplotlib.colormaps["tab20"](2 * j if j < 10 else 2 * (j - 10) + 1)
+
+
+def _pct_axis(ax, axis: str = "y") -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    f = FuncFormatter(lambda v, _: f"{v * 100:.0f} %")
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(f)
+
+
+def _maybe_log(ax, values: list[float], axis: str = "x") -> None:
+    vals = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    if len(vals) >= 2 and max(vals) / min(vals) > 50:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def accuracy_vs(a: Analysis, x: str, out: Path) -> FigureFiles | None:
+    g = a.groups
+    if not len(g) or x not in g.columns:
+        return None
+    d = g[g[x].notna() & g["val_accuracy"].notna()]
+    if not len(d):
+        return None
+    frontier = a.frontier_cost if x == "cost_usd" else a.frontier_time
+    xlabel = "cost per trial (USD)" if x == "cost_usd" else "total time per trial, loading included (s)"
+    key = "accuracy_vs_cost" if x == "cost_usd" else "accuracy_vs_time"
+    what = "cost" if x == "cost_usd" else "time"
+    fig, (ax,) = _new(8, 5)
+    t = a.trials
+    ok = t[(t["status"] == "ok") & t[x].notna() & t["val_accuracy"].notna()]
+    if len(ok) > len(d):
+        ax.scatter(ok[x], ok["val_accuracy"], s=10, color="#bbbbbb", label="single trials", zorder=1)
+    xerr = [d[x] - d[x + "_min"], d[x + "_max"] - d[x]]
+    yerr = [d["val_accuracy"] - d["val_accuracy_min"], d["val_accuracy_max"] - d["val_accuracy"]]
+    has_spread = (d["n_ok"] > 1).any()
+    ax.errorbar(d[x], d["val_accuracy"], xerr=xerr if has_spread else None, yerr=yerr if has_spread else None,
+                fmt="o", ms=5, color="#1f77b4", ecolor="#9ecae1", elinewidth=1, label="configurations (median)",
+                zorder=2)
+    if len(frontier):
+        ax.plot(frontier[x], frontier["val_accuracy"], "-o", color=FRONTIER_COLOR, ms=7, lw=1.5,
+                label="Pareto frontier", zorder=3, drawstyle="steps-post")
+        for n, (_, r) in enumerate(frontier.iterrows(), start=1):
+            ax.annotate(str(n), (r[x], r["val_accuracy"]), textcoords="offset points", xytext=(-4, 6),
+                        ha="right", fontsize=8, fontweight="bold", color=FRONTIER_COLOR)
+    ax.axhline(a.target_accuracy, ls="--", color="#2ca02c", lw=1, label=f"target {fmt.pct(a.target_accuracy)}")
+    _maybe_log(ax, d[x].tolist())
+    if x == "cost_usd" and ax.get_xscale() != "log":
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt.usd(v)))
+    ax.set_xlabel(xlabel + (" — log scale" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("validation accuracy (last epoch)")
+    _pct_axis(ax)
+    ax.set_title(f"Validation accuracy vs {what}")
+    fig.legend(loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    return _save(fig, out, key, f"Accuracy vs {what}",
+                 "Each point is a configuration (median over its ok repeats, bars: min to max); the red line is "
+                 "the Pareto frontier, its points numbered as in the table below.")
+
+
+def memory_heatmap(a: Analysis, out: Path) -> FigureFiles | None:
+    grids = a.memory_grids
+    if not grids:
+        return None
+    ncols = len(grids)
+    width = max(5.5, 1.0 + 1.1 * max(len(gr.batches) for gr in grids)) * ncols
+    height = 1.6 + 0.55 * max(len(gr.depths) for gr in grids)
+    fig, axes = _new(min(width, 16), max(height, 3), ncols)
+    import numpy as np
+
+    for ax, gr in zip(axes, grids):
+        vals = np.array([[np.nan if v is None else v for v in row] for row in gr.peak], dtype=float)
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#f2f2f2")
+        finite = vals[np.isfinite(vals)]
+        im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, aspect="auto",
+                       vmin=float(finite.min()) if finite.size else 0, vmax=float(finite.max()) if finite.size else 1)
+        ax.grid(False)
+        ax.set_xticks(range(len(gr.batches)), [str(b) for b in gr.batches])
+        ax.set_yticks(range(len(gr.depths)), [str(d) for d in gr.depths])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("frozen layers")
+        ax.set_title(f"{gr.title} (MiB)")
+        hi = float(finite.max()) if finite.size else 1.0
+        lo = float(finite.min()) if finite.size else 0.0
+        for i in range(len(gr.depths)):
+            for j in range(len(gr.batches)):
+                v = gr.peak[i][j]
+                n_oom = gr.oom[i][j]
+                if n_oom:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=v is None, facecolor="#f7c6c7",
+                                           edgecolor=FRONTIER_COLOR, hatch="///", lw=1.5))
+                text = []
+                if v is not None:
+                    text.append(f"{v:,.0f}")
+                if n_oom:
+                    text.append("OOM" if v is None else f"OOM ×{n_oom}")
+                if not text and gr.runs[i][j] == 0:
+                    text.append("not run")
+                if text:
+                    dark = v is not None and not n_oom and (v - lo) < 0.6 * (hi - lo or 1)
+                    ax.text(j, i, "\n".join(text), ha="center", va="center", fontsize=8,
+                            color="white" if dark else "black", fontweight="bold" if n_oom else "normal")
+        fig.colorbar(im, ax=ax, label="peak MiB", shrink=0.9)
+    return _save(fig, out, "memory_heatmap", "Peak memory by batch size and frozen depth",
+                 "Largest peak per cell over the trials that did not run out of memory; hatched red cells ran out "
+                 "of memory (OOM).")
+
+
+def learning_curves(a: Analysis, out: Path) -> FigureFiles | None:
+    curves = [c for c in a.curves if any(v is not None for v in c.val_accuracy + c.val_loss)]
+    if not curves:
+        return None
+    curves = sorted(curves, key=lambda c: -(c.final_val_accuracy if c.final_val_accuracy is not None else -1))
+    shown = curves[:MAX_SERIES]
+    fig, (ax1, ax2) = _new(11, 5.2, 2)
+    for i, c in enumerate(shown):
+        color = _color(i, len(shown))
+        lbl = _short(c.label, 44)
+        ep_acc = [(e, v) for e, v in zip(c.epochs, c.val_accuracy) if v is not None]
+        if ep_acc:
+            ax1.plot(*zip(*ep_acc), "-o", ms=3, color=color, label=lbl)
+        ep_vl = [(e, v) for e, v in zip(c.epochs, c.val_loss) if v is not None]
+        if ep_vl:
+            ax2.plot(*zip(*ep_vl), "-o", ms=3, color=color)
+        ep_tl = [(e, v) for e, v in zip(c.epochs, c.train_loss) if v is not None]
+        if ep_tl:
+            ax2.plot(*zip(*ep_tl), "--", lw=1, color=color, alpha=0.7)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax1.set_ylabel("validation accuracy")
+    _pct_axis(ax1)
+    ax1.set_title("Validation accuracy per epoch")
+    ax2.set_ylabel("loss")
+    ax2.set_title("Loss per epoch (solid: validation, dashed: training)")
+    fig.legend(loc="outside lower center", ncols=3 if len(shown) > 4 else 2, fontsize=7, frameon=False)
+    caption = "Median over repeats, per configuration."
+    if len(curves) > len(shown):
+        caption += f" The {len(shown)} most accurate of {len(curves)} configurations are drawn."
+    return _save(fig, out, "learning_curves", "Learning curves", caption)
+
+
+def time_vs_size(a: Analysis, out: Path) -> FigureFiles | None:
+    fits = a.fits[:MAX_SERIES]
+    if not fits:
+        return None
+    import numpy as np
+
+    fig, (ax1, ax2) = _new(11, 5.2, 2)
+    n = a.extrapolate_rows
+    for i, f in enumerate(fits):
+        color = _color(i, len(fits))
+        lo, hi = min(f.x), max(f.x)
+        xs = np.linspace(lo, hi, 20)
+        lbl = _short(f.label, 40) + (f" (R² {f.r2:.3f})" if f.r2 is not None else "")
+        ax1.scatter(f.x, f.y, s=14, color=color)
+        ax1.plot(xs, f.slope * xs + f.intercept, "-", color=color, lw=1.2, label=lbl)
+        xe = np.linspace(0, max(n, hi), 50)
+        ax2.scatter(f.x, f.y, s=8, color=color)
+        ax2.plot(xe, f.slope * xe + f.intercept, "--", color=color, lw=1)
+        if f.predicted_s_per_epoch is not None:
+            ax2.plot([n], [f.predicted_s_per_epoch], "*", ms=10, color=color)
+    ax1.set_title("Measured sizes with the fitted line")
+    ax2.set_title(f"Extrapolated to {n:,} rows (★)")
+    ax2.axvline(n, color="#777777", lw=0.8, ls=":")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("dataset size (rows)")
+        ax.set_ylabel("seconds per epoch (s)")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=7, frameon=False)
+    return _save(fig, out, "time_vs_size", "Time per epoch vs dataset size",
+                 "A least-squares line per configuration; the right panel carries it to the full set.")
+
+
+def frozen_depth(a: Analysis, out: Path) -> FigureFiles | None:
+    fz = a.frozen
+    if fz is None or not len(fz):
+        return None
+    d = fz[fz["val_accuracy"].notna()]
+    if not len(d):
+        return None
+    has_mem = d["peak_mib"].notna().any()
+    fig, axes = _new(11 if has_mem else 6, 4.6, 2 if has_mem else 1)
+    panels = [("seconds_per_epoch", "median seconds per epoch (s)")]
+    if has_mem:
+        panels.append(("peak_mib", "median peak memory (MiB)"))
+    for ax, (col, xl) in zip(axes, panels):
+        e = d[d[col].notna()]
+        ax.plot(e[col], e["val_accuracy"], "-o", color="#1f77b4", ms=6)
+        for _, r in e.iterrows():
+            ax.annotate(f"frozen={r['frozen']}", (r[col], r["val_accuracy"]), textcoords="offset points",
+                        xytext=(6, 4), fontsize=8)
+        ax.set_xlabel(xl)
+        ax.set_ylabel("median validation accuracy")
+        _pct_axis(ax)
+    axes[0].set_title("Accuracy against time per epoch")
+    if has_mem:
+        axes[1].set_title("Accuracy against peak memory")
+    return _save(fig, out, "frozen_depth", "Frozen depth: accuracy vs time and memory",
+                 "One point per frozen depth (median over configurations).")
+
+
+def strategies(a: Analysis, out: Path) -> FigureFiles | None:
+    s = a.strategies
+    if s is None or not len(s):
+        return None
+    import numpy as np
+
+    s = s.head(MAX_SERIES * 2)
+    labels = [_short(str(v), 36) for v in s["label"]]
+    y = np.arange(len(s))
+    h = 0.38
+    fig, (ax1, ax2) = _new(11, 1.6 + 0.42 * len(s), 2)
+    ax1.barh(y - h / 2, s["lab_seconds_per_epoch"], h, color="#7f7f7f", label="lab")
+    ax1.barh(y + h / 2, s["fast_seconds_per_epoch"], h, color="#ff7f0e", label="fast")
+    for yi, sp, v in zip(y, s["speedup_epoch"], s[["lab_seconds_per_epoch", "fast_seconds_per_epoch"]].max(axis=1)):
+        if sp == sp:
+            ax1.text(v, yi, f"  {sp:.2f}×", va="center", fontsize=7)
+    ax1.set_yticks(y, labels)
+    ax1.invert_yaxis()
+    ax1.set_xlabel("seconds per epoch (s)")
+    ax1.set_title("Time per epoch (speed-up of fast)")
+    ax2.barh(y - h / 2, s["lab_val_accuracy"], h, color="#7f7f7f", label="lab")
+    ax2.barh(y + h / 2, s["fast_val_accuracy"], h, color="#ff7f0e", label="fast")
+    ax2.set_yticks(y, [""] * len(s))
+    ax2.invert_yaxis()
+    ax2.set_xlabel("validation accuracy")
+    _pct_axis(ax2, "x")
+    ax2.set_title("Validation accuracy")
+    ax2.legend(loc="lower right", fontsize=8)
+    return _save(fig, out, "strategies", "lab vs fast", "Configurations that ran under both strategies.")
+
+
+def make_all(a: Analysis, out: Path) -> dict[str, FigureFiles]:
+    """Every figure the data supports, keyed by name."""
+    figs: dict[str, FigureFiles] = {}
+    with matplotlib.rc_context(RC):
+        for make in (
+            lambda: accuracy_vs(a, "cost_usd", out),
+            lambda: accuracy_vs(a, "seconds_total", out),
+            lambda: memory_heatmap(a, out),
+            lambda: learning_curves(a, out),
+            lambda: time_vs_size(a, out),
+            lambda: frozen_depth(a, out),
+            lambda: strategies(a, out),
+        ):
+            f = make()
+            if f is not None:
+                figs[f.key] = f
+    return figs

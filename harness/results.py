@@ -1,0 +1,317 @@
+"""Trial records as one table: a row per trial, settings flattened into columns under their own names.
+
+`load` accepts a run folder (read through `harness.store`), or a `trials.csv` / `trials.parquet` written by the
+report, so that the table round-trips through those formats. Every measured column may be missing (partial
+runs, OOM, timeouts, errors): a missing figure is NaN / None, never an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from harness.store import TRIALS, StoreError, read_records
+
+# Settings that differ between repeats of one configuration and so are not part of it.
+SEED_KEYS = frozenset({"seed", "data_seed"})
+
+ID_COLUMNS = ["run_name", "run_dir", "trial_id", "index", "repeat", "status", "config_key"]
+
+MEASURE_COLUMNS = [
+    "val_accuracy",  # last finished epoch
+    "best_val_accuracy",
+    "val_loss",  # last finished epoch
+    "train_loss",
+    "train_accuracy",
+    "n_epochs_done",
+    "seconds_per_epoch",  # mean over finished epochs
+    "seconds_total",
+    "samples_per_s",
+    "tokens_per_s",
+    "padded_tokens_per_s",
+    "n_train",
+    "n_val",
+    "num_labels",
+    "trainable_params",
+    "total_params",
+    "cpu_peak_rss_mib",
+    "cpu_baseline_rss_mib",
+    "cpu_maxrss_mib",
+    "gpu_peak_used_mib",
+    "gpu_total_mib",
+    "cuda_peak_allocated_mib",
+    "cuda_peak_reserved_mib",
+    "memory_budget_cpu_mib",
+    "memory_budget_gpu_mib",
+    "energy_cpu_j",
+    "energy_gpu_j",
+    "cost_usd",
+    "flops",
+    "mfu",
+    "max_batch",
+    "oom_phase",
+    "oom_epoch",
+    "error",
+    "host",
+    "device_name",
+    "started_at",
+    "finished_at",
+    "memory_note",
+    "energy_note",
+    "cost_note",
+    "mfu_note",
+    "phases",  # JSON object: phase name -> seconds
+    "epoch_log",  # JSON list of the per-epoch dicts (learning curves survive CSV / Parquet)
+]
+
+RESERVED = frozenset(ID_COLUMNS) | frozenset(MEASURE_COLUMNS)
+
+# Columns that are text whatever their content looks like (a hex id such as "1e5a..." is not a number).
+TEXT_COLUMNS = [
+    "run_name", "run_dir", "trial_id", "status", "config_key", "oom_phase", "error", "host", "device_name",
+    "started_at", "finished_at", "memory_note", "energy_note", "cost_note", "mfu_note", "phases", "epoch_log",
+]
+
+_MIB = 1024.0 * 1024.0
+
+
+def param_columns(df: pd.DataFrame) -> list[str]:
+    """The columns of a `load` frame that hold settings (flattened `params`)."""
+    return [c for c in df.columns if c not in RESERVED]
+
+
+def param_column_name(key: str) -> str:
+    """The column a setting lands in: its own name, or `param.<name>` where that would clash."""
+    return f"param.{key}" if key in RESERVED else key
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(value, default=str)
+        elif isinstance(value, float) and not math.isfinite(value):
+            out[name] = None
+        else:
+            out[name] = value
+    return out
+
+
+def config_key(params: dict[str, Any]) -> str:
+    """A short stable id of a configuration: every setting except the seeds."""
+    body = {k: v for k, v in params.items() if k not in SEED_KEYS}
+    text = json.dumps(body, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+
+
+def _last(values: list[float | None]) -> float | None:
+    for v in reversed(values):
+        if v is not None:
+            return v
+    return None
+
+
+def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """One record as one flat row (settings under their own names, then the measures)."""
+    params = _dict(rec.get("params"))
+    epochs = [e for e in (rec.get("epochs") or []) if isinstance(e, dict)] if isinstance(rec.get("epochs"), list) else []
+    mem = _dict(rec.get("memory"))
+    budget = _dict(rec.get("memory_budget"))
+    energy = _dict(rec.get("energy_j"))
+    oom = _dict(rec.get("oom"))
+    val_acc = [_num(e.get("val_accuracy")) for e in epochs]
+    secs = [s for s in (_num(e.get("seconds")) for e in epochs) if s is not None]
+    known_acc = [v for v in val_acc if v is not None]
+    max_batch = _num(rec.get("max_batch"))
+    if max_batch is None:
+        max_batch = _num(_dict(rec.get("result")).get("max_batch"))
+
+    def mib(nbytes: Any) -> float | None:
+        n = _num(nbytes)
+        return None if n is None else n / _MIB
+
+    row: dict[str, Any] = {
+        "run_name": _text(rec.get("run_name")),
+        "run_dir": None if run_dir is None else str(run_dir),
+        "trial_id": str(rec.get("trial_id")),
+        "index": _num(rec.get("index")),
+        "repeat": _num(rec.get("repeat")),
+        "status": str(rec.get("status")),
+        "config_key": config_key(params),
+    }
+    for key, value in _flatten(params).items():
+        row[param_column_name(key)] = value
+    row.update({
+        "val_accuracy": _last(val_acc),
+        "best_val_accuracy": max(known_acc) if known_acc else None,
+        "val_loss": _last([_num(e.get("val_loss")) for e in epochs]),
+        "train_loss": _last([_num(e.get("train_loss")) for e in epochs]),
+        "train_accuracy": _last([_num(e.get("train_accuracy")) for e in epochs]),
+        "n_epochs_done": len(epochs),
+        "seconds_per_epoch": sum(secs) / len(secs) if secs else None,
+        "seconds_total": _num(rec.get("seconds_total")),
+        "samples_per_s": _num(rec.get("samples_per_s")),
+        "tokens_per_s": _num(rec.get("tokens_per_s")),
+        "padded_tokens_per_s": _num(rec.get("padded_tokens_per_s")),
+        "n_train": _num(rec.get("n_train")),
+        "n_val": _num(rec.get("n_val")),
+        "num_labels": _num(rec.get("num_labels")),
+        "trainable_params": _num(rec.get("trainable_params")),
+        "total_params": _num(rec.get("total_params")),
+        "cpu_peak_rss_mib": _num(mem.get("cpu_peak_rss_mib")),
+        "cpu_baseline_rss_mib": _num(mem.get("cpu_baseline_rss_mib")),
+        "cpu_maxrss_mib": _num(mem.get("cpu_maxrss_mib")),
+        "gpu_peak_used_mib": _num(mem.get("gpu_peak_used_mib")),
+        "gpu_total_mib": _num(mem.get("gpu_total_mib")),
+        "cuda_peak_allocated_mib": _num(mem.get("cuda_peak_allocated_mib")),
+        "cuda_peak_reserved_mib": _num(mem.get("cuda_peak_reserved_mib")),
+        "memory_budget_cpu_mib": mib(budget.get("cpu_bytes")),
+        "memory_budget_gpu_mib": mib(budget.get("gpu_bytes")),
+        "energy_cpu_j": _num(energy.get("cpu")),
+        "energy_gpu_j": _num(energy.get("gpu")),
+        "cost_usd": _num(rec.get("cost_usd")),
+        "flops": _num(rec.get("flops")),
+        "mfu": _num(rec.get("mfu")),
+        "max_batch": max_batch,
+        "oom_phase": _text(oom.get("phase")),
+        "oom_epoch": _num(oom.get("epoch")),
+        "error": _text(rec.get("error")),
+        "host": _text(rec.get("host")),
+        "device_name": _text(rec.get("device_name")),
+        "started_at": _text(rec.get("started_at")),
+        "finished_at": _text(rec.get("finished_at")),
+        "memory_note": _text(rec.get("memory_note")),
+        "energy_note": _text(rec.get("energy_note")),
+        "cost_note": _text(rec.get("cost_note")),
+        "mfu_note": _text(rec.get("mfu_note")),
+        "phases": json.dumps(rec["phases"], default=str) if isinstance(rec.get("phases"), dict) else None,
+        "epoch_log": json.dumps(epochs, default=str),
+    })
+    return row
+
+
+def _normalise_mixed(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A setting that is sometimes a number and sometimes text ("all" or 2 frozen layers) becomes text in
+    every row, so that the column has one type and survives Parquet and CSV alike."""
+    for col in columns:
+        kinds = set()
+        for row in rows:
+            v = row.get(col)
+            if v is None:
+                continue
+            if isinstance(v, bool):
+                kinds.add("bool")
+            elif isinstance(v, (int, float)):
+                kinds.add("num")
+            else:
+                kinds.add("str")
+        if len(kinds) > 1:
+            for row in rows:
+                v = row.get(col)
+                if v is not None:
+                    row[col] = v if isinstance(v, str) else json.dumps(v)
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    for col in df.columns:
+        if df[col].isna().all():
+            df[col] = pd.Series([float("nan")] * len(df), index=df.index, dtype="float64")
+        elif col in TEXT_COLUMNS:
+            df[col] = df[col].astype("str")
+    for col in ("index", "repeat", "n_epochs_done"):
+        if col in df.columns and df[col].notna().all():
+            df[col] = df[col].astype("int64")
+    return df.reset_index(drop=True)
+
+
+def frame_from_records(records: Iterable[dict[str, Any]], run_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    rows = [record_row(r, run_dir) for r in records]
+    pcols: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in RESERVED and key not in pcols:
+                pcols.append(key)
+    _normalise_mixed(rows, pcols)
+    columns = ID_COLUMNS + pcols + MEASURE_COLUMNS
+    df = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame({c: [] for c in columns})
+    return _tidy(df)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: cannot read the trials table ({exc})") from None
+    return _tidy(df)
+
+
+def load(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per trial of a run folder, or the table a report wrote (`trials.csv` / `trials.parquet`)."""
+    path = Path(run_dir)
+    if path.suffix.lower() in (".csv", ".parquet"):
+        if not path.is_file():
+            raise StoreError(f"{path}: no such file")
+        return _read_table(path)
+    if path.is_file() and path.name == TRIALS:
+        path = path.parent
+    if path.is_dir() and not (path / TRIALS).exists():
+        for name in ("trials.parquet", "trials.csv"):
+            if (path / name).is_file():
+                return _read_table(path / name)
+    return frame_from_records(read_records(path), path)
+
+
+def merge_frames(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of `load` as one; a setting missing in one is NaN there, and a setting that is text in one frame
+    and a number in another becomes text everywhere."""
+    frames = [f for f in frames if len(f.columns)]
+    if not frames:
+        return frame_from_records([])
+    if len(frames) == 1:
+        return frames[0]
+    rows = [row for f in frames for row in f.astype(object).where(f.notna(), None).to_dict("records")]
+    pcols: list[str] = []
+    for f in frames:
+        for c in param_columns(f):
+            if c not in pcols:
+                pcols.append(c)
+    _normalise_mixed(rows, pcols)
+    columns = ID_COLUMNS + pcols + MEASURE_COLUMNS
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("index", "repeat", "n_epochs_done"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return _tidy(df)
+
+
+def load_many(run_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Several run folders (or report tables) as one frame."""
+    return merge_frames(load(p) for p in run_dirs)
