@@ -274,21 +274,32 @@ class Recommendation:
     reached: bool = False
     notes: list[str] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
+    def entries(self) -> list[tuple[str, str]]:
+        """(lead, text) pairs: the three picks, a pick that repeats an earlier one said once."""
         t = fmt.pct(self.target_accuracy)
-        out = []
+        out: list[tuple[str, str]] = []
+        seen: dict[str, str] = {}
+
+        def add(lead: str, pick: Pick) -> None:
+            if pick.config_key in seen:
+                out.append((lead, f"the same configuration ({pick.label})"))
+            else:
+                seen[pick.config_key] = lead
+                out.append((lead, pick.describe()))
+
         if self.cheapest is not None:
-            what = "Cheapest" if self.cheapest_by == "cost" else "Quickest (no costs recorded)"
-            out.append(f"{what} configuration reaching {t}: {self.cheapest.describe()}")
+            add(f"Cheapest reaching {t}" if self.cheapest_by == "cost"
+                else f"Quickest reaching {t} (no costs recorded)", self.cheapest)
         elif self.most_accurate is not None:
-            out.append(f"No configuration reached the target accuracy of {t}.")
+            out.append(("Target", f"no configuration reached {t}"))
         if self.fastest is not None:
-            scope = f"reaching {t}" if self.reached else "overall"
-            out.append(f"Fastest {scope}: {self.fastest.describe()}")
+            add(f"Fastest reaching {t}" if self.reached else "Fastest overall", self.fastest)
         if self.most_accurate is not None:
-            out.append(f"Most accurate: {self.most_accurate.describe()}")
-        out.extend(self.notes)
+            add("Most accurate", self.most_accurate)
         return out
+
+    def lines(self) -> list[str]:
+        return [f"{lead}: {text}" for lead, text in self.entries()] + list(self.notes)
 
 
 def recommend(groups: pd.DataFrame, target_accuracy: float) -> Recommendation:
@@ -348,11 +359,13 @@ class SizeFit:
     device: str | None
     config_keys: list[str] = field(default_factory=list)  # the configurations (one per size) behind the fit
 
-    def sentence(self) -> str:
+    def sentence(self, with_label: bool = True) -> str:
+        """"<label>: the full set (56,000 rows) would take X h and cost $Y on <device> (...)"."""
         rows = f"{self.extrapolate_rows:,} rows"
+        head = f"{self.label}: the" if with_label else "The"
         if self.predicted_total_s is None:
             return (
-                f"{self.label}: time per epoch does not grow with dataset size over the sizes measured, "
+                f"{self.label + ': t' if with_label else 'T'}ime per epoch does not grow with dataset size over the sizes measured, "
                 f"so there is no extrapolation to {rows}."
             )
         where = f" on {self.device}" if self.device else " on this device"
@@ -364,7 +377,7 @@ class SizeFit:
         ep = f"{fmt.value(self.epochs)} epochs of " if self.epochs else ""
         r2 = f"; R² {self.r2:.3f}" if self.r2 is not None else ""
         return (
-            f"{self.label}: the full set ({rows}) would take {fmt.hours(self.predicted_total_s)}{cost}{where} "
+            f"{head} full set ({rows}) would take {fmt.hours(self.predicted_total_s)}{cost}{where} "
             f"({ep}{fmt.seconds(self.predicted_s_per_epoch)} each{r2})."
         )
 

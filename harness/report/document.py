@@ -161,26 +161,15 @@ def _unique_text(df: pd.DataFrame, col: str) -> list[str]:
 def section_recommendation(a: Analysis) -> Section | None:
     rec = a.recommendation
     s = Section("recommendation", "Recommendation")
-    lines = rec.lines()
-    if not lines:
+    if not rec.lines():
         return None
     s.blocks.append(Para(f"Target validation accuracy: {fmt.pct(rec.target_accuracy)}."))
-    items = []
-    if rec.cheapest is not None:
-        lead = "Cheapest reaching the target" if rec.cheapest_by == "cost" else "Quickest reaching the target"
-        items.append((lead, rec.cheapest.describe()))
-    elif rec.most_accurate is not None:
-        items.append(("Target", f"no configuration reached {fmt.pct(rec.target_accuracy)}"))
-    if rec.fastest is not None:
-        items.append(("Fastest" + (" reaching the target" if rec.reached else " overall"), rec.fastest.describe()))
-    if rec.most_accurate is not None:
-        items.append(("Most accurate", rec.most_accurate.describe()))
-    for lead, text in items:
+    for lead, text in rec.entries():
         s.blocks.append(Para(text, lead=lead + ":"))
     pick = rec.cheapest or rec.most_accurate
     fit = a.fit_for(pick.config_key) if pick is not None else None
     if fit is not None:
-        s.blocks.append(Para(fit.sentence(), lead="Full set:"))
+        s.blocks.append(Para(fit.sentence(with_label=False), lead=f"Full set, {fit.label}:"))
     for note in rec.notes:
         s.blocks.append(Para(note))
     return s
@@ -438,7 +427,7 @@ def section_memory(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
                         text = (text + " " if text else "") + ("OOM" if v is None else f"(OOM ×{n})")
                     cells.append(Cell(text, v, "status-oom" if n and v is None else None))
                 rows.append(cells)
-            s.blocks.append(Table(["frozen \\ batch"] + [str(b) for b in grid.batches], rows,
+            s.blocks.append(Table(["frozen ↓ batch →"] + [str(b) for b in grid.batches], rows,
                                   caption=f"{grid.title}, largest peak per cell (MiB); OOM: ran out of memory."))
     if len(lg):
         rows = []

@@ -75,7 +75,7 @@ def hours(v: Any) -> str:
         return MISSING
     h = f / 3600
     if h < 2:
-        return f"{h:.2f} h ({f / 60:.0f} min)" if f >= 60 else f"{h:.2g} h ({f:.0f} s)"
+        return f"{h:.2f} h ({f / 60:.0f} min)" if f >= 60 else seconds(f)
     return f"{h:.1f} h" if h < 1000 else f"{h:,.0f} h"
 
 
@@ -94,8 +94,9 @@ def usd(v: Any) -> str:
         return MISSING
     if f == 0:
         return "$0"
-    if abs(f) < 0.01:
-        return f"${f:.2g}"
+    if abs(f) < 0.1:
+        digits = min(12, 1 - math.floor(math.log10(abs(f))))  # two significant digits, never 1e-05
+        return f"{'-' if f < 0 else ''}${abs(f):.{digits}f}"
     if abs(f) < 100:
         return f"${f:.2f}"
     return f"${f:,.0f}"

@@ -45,12 +45,13 @@ figcaption, .caption { color: var(--muted); font-size: 13px; margin: 4px 0; }
               border-radius: 4px; }
 table { border-collapse: collapse; font-size: 13px; width: 100%; }
 th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-td { font-variant-numeric: tabular-nums; max-width: 520px; overflow-wrap: anywhere; }
+td { font-variant-numeric: tabular-nums; overflow-wrap: break-word; }
+td.num { white-space: nowrap; }
 th { background: var(--band); position: sticky; top: 0; z-index: 1; min-width: 3em; }
 table.sortable th { cursor: pointer; user-select: none; }
-table.sortable th::after { content: " \\2195"; color: #a0a8b2; font-size: 11px; }
-table.sortable th[aria-sort="ascending"]::after { content: " \\2191"; color: var(--fg); }
-table.sortable th[aria-sort="descending"]::after { content: " \\2193"; color: var(--fg); }
+table.sortable th::after { content: "\\00a0\\2195"; color: #a0a8b2; font-size: 11px; }
+table.sortable th[aria-sort="ascending"]::after { content: "\\00a0\\2191"; color: var(--fg); }
+table.sortable th[aria-sort="descending"]::after { content: "\\00a0\\2193"; color: var(--fg); }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 tbody tr:hover td { background: #eef3f9; }
 td.status-ok { color: #1e7b34; }
@@ -158,11 +159,18 @@ def _block(b: Any) -> dict[str, Any]:
         data = base64.b64encode(Path(b.files.png).read_bytes()).decode("ascii")
         return {"kind": "fig", "title": b.files.title, "caption": b.files.caption, "png_b64": data}
     if isinstance(b, Table):
-        rows = [[{"text": c.text, "sort": _sort(c.sort), "cls": c.cls if c.cls in _CLASSES else None} for c in row]
-                for row in b.rows]
+        rows = [[{"text": c.text, "sort": _sort(c.sort), "cls": _cls(c)} for c in row] for row in b.rows]
         return {"kind": "table", "columns": b.columns, "rows": rows, "sortable": b.sortable, "caption": b.caption,
                 "key": b.key}
     raise TypeError(f"unknown block {type(b).__name__}")
+
+
+def _cls(c: Any) -> str | None:
+    """CSS classes from a fixed set only: the status colours, and `num` (no wrapping) for number cells."""
+    classes = [c.cls] if c.cls in _CLASSES else []
+    if isinstance(c.sort, (int, float)) and not isinstance(c.sort, bool) and len(c.text) <= 24:
+        classes.append("num")
+    return " ".join(classes) or None
 
 
 def _sort(v: Any) -> str | None:
