@@ -21,7 +21,7 @@ from harness.store import TRIALS, StoreError, read_records
 # Settings that differ between repeats of one configuration and so are not part of it.
 SEED_KEYS = frozenset({"seed", "data_seed"})
 
-ID_COLUMNS = ["run_name", "run_dir", "trial_id", "index", "repeat", "status", "config_key"]
+ID_COLUMNS = ["run_name", "run_dir", "trial_id", "index", "repeat", "kind", "status", "config_key"]
 
 MEASURE_COLUMNS = [
     "val_accuracy",  # last finished epoch
@@ -74,7 +74,7 @@ RESERVED = frozenset(ID_COLUMNS) | frozenset(MEASURE_COLUMNS)
 
 # Columns that are text whatever their content looks like (a hex id such as "1e5a..." is not a number).
 TEXT_COLUMNS = [
-    "run_name", "run_dir", "trial_id", "status", "config_key", "oom_phase", "error", "host", "device_name",
+    "run_name", "run_dir", "trial_id", "kind", "status", "config_key", "oom_phase", "error", "host", "device_name",
     "started_at", "finished_at", "memory_note", "energy_note", "cost_note", "mfu_note", "phases", "epoch_log",
 ]
 
@@ -162,6 +162,7 @@ def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) ->
         "trial_id": str(rec.get("trial_id")),
         "index": _num(rec.get("index")),
         "repeat": _num(rec.get("repeat")),
+        "kind": _text(rec.get("kind")),  # "train", or "probe" for a step of the largest-batch search
         "status": str(rec.get("status")),
         "config_key": config_key(params),
     }

@@ -128,6 +128,10 @@ def synthetic_records(run_name: str, repeats_extra: int = 1) -> list[dict]:
     sr = record(run_name, "search1", batch=64, frozen=4, status="ok", search="max_batch", gpu_mib=4000.0, epochs=1)
     sr["max_batch"] = 96
     recs.append(sr)
+    probe = record(run_name, "probe1", batch=256, frozen="all", status="oom", epochs=1, epochs_done=0,
+                   oom={"phase": "forward", "epoch": 1})
+    probe["kind"] = "probe"  # a search step as the runner writes it
+    recs.append(probe)
     return recs
 
 
@@ -238,6 +242,8 @@ def test_every_section_and_figure(report_one):
         assert f"## {title}" in md, key
         assert f'<section id="{key}">' in page, key
     assert sorted(r.figures) == sorted(FIGURES)
+    assert sorted(r.analysis.searches["trial_id"]) == ["probe1", "search1"]  # listed, not analysed
+    assert "probe1" not in set(r.analysis.trials["trial_id"])
     for key in FIGURES:
         f = r.figures[key]
         assert f.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -263,10 +269,11 @@ def test_html_parses_and_is_self_contained(report_one):
     assert "http://" not in page and "https://" not in page and "src=\"figures" not in page
     assert 'class="sortable"' in page and 'id="table-trials"' in page
     # every trial has a row in the trials table, with a numeric sort key on the accuracy cells
-    n_trials = len(results.load(report_one.run_dirs[0]))
+    n_trials = len(report_one.analysis.trials)
+    assert n_trials == len(results.load(report_one.run_dirs[0])) - 2  # the two search records aside
     table = page[page.index('id="table-trials"'):]
     table = table[: table.index("</table>")]
-    assert table.count("<tr>") == n_trials  # header row + trials - the search record
+    assert table.count("<tr>") == n_trials + 1  # the header row and one row per trial
     assert 'data-v="0.' in table
 
 

@@ -97,9 +97,13 @@ def label(row: Any, cols: list[str]) -> str:
 
 
 def is_search(df: pd.DataFrame) -> pd.Series:
-    if SEARCH not in df.columns:
-        return pd.Series(False, index=df.index)
-    return df[SEARCH].notna()
+    """Records of the largest-batch search (`params.search`, or `kind == "probe"`): listed, not analysed."""
+    mask = pd.Series(False, index=df.index)
+    if SEARCH in df.columns:
+        mask |= df[SEARCH].notna()
+    if "kind" in df.columns:
+        mask |= df["kind"].astype(object).map(lambda v: isinstance(v, str) and v == "probe")
+    return mask
 
 
 # Columns `group_configs` adds next to the settings.

@@ -6,6 +6,7 @@ Text here is never markup: every string, from the run or not, is escaped by the 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Union
@@ -147,6 +148,30 @@ def _gpu_peak(row: Any) -> float | None:
     return None
 
 
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+def merged_notes(df: pd.DataFrame, col: str) -> list[str]:
+    """The distinct notes of a column, notes that differ only in their numbers (sample counts, a trial's
+    seconds) merged into one with each differing number shown as its range."""
+    groups: dict[str, list[list[str]]] = {}
+    for note in _unique_text(df, col):
+        parts = _NUMBER.split(note)
+        key = "".join("#" if i % 2 else p for i, p in enumerate(parts))
+        groups.setdefault(key, []).append(parts)
+    out = []
+    for variants in groups.values():
+        merged = []
+        for i, part in enumerate(variants[0]):
+            if i % 2 == 0:
+                merged.append(part)
+                continue
+            values = sorted({v[i] for v in variants}, key=float)
+            merged.append(values[0] if len(values) == 1 else f"{values[0]}–{values[-1]}")
+        out.append("".join(merged))
+    return out
+
+
 def _unique_text(df: pd.DataFrame, col: str) -> list[str]:
     if col not in df.columns:
         return []
@@ -261,12 +286,12 @@ def section_setup(a: Analysis, runs: list[RunInfo]) -> Section:
             budgets.append(f"{what}: " + ", ".join(fmt.mib(v) for v in sorted(t[col].dropna().unique())))
     s.blocks.append(Sub("Memory budgets"))
     s.blocks.append(Para("; ".join(budgets) if budgets else "No memory budget was set."))
-    prices = _unique_text(t, "cost_note")
+    prices = merged_notes(t, "cost_note")
     s.blocks.append(Sub("Prices"))
     s.blocks.append(Bullets(prices) if prices else Para("No prices recorded: costs are not known."))
-    notes = [f"memory — {n}" for n in _unique_text(t, "memory_note")]
-    notes += [f"energy — {n}" for n in _unique_text(t, "energy_note")]
-    notes += [f"MFU — {n}" for n in _unique_text(t, "mfu_note")]
+    notes = [f"memory — {n}" for n in merged_notes(t, "memory_note")]
+    notes += [f"energy — {n}" for n in merged_notes(t, "energy_note")]
+    notes += [f"MFU — {n}" for n in merged_notes(t, "mfu_note")]
     if notes:
         s.blocks.append(Sub("How things were measured"))
         s.blocks.append(Bullets(notes))
@@ -467,7 +492,8 @@ def section_curves(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
             Cell(c.label), c_num(len(c.epochs), fmt.count),
             Cell(f"{fmt.pct(accs[0])} → {fmt.pct(accs[-1])}" if accs else fmt.MISSING, accs[-1] if accs else None),
             c_num(d_acc, fmt.pp),
-            Cell(f"{d_loss * 100:+.1f} %" if d_loss is not None else fmt.MISSING, d_loss),
+            Cell(f"{d_loss * 100 + 0.0:+.1f} %".replace("-0.0 %", "+0.0 %") if d_loss is not None else fmt.MISSING,
+                 d_loss),
             Cell(verdict),
         ])
     s.blocks.append(Table(["configuration", "epochs", "val accuracy first → last", "last epoch: accuracy change",

@@ -217,6 +217,8 @@ def time_vs_size(a: Analysis, out: Path) -> FigureFiles | None:
 
     fig, (ax1, ax2) = _new(11, 5.2, 2)
     n = a.extrapolate_rows
+    peak = max((f.predicted_s_per_epoch or 0.0) for f in fits)
+    scale, unit = (3600.0, "h") if peak > 7200 else (60.0, "min") if peak > 600 else (1.0, "s")
     for i, f in enumerate(fits):
         color = _color(i, len(fits))
         lo, hi = min(f.x), max(f.x)
@@ -225,16 +227,16 @@ def time_vs_size(a: Analysis, out: Path) -> FigureFiles | None:
         ax1.scatter(f.x, f.y, s=14, color=color)
         ax1.plot(xs, f.slope * xs + f.intercept, "-", color=color, lw=1.2, label=lbl)
         xe = np.linspace(0, max(n, hi), 50)
-        ax2.scatter(f.x, f.y, s=8, color=color)
-        ax2.plot(xe, f.slope * xe + f.intercept, "--", color=color, lw=1)
+        ax2.scatter(f.x, np.asarray(f.y) / scale, s=8, color=color)
+        ax2.plot(xe, (f.slope * xe + f.intercept) / scale, "--", color=color, lw=1)
         if f.predicted_s_per_epoch is not None:
-            ax2.plot([n], [f.predicted_s_per_epoch], "*", ms=10, color=color)
+            ax2.plot([n], [f.predicted_s_per_epoch / scale], "*", ms=10, color=color)
     ax1.set_title("Measured sizes with the fitted line")
     ax2.set_title(f"Extrapolated to {n:,} rows (★)")
     ax2.axvline(n, color="#777777", lw=0.8, ls=":")
-    for ax in (ax1, ax2):
+    for ax, u in ((ax1, "s"), (ax2, unit)):
         ax.set_xlabel("dataset size (rows)")
-        ax.set_ylabel("seconds per epoch (s)")
+        ax.set_ylabel(f"time per epoch ({u})")
     fig.legend(loc="outside lower center", ncols=2, fontsize=7, frameon=False)
     return _save(fig, out, "time_vs_size", "Time per epoch vs dataset size",
                  "A least-squares line per configuration; the right panel carries it to the full set.")
@@ -295,7 +297,7 @@ def strategies(a: Analysis, out: Path) -> FigureFiles | None:
     ax2.set_xlabel("validation accuracy")
     _pct_axis(ax2, "x")
     ax2.set_title("Validation accuracy")
-    ax2.legend(loc="lower right", fontsize=8)
+    fig.legend(*ax2.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     return _save(fig, out, "strategies", "lab vs fast", "Configurations that ran under both strategies.")
 
 

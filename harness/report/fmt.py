@@ -126,7 +126,7 @@ def pp(v: Any) -> str:
     f = num(v)
     if f is None:
         return MISSING
-    return f"{f * 100:+.1f} pp"
+    return f"{f * 100:+.1f} pp".replace("-0.0 pp", "+0.0 pp")
 
 
 def ratio(v: Any) -> str:
