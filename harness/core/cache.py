@@ -1,34 +1,48 @@
 """The frozen-prefix cache: run the frozen bottom of the network once, train the rest on its outputs.
 
 When the embeddings and the bottom N blocks are frozen and run in eval mode, their output for a given
-example never changes, so computing it every epoch (as the lab did) is wasted work. We compute it once:
+example never changes, so computing it every epoch (as the lab did) is wasted work. We compute it once per
+trial, for the training and the validation examples together (validation rows are indexed after the
+training rows):
 
-- `frozen_layers = "all"`: the head reads only the encoder's first-token state (and BERT's pooled output),
-  so we keep just that, one vector per example. The encoder is replaced by a lookup during training.
-- `frozen_layers = N`: we keep the hidden states after block N (unpadded, one [len, H] slice per example)
-  and train blocks N.. and the head on them: the embeddings are replaced by a pass-through and the block
-  list by its top part, so the model's own forward (masks, pooling, head, loss) runs unchanged.
+- `frozen_layers = "all"`: the head reads only the encoder's first-token state (and the pooled output:
+  BERT's pooler, or the embedded MiniLM's masked mean), so we keep just that, one vector per example, in
+  fp32 whatever the precision (it is tiny). The encoder is replaced by `CachedEncoder`, a lookup whose
+  `input_ids` carry example indices.
+- `frozen_layers = N`: we keep the hidden states after block N, unpadded and packed into one [tokens, H]
+  tensor with per-example offsets, in the compute dtype (bf16/fp16 under mixed precision). A batch is one
+  vectorised gather, padded to the batch's longest example (or to a fixed length, for `longest_in_set`).
+  Blocks N.. and the head train on it: the embeddings are replaced by a pass-through and the block list by
+  its top part, so the model's own forward (masks, pooling, head, loss) runs unchanged.
 
-`verify` checks on a few examples that the cached path gives the uncached logits before training starts.
+Where the cache lives: on the GPU when it takes less than a quarter of the free device memory after the
+model is loaded (`placement`), otherwise in host memory (pinned on a CUDA machine, so that each batch's
+copy is asynchronous); on a CPU run it is host memory. The caller times `build` as the trial's `cache`
+phase, and `Trainer.verify_cache` checks on a few examples that the cached path gives the uncached logits.
+
+Frozen layers run in eval mode for the cache, so the dropout noise the lab had inside them is gone: the
+only semantic difference from the uncached loop (docs/performance.md measures its effect on accuracy).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from .models import Anatomy
 
+DEVICE_FRACTION = 0.25  # keep the cache on the GPU when it needs less than this share of the free memory
+
 
 class PassThroughEmbeddings(nn.Module):
     """Stands in for the embeddings: returns the `inputs_embeds` it is given (the cached hidden states)."""
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        emb = kwargs.get("inputs_embeds")
+        emb = kwargs.get("inputs_embeds", kwargs.get("input_embeds"))
         if emb is None:
             emb = next((a for a in args if torch.is_tensor(a) and a.is_floating_point()), None)
         if emb is None:
@@ -37,7 +51,8 @@ class PassThroughEmbeddings(nn.Module):
 
 
 class CachedEncoder(nn.Module):
-    """Stands in for the whole frozen encoder: `input_ids` carry example indices into the cache."""
+    """Stands in for the whole frozen encoder: `input_ids[:, 0]` carries example indices into the cache.
+    Results come back on the device of `input_ids` (the cache itself may live in host memory)."""
 
     def __init__(self, first_token: torch.Tensor, pooled: torch.Tensor | None, config: Any):
         super().__init__()
@@ -48,24 +63,66 @@ class CachedEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+        if input_ids is None:
+            raise RuntimeError("cached encoder called without example indices (input_ids)")
+        out_device = input_ids.device
         idx = input_ids[:, 0].to(self.first_token.device)
-        hidden = self.first_token.index_select(0, idx)
-        pooled = None if self.pooled is None else self.pooled.index_select(0, idx)
+        hidden = self.first_token.index_select(0, idx).to(out_device, non_blocking=True)
+        pooled = None if self.pooled is None else self.pooled.index_select(0, idx).to(out_device, non_blocking=True)
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
 
 
 @dataclass
 class FrozenCache:
-    """Cached outputs for one split. For "all": first_token/pooled per example; for N: packed states."""
+    """The frozen part's outputs for every example (training rows first, then validation rows).
+
+    depth None ("all"): `first_token` [N, 1, H] and `pooled` [N, H] (or None).
+    depth N: `flat` [sum of lengths, H] holds example i's states at rows offsets[i] : offsets[i] + lengths[i].
+    """
 
     depth: int | None
+    n: int
     first_token: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
-    states: list[torch.Tensor] | None = None  # per example [len_i, H]
+    flat: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None  # [N] int64, on the cache's device
+    lengths: torch.Tensor | None = None  # [N] int64, on the cache's device
     nbytes: int = 0
     where: str = "cpu"
 
 
+# --------------------------------------------------------------------------------------------------
+# Size and placement
+# --------------------------------------------------------------------------------------------------
+def estimate_bytes(depth: int | None, n_examples: int, n_tokens: int, hidden: int, store_dtype: torch.dtype) -> int:
+    """What `build` will allocate: two fp32 vectors per example for "all", one state per token for N."""
+    if depth is None:
+        return n_examples * hidden * 4 * 2
+    return n_tokens * hidden * torch.tensor([], dtype=store_dtype).element_size() + n_examples * 16
+
+
+def placement(nbytes: int, device: torch.device, free_device_bytes: int | None) -> torch.device:
+    """Where a cache of `nbytes` goes: the compute device if it is a GPU with room to spare, else host."""
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if free_device_bytes is not None and nbytes < DEVICE_FRACTION * free_device_bytes:
+        return device
+    return torch.device("cpu")
+
+
+def free_device_bytes(device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Views of the model
+# --------------------------------------------------------------------------------------------------
 @contextmanager
 def swapped(obj: nn.Module, attr: str, replacement: nn.Module) -> Iterator[None]:
     original = getattr(obj, attr)
@@ -83,18 +140,41 @@ def trunk_view(parts: Anatomy, depth: int) -> Iterator[nn.Module]:
         yield parts.base
 
 
+class HeadView:
+    """The replacement modules for training on a cache, made once per trial (stable module identity, so
+    that a compiled top part is not re-traced each epoch). `with view:` swaps them in, exit restores."""
+
+    def __init__(self, model: nn.Module, parts: Anatomy, cache: FrozenCache):
+        self.model, self.parts, self.cache = model, parts, cache
+        if cache.depth is None:
+            self.encoder: nn.Module | None = CachedEncoder(cache.first_token, cache.pooled, parts.base.config)  # type: ignore[arg-type]
+        else:
+            self.encoder = None
+            self.top = nn.ModuleList(list(parts.layers[cache.depth:]))
+            self.pass_through = PassThroughEmbeddings()
+            self.emb_attr = _attr_name(parts.base, parts.embeddings)
+        self._stack: ExitStack | None = None
+
+    def __enter__(self) -> nn.Module:
+        stack = ExitStack()
+        if self.encoder is not None:
+            stack.enter_context(swapped(self.model, self.parts.base_attr, self.encoder))
+        else:
+            stack.enter_context(swapped(self.parts.layers_owner, self.parts.layers_attr, self.top))
+            stack.enter_context(swapped(self.parts.base, self.emb_attr, self.pass_through))
+        self._stack = stack
+        return self.model
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self._stack is not None
+        self._stack.close()
+        self._stack = None
+
+
 @contextmanager
-def head_view(model: nn.Module, parts: Anatomy, cache_depth: int | None, first_token: torch.Tensor | None = None,
-              pooled: torch.Tensor | None = None) -> Iterator[nn.Module]:
-    """The model as it trains on the cache: the frozen part replaced, everything above it unchanged."""
-    if cache_depth is None:
-        with swapped(model, parts.base_attr, CachedEncoder(first_token, pooled, parts.base.config)):
-            yield model
-    else:
-        top = nn.ModuleList(list(parts.layers[cache_depth:]))
-        with swapped(parts.layers_owner, parts.layers_attr, top), \
-                swapped(parts.base, _attr_name(parts.base, parts.embeddings), PassThroughEmbeddings()):
-            yield model
+def head_view(model: nn.Module, parts: Anatomy, cache: FrozenCache) -> Iterator[nn.Module]:
+    with HeadView(model, parts, cache) as m:
+        yield m
 
 
 def _attr_name(owner: nn.Module, child: nn.Module) -> str:
@@ -104,15 +184,20 @@ def _attr_name(owner: nn.Module, child: nn.Module) -> str:
     raise RuntimeError("embeddings are not a direct child of the encoder")
 
 
+# --------------------------------------------------------------------------------------------------
+# Building and reading
+# --------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def build(parts: Anatomy, depth: int | None, batches: Iterator[dict[str, torch.Tensor]], n_examples: int,
-          device: torch.device, store_dtype: torch.dtype, autocast: Any, keep_on_device: bool) -> FrozenCache:
-    """Run the frozen trunk once, in eval mode, over `batches` (which carry `index`, `input_ids`,
-    `attention_mask`); returns what the rest of the network needs."""
+def build(parts: Anatomy, depth: int | None, batches: Iterable[dict[str, torch.Tensor]], lengths: torch.Tensor,
+          device: torch.device, store_dtype: torch.dtype, autocast: Callable[[], Any], target: torch.device) -> FrozenCache:
+    """Run the frozen trunk once, in eval mode, over `batches` (dicts with `index`, `input_ids`,
+    `attention_mask`, padded per batch) and keep what the rest of the network needs, on `target`.
+    `lengths` are the examples' token counts (so the packed store is allocated once)."""
     was_training = parts.base.training
     parts.base.eval()
-    target = device if keep_on_device else torch.device("cpu")
-    cache = FrozenCache(depth=depth, where=str(target))
+    n = int(lengths.numel())
+    cache = FrozenCache(depth=depth, n=n, where=str(target))
+    pin = target.type == "cpu" and device.type == "cuda"
     try:
         if depth is None:
             first = pooled = None
@@ -121,50 +206,74 @@ def build(parts: Anatomy, depth: int | None, batches: Iterator[dict[str, torch.T
                 mask = batch["attention_mask"].to(device, non_blocking=True)
                 with autocast():
                     out = parts.base(input_ids=ids, attention_mask=mask)
-                h = out[0][:, :1].to(store_dtype)
+                h = out[0][:, :1].float()
                 p = getattr(out, "pooler_output", None)
                 if first is None:
-                    first = torch.empty((n_examples, 1, h.shape[-1]), dtype=store_dtype, device=target)
+                    first = torch.empty((n, 1, h.shape[-1]), dtype=torch.float32, device=target, pin_memory=pin)
                     if p is not None:
-                        pooled = torch.empty((n_examples, p.shape[-1]), dtype=store_dtype, device=target)
+                        pooled = torch.empty((n, p.shape[-1]), dtype=torch.float32, device=target, pin_memory=pin)
                 idx = batch["index"].to(target)
                 first.index_copy_(0, idx, h.to(target))
                 if p is not None:
-                    pooled.index_copy_(0, idx, p.to(store_dtype).to(target))
+                    pooled.index_copy_(0, idx, p.float().to(target))  # type: ignore[union-attr]
+            if first is None:
+                raise RuntimeError("frozen-layer cache: no examples")
             cache.first_token, cache.pooled = first, pooled
             cache.nbytes = sum(t.numel() * t.element_size() for t in (first, pooled) if t is not None)
         else:
-            states: list[torch.Tensor | None] = [None] * n_examples
+            lengths = lengths.to(torch.long)
+            offsets = torch.zeros_like(lengths)
+            offsets[1:] = torch.cumsum(lengths, 0)[:-1]
+            flat: torch.Tensor | None = None
             with trunk_view(parts, depth) as trunk:
                 for batch in batches:
                     ids = batch["input_ids"].to(device, non_blocking=True)
                     mask = batch["attention_mask"].to(device, non_blocking=True)
                     with autocast():
                         out = trunk(input_ids=ids, attention_mask=mask)
-                    h = out[0].to(store_dtype)
-                    lengths = batch["attention_mask"].sum(dim=1).tolist()
-                    for row, (i, n) in enumerate(zip(batch["index"].tolist(), lengths)):
-                        states[i] = h[row, : int(n)].to(target).clone()
-            cache.states = states  # type: ignore[assignment]
-            cache.nbytes = sum(s.numel() * s.element_size() for s in states if s is not None)
+                    h = out[0]
+                    if flat is None:
+                        flat = torch.empty((int(lengths.sum()), h.shape[-1]), dtype=store_dtype, device=target,
+                                           pin_memory=pin)
+                    valid = mask.bool()
+                    pos = torch.arange(valid.shape[1], device=device)
+                    dest = (offsets.to(device)[batch["index"].to(device)].unsqueeze(1) + pos)[valid]
+                    flat.index_copy_(0, dest.to(target), h[valid].to(store_dtype).to(target))
+            if flat is None:
+                raise RuntimeError("frozen-layer cache: no examples")
+            cache.flat, cache.offsets, cache.lengths = flat, offsets.to(target), lengths.to(target)
+            cache.nbytes = flat.numel() * flat.element_size() + 2 * n * 8
     finally:
         parts.base.train(was_training)
     return cache
 
 
+def gather(cache: FrozenCache, index: torch.Tensor, pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states [B, L, H] (zeros past each example's end) and the attention mask [B, L] of the
+    examples `index`, on the cache's device; L is the longest of them, or `pad_to` if that is longer."""
+    assert cache.flat is not None and cache.offsets is not None and cache.lengths is not None
+    index = index.to(cache.offsets.device)
+    lens = cache.lengths.index_select(0, index)
+    length = int(lens.max())
+    if pad_to is not None:
+        length = max(length, int(pad_to))
+    pos = torch.arange(length, device=lens.device)
+    valid = pos.unsqueeze(0) < lens.unsqueeze(1)
+    rows = torch.where(valid, cache.offsets.index_select(0, index).unsqueeze(1) + pos, 0)
+    hidden = cache.flat.index_select(0, rows.reshape(-1)).view(len(index), length, -1)
+    hidden.masked_fill_(~valid.unsqueeze(-1), 0)
+    return hidden, valid.to(torch.long)
+
+
 def cached_batch(cache: FrozenCache, index: torch.Tensor, labels: torch.Tensor, device: torch.device,
                  pad_to: int | None = None) -> dict[str, torch.Tensor]:
-    """A training/eval batch read from the cache (the model's forward arguments)."""
+    """A training/eval batch read from the cache (the model's forward arguments), on `device`.
+    `index` is in the cache's numbering (validation rows after the training rows)."""
     if cache.depth is None:
         return {"input_ids": index.view(-1, 1).to(device), "labels": labels.to(device)}
-    rows = [cache.states[i] for i in index.tolist()]  # type: ignore[index]
-    length = max(r.shape[0] for r in rows)
-    if pad_to is not None:
-        length = max(length, pad_to)
-    hidden = rows[0].new_zeros((len(rows), length, rows[0].shape[-1]))
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for j, r in enumerate(rows):
-        hidden[j, : r.shape[0]] = r
-        mask[j, : r.shape[0]] = 1
-    return {"inputs_embeds": hidden.to(device, non_blocking=True), "attention_mask": mask.to(device, non_blocking=True),
-            "labels": labels.to(device)}
+    hidden, mask = gather(cache, index, pad_to)
+    if hidden.device != device:
+        if device.type == "cuda":
+            hidden, mask = hidden.pin_memory(), mask.pin_memory()
+        hidden, mask = hidden.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+    return {"inputs_embeds": hidden, "attention_mask": mask, "labels": labels.to(device)}

@@ -2,7 +2,19 @@
 
 `lab` is the notebook: padded to the longest text of the set, fp32, the whole model forward every epoch,
 dropout active in the frozen layers. `fast` switches on the frozen-prefix cache, per-batch padding with
-length buckets, mixed precision on CUDA and a fused optimiser. Each switch is a setting of its own.
+length buckets, mixed precision on CUDA and a fused optimiser. Each switch is a setting of its own
+(`config.STRATEGIES` lists what each strategy sets; docs/performance.md measures each switch alone):
+
+- `padding`: `longest_in_set` pads every batch to the longest text of the whole sample (the lab's single
+  tokenizer call); `batch` pads each batch to its own longest text.
+- `length_buckets`: examples of similar length share a batch; the batches come in random order.
+- `cache_frozen`: run the frozen bottom once per trial (`cache.py`); the cost is the trial's `cache` phase.
+- `frozen_dropout`: dropout stays active inside the frozen layers (the lab's `model.train()`); with the
+  cache the frozen layers run in eval mode whatever this says (recorded in `cache_note`).
+- `precision`: `fp32`, `bf16` (autocast), `fp16` (autocast and a gradient scaler) or `auto`: bf16 on a
+  GPU that supports it, fp16 on an older one, fp32 on CPU (mixed precision is asked for explicitly there).
+- `fused_optimizer`: the fused optimiser kernel where this PyTorch has it, else the foreach one.
+- `compile`: `torch.compile` of the part that trains (the head, the top blocks, or the whole model).
 """
 
 from __future__ import annotations
@@ -20,7 +32,14 @@ from . import cache as frozen_cache
 from .data import Encoded
 from .models import Anatomy, anatomy, frozen_depth, frozen_modules
 
-MEGABATCH = 50  # length buckets: sort within groups of 50 batches, then shuffle the batches
+# Length buckets: examples are sorted by length within groups of MEGABATCH batches, then the batches are
+# shuffled. 16 batches keep ~95 % of the padded tokens real on review-like data (50 gives ~97 %, no
+# buckets ~63 %) while a batch's members still change from epoch to epoch.
+MEGABATCH = 16
+# How far the cached forward may be from the uncached one (relative to the largest value), by precision.
+CACHE_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2}
+# Tokens per forward while building the cache (examples sorted by length, so batches carry little padding).
+CACHE_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -29,7 +48,8 @@ MEGABATCH = 50  # length buckets: sort within groups of 50 batches, then shuffle
 def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, *, shuffle: bool,
                 drop_last: bool, buckets: bool) -> list[np.ndarray]:
     """Example indices per batch. With `buckets`, examples of similar length share a batch (less padding)
-    while the batches themselves come in random order, so training stays stochastic."""
+    while the batches themselves come in random order, so training stays stochastic. `drop_last` drops
+    the examples that do not fill a last batch (chosen at random when shuffling), as the lab's loader did."""
     n = len(lengths)
     order = rng.permutation(n) if shuffle else np.arange(n)
     if drop_last:
@@ -47,7 +67,37 @@ def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, 
     return batches
 
 
+class Collator:
+    """Token ids of one split as a padded matrix made once, so that a batch is a slice, not a Python loop."""
+
+    def __init__(self, enc: Encoded):
+        self.enc = enc
+        self.lengths = enc.lengths()
+        width = int(self.lengths.max()) if len(enc) else 0
+        ids = np.full((len(enc), max(width, 1)), enc.pad_id, dtype=np.int64)
+        for i, row in enumerate(enc.ids):
+            ids[i, : len(row)] = row
+        self.ids = torch.from_numpy(ids)
+        self.labels = torch.as_tensor(np.asarray(enc.labels), dtype=torch.long)
+
+    def __call__(self, index: np.ndarray, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+        """`input_ids`, `attention_mask`, `labels`, `index` of the examples `index`, padded to `pad_to` if
+        given, else to the split's fixed length (`longest_in_set`), else to the batch's longest example."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        lens = torch.from_numpy(self.lengths[index])
+        length = pad_to or self.enc.pad_to or int(lens.max())
+        ids = self.ids.index_select(0, idx)
+        if length <= ids.shape[1]:
+            ids = ids[:, :length]
+        else:
+            ids = torch.nn.functional.pad(ids, (0, length - ids.shape[1]), value=self.enc.pad_id)
+        mask = (torch.arange(length).unsqueeze(0) < lens.unsqueeze(1)).to(torch.long)
+        return {"input_ids": ids.contiguous(), "attention_mask": mask, "labels": self.labels.index_select(0, idx),
+                "index": idx}
+
+
 def collate(enc: Encoded, index: np.ndarray) -> dict[str, torch.Tensor]:
+    """One batch of `enc` (see `Collator`, which does the same without rebuilding the matrix each call)."""
     rows = [enc.ids[i] for i in index]
     length = enc.pad_to or max(len(r) for r in rows)
     ids = torch.full((len(rows), length), enc.pad_id, dtype=torch.long)
@@ -55,7 +105,7 @@ def collate(enc: Encoded, index: np.ndarray) -> dict[str, torch.Tensor]:
     for j, r in enumerate(rows):
         ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[j, : len(r)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor(enc.labels[index]),
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor(np.asarray(enc.labels)[index]),
             "index": torch.as_tensor(index, dtype=torch.long)}
 
 
@@ -77,14 +127,26 @@ def autocast_for(precision: str, device: torch.device) -> Callable[[], Any]:
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def make_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float, weight_decay: float,
                    fused: bool, device: torch.device) -> tuple[torch.optim.Optimizer, str]:
+    """The optimiser and which implementation it got: `fused`, `foreach` or `for-loop` (the lab's).
+
+    `fused` asks for the fastest multi-tensor kernel: the fused one (foreach where there is none), except
+    SGD on CPU, where PyTorch's fused kernel measured slower than foreach (MiniLM's top two blocks, 3.5 M
+    parameters, best of 15 on 2 cores: fused 0.8 ms, foreach 0.5 ms, for-loop 0.4 ms a step, and the
+    fused one far worse when the cores are shared); AdamW on CPU: fused 1.5 ms, foreach 33 ms, loop 52 ms."""
     cls = torch.optim.SGD if name == "sgd" else torch.optim.AdamW
     kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
     if name == "sgd":
         kwargs["momentum"] = momentum
     if fused:
-        for variant in ({"fused": True}, {"foreach": True}):
+        cpu_sgd = device.type == "cpu" and name == "sgd"
+        variants = ({"foreach": True},) if cpu_sgd else ({"fused": True}, {"foreach": True})
+        for variant in variants:
             try:
                 return cls(params, **kwargs, **variant), next(iter(variant))
             except (RuntimeError, TypeError, ValueError):
@@ -138,7 +200,9 @@ class TrainResult:
     cache_bytes: int = 0
     cache_where: str | None = None
     cache_note: str | None = None
+    cache_max_rel_diff: float | None = None
     compiled: bool = False
+    compiled_part: str | None = None
 
 
 class Trainer:
@@ -155,7 +219,9 @@ class Trainer:
         self.precision = resolve_precision(params["precision"], device)
         self.autocast = autocast_for(self.precision, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        # One seed for everything random in the loop: batch order (numpy) and dropout (torch).
         self.rng = np.random.default_rng(params["seed"])
+        torch.manual_seed(int(params["seed"]))
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer, impl = make_optimizer(params["optimizer"], trainable, params["learning_rate"],
                                               params["momentum"], params["weight_decay"], params["fused_optimizer"], device)
@@ -164,80 +230,138 @@ class Trainer:
         self.cache_depth: int | None | str = "off"
         if params["cache_frozen"] and (self.depth is None or self.depth > 0):
             self.cache_depth = self.depth
-        self.train_cache: frozen_cache.FrozenCache | None = None
-        self.val_cache: frozen_cache.FrozenCache | None = None
+            if params.get("frozen_dropout"):
+                self.result.cache_note = ("frozen_dropout ignored: the cached frozen layers ran once in eval mode, "
+                                          "so they add no dropout noise")
+        self.cache: frozen_cache.FrozenCache | None = None
+        self.view: frozen_cache.HeadView | None = None
         self._frozen = frozen_modules(model, params["frozen_layers"])
-        self._step_model: Callable[..., Any] = model
+        self.collate_train = Collator(train)
+        self.collate_val = Collator(val)
+        self._pin = device.type == "cuda"
 
     # -- the one-off cache ------------------------------------------------------------------------------
     def uses_cache(self) -> bool:
         return self.cache_depth != "off"
 
-    def build_cache(self) -> None:
-        depth = None if self.cache_depth is None else int(self.cache_depth)  # type: ignore[arg-type]
-        store_dtype = torch.float32 if self.precision == "fp32" else (
-            torch.bfloat16 if self.precision == "bf16" else torch.float16)
-        est = self._cache_bytes_estimate(depth, store_dtype)
-        keep_on_device = self.device.type == "cuda" and est < 0.25 * _free_cuda_bytes(self.device)
-        bs = max(self.p["eval_batch_size"], self.p["batch_size"])
-        caches = []
-        for enc in (self.train_set, self.val_set):
-            order = batch_order(enc.lengths(), bs, self.rng, shuffle=False, drop_last=False, buckets=True)
-            batches = (collate_for_cache(enc, b) for b in order)
-            caches.append(frozen_cache.build(self.parts, depth, batches, len(enc), self.device, store_dtype,
-                                             self.autocast, keep_on_device))
-        self.train_cache, self.val_cache = caches
-        self.result.cache_used = True
-        self.result.cache_bytes = sum(c.nbytes for c in caches)
-        self.result.cache_where = caches[0].where
+    def cache_store_dtype(self) -> torch.dtype:
+        return compute_dtype(self.precision)
 
-    def _cache_bytes_estimate(self, depth: int | None, dtype: torch.dtype) -> int:
+    def cache_bytes_estimate(self) -> int:
+        depth = None if self.cache_depth is None else int(self.cache_depth)  # type: ignore[arg-type]
         hidden = getattr(self.model.config, "hidden_size", None) or getattr(self.model.config, "dim", 768)
         n = len(self.train_set) + len(self.val_set)
-        per = torch.tensor([], dtype=dtype).element_size() * hidden
-        if depth is None:
-            return n * per * 2
-        return int(self.train_set.lengths().sum() + self.val_set.lengths().sum()) * per
+        tokens = int(self.collate_train.lengths.sum() + self.collate_val.lengths.sum())
+        return frozen_cache.estimate_bytes(depth, n, tokens, hidden, self.cache_store_dtype())
 
-    def verify_cache(self, n: int = 4, atol: float = 1e-4) -> float:
-        """Largest |logit difference| between the cached and the uncached forward, in eval mode."""
-        enc = self.val_set
-        index = np.arange(min(n, len(enc)))
-        batch = collate(enc, index)
+    def build_cache(self) -> None:
+        """Run the frozen part once over the training and validation examples (validation rows are
+        numbered after the training rows), sorted by length so that batches carry little padding."""
+        assert self.uses_cache(), "build_cache without cache_frozen"
+        depth = None if self.cache_depth is None else int(self.cache_depth)  # type: ignore[arg-type]
+        target = frozen_cache.placement(self.cache_bytes_estimate(), self.device, frozen_cache.free_device_bytes(self.device))
+        lengths = np.concatenate([self.collate_train.lengths, self.collate_val.lengths])
+        self.cache = frozen_cache.build(self.parts, depth, self._cache_batches(lengths), torch.from_numpy(lengths),
+                                        self.device, self.cache_store_dtype(), self.autocast, target)
+        self.view = frozen_cache.HeadView(self.model, self.parts, self.cache)
+        self.result.cache_used = True
+        self.result.cache_bytes = self.cache.nbytes
+        self.result.cache_where = self.cache.where
+
+    def _cache_batches(self, lengths: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of both splits in the cache's numbering, longest first, CACHE_BATCH_TOKENS at most each."""
+        both = Collator(Encoded(list(self.train_set.ids) + list(self.val_set.ids),
+                                np.concatenate([np.asarray(self.train_set.labels), np.asarray(self.val_set.labels)]),
+                                None, self.train_set.pad_id))
+        order = np.argsort(-lengths, kind="stable")
+        budget = CACHE_BATCH_TOKENS.get(self.device.type, CACHE_BATCH_TOKENS["cpu"])
+        start = 0
+        while start < len(order):
+            rows = max(1, budget // max(1, int(lengths[order[start]])))
+            yield both(order[start:start + rows])
+            start += rows
+
+    @torch.no_grad()
+    def verify_cache(self, n: int = 4) -> float:
+        """Largest relative difference (max |a - b| / max |a|) between the uncached and the cached forward
+        in eval mode, over what the cache replaces (the encoder's output the head reads: all real token
+        states for N, the first-token state and pooled output for "all") and over the logits, on the
+        shortest and longest few training and validation examples (so padding is exercised)."""
+        assert self.cache is not None and self.view is not None
+        diffs = [0.0]
+        was_training = self.model.training
         self.model.eval()
-        with torch.no_grad(), self.autocast():
-            ref = self.model(input_ids=batch["input_ids"].to(self.device),
-                             attention_mask=batch["attention_mask"].to(self.device)).logits.float()
-            with self._cached_model(self.val_cache):
-                args = frozen_cache.cached_batch(self.val_cache, batch["index"], batch["labels"], self.device)
-                args.pop("labels")
-                got = self.model(**args).logits.float()
-        return float((ref - got).abs().max())
+        base_attr = self.parts.base_attr
+        try:
+            for coll, offset in ((self.collate_train, 0), (self.collate_val, len(self.train_set))):
+                if len(coll.lengths) == 0:
+                    continue
+                by_len = np.argsort(coll.lengths, kind="stable")
+                index = np.unique(np.concatenate([by_len[: max(1, n // 2)], by_len[-max(1, n - n // 2):]]))
+                batch = coll(index)
+                ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+                with self.autocast():
+                    ref_out = getattr(self.model, base_attr)(input_ids=ids, attention_mask=mask)
+                    ref_logits = self.model(input_ids=ids, attention_mask=mask).logits
+                    with self.view:
+                        args = self._cached_args(batch["index"] + offset, batch["labels"], coll.enc.pad_to)
+                        args.pop("labels")
+                        got_logits = self.model(**args).logits
+                        got_out = getattr(self.model, base_attr)(**args)
+                pairs = [(ref_logits, got_logits)]
+                if self.cache.depth is None:
+                    pairs.append((ref_out[0][:, :1], got_out[0]))
+                else:
+                    valid = args["attention_mask"].bool()
+                    width = valid.shape[1]
+                    pairs.append((ref_out[0][:, :width][valid], got_out[0][valid]))
+                ref_pooled = getattr(ref_out, "pooler_output", None)
+                if ref_pooled is not None:
+                    pairs.append((ref_pooled, got_out.pooler_output))
+                for a, b in pairs:
+                    a, b = a.float(), b.float()
+                    diffs.append(float((a - b).abs().max() / a.abs().max().clamp(min=1e-12)))
+        finally:
+            self.model.train(was_training)
+        self.result.cache_max_rel_diff = max(diffs)
+        return max(diffs)
 
-    @contextlib.contextmanager
-    def _cached_model(self, cache: frozen_cache.FrozenCache) -> Iterator[nn.Module]:
-        """The model with its frozen part replaced by lookups into `cache` (restored on exit)."""
-        with frozen_cache.head_view(self.model, self.parts, cache.depth, cache.first_token, cache.pooled) as m:
-            yield m
+    def check_cache(self) -> None:
+        """`verify_cache` against the tolerance of this precision; raises when the cache is wrong."""
+        diff = self.verify_cache()
+        tol = CACHE_TOLERANCE[self.precision]
+        if not diff <= tol:
+            raise RuntimeError(f"frozen-layer cache check failed: cached and uncached forward differ by "
+                               f"{diff:.3g} (relative; tolerance {tol} at {self.precision})")
+
+    def _cached_args(self, index: torch.Tensor, labels: torch.Tensor, pad_to: int | None) -> dict[str, torch.Tensor]:
+        assert self.cache is not None
+        return frozen_cache.cached_batch(self.cache, index, labels, self.device, pad_to=pad_to)
 
     # -- batches ---------------------------------------------------------------------------------------
-    def _batches(self, enc: Encoded, cache: frozen_cache.FrozenCache | None, batch_size: int, train: bool
-                 ) -> Iterator[tuple[dict[str, torch.Tensor], int, int]]:
-        """(forward kwargs, real tokens, padded tokens) per batch."""
-        lengths = enc.lengths()
-        order = batch_order(lengths, batch_size, self.rng, shuffle=train, drop_last=train,
-                            buckets=bool(self.p["length_buckets"]))
+    def _batches(self, train: bool) -> Iterator[tuple[dict[str, torch.Tensor], int, int]]:
+        """(forward kwargs, real tokens, padded tokens) per batch of the training or validation split."""
+        coll = self.collate_train if train else self.collate_val
+        enc = coll.enc
+        lengths = coll.lengths
+        batch_size = self.p["batch_size"] if train else self.p["eval_batch_size"]
+        cached_all = self.cache is not None and self.cache.depth is None
+        # With the "all" cache a batch has no token dimension, so length buckets would only make the
+        # batches' membership less random: they are left out.
+        buckets = bool(self.p["length_buckets"]) and not cached_all
+        order = batch_order(lengths, batch_size, self.rng, shuffle=train, drop_last=train, buckets=buckets)
+        offset = 0 if train else len(self.train_set)
         for index in order:
             real = int(lengths[index].sum())
-            if cache is not None:
-                pad = enc.pad_to or int(lengths[index].max())
-                args = frozen_cache.cached_batch(cache, torch.as_tensor(index), torch.as_tensor(enc.labels[index]),
-                                                 self.device, pad_to=enc.pad_to if cache.depth is not None else None)
-                yield args, real, pad * len(index)
+            padded = (enc.pad_to or int(lengths[index].max())) * len(index)
+            if self.cache is not None:
+                idx = torch.as_tensor(index, dtype=torch.long) + offset
+                yield self._cached_args(idx, coll.labels[index], enc.pad_to), real, padded
             else:
-                b = collate(enc, index)
+                b = coll(index)
                 b.pop("index")
-                padded = int(b["input_ids"].numel())
+                if self._pin:
+                    b = {k: v.pin_memory() for k, v in b.items()}
                 yield {k: v.to(self.device, non_blocking=True) for k, v in b.items()}, real, padded
 
     # -- epochs ----------------------------------------------------------------------------------------
@@ -247,28 +371,31 @@ class Trainer:
             for m in self._frozen:
                 m.eval()
 
+    def train_step(self, args: dict[str, torch.Tensor]) -> Any:
+        """One optimiser step on one batch; returns the model's output (loss and logits)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            out = self.model(**args)
+        loss = out.loss
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return out
+
     def train_epoch(self) -> tuple[float, float, int, int, int]:
         self.set_train_mode()
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         samples = real_tokens = padded_tokens = 0
-        cache = self.train_cache if self.uses_cache() else None
-        ctx = self._enter_cache(cache)
-        with ctx:
-            for args, real, padded in self._batches(self.train_set, cache, self.p["batch_size"], train=True):
-                with self.autocast():
-                    out = self._step_model(**args)
-                loss = out.loss
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    loss.backward()
-                    self.optimizer.step()
+        with self._enter_cache():
+            for args, real, padded in self._batches(train=True):
+                out = self.train_step(args)
                 n = args["labels"].shape[0]
-                total_loss += loss.detach().float() * n
+                total_loss += out.loss.detach().float() * n
                 correct += (out.logits.detach().argmax(-1) == args["labels"]).sum()
                 samples += n
                 real_tokens += real
@@ -283,34 +410,40 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         n_total = 0
-        cache = self.val_cache if self.uses_cache() else None
-        with self._enter_cache(cache):
-            for args, _, _ in self._batches(self.val_set, cache, self.p["eval_batch_size"], train=False):
+        with self._enter_cache():
+            for args, _, _ in self._batches(train=False):
                 with self.autocast():
-                    out = self._step_model(**args)
+                    out = self.model(**args)
                 n = args["labels"].shape[0]
                 total_loss += out.loss.float() * n
                 correct += (out.logits.argmax(-1) == args["labels"]).sum()
                 n_total += n
+        if n_total == 0:
+            return math.nan, math.nan
         return float(total_loss) / n_total, float(correct) / n_total
 
-    def _enter_cache(self, cache: frozen_cache.FrozenCache | None) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext() if cache is None else self._cached_model(cache)
+    def _enter_cache(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext() if self.view is None else self.view
 
+    # -- compile ---------------------------------------------------------------------------------------
     def maybe_compile(self) -> None:
-        if self.p.get("compile"):
-            self._step_model = torch.compile(self.model)
-            self.result.compiled = True
-
-
-def collate_for_cache(enc: Encoded, index: np.ndarray) -> dict[str, torch.Tensor]:
-    b = collate(Encoded(enc.ids, enc.labels, None, enc.pad_id), index)  # per-batch padding: same outputs
-    return b
-
-
-def _free_cuda_bytes(device: torch.device) -> int:
-    try:
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    except Exception:
-        return 0
+        """`torch.compile` the part that trains, in place (module identity is kept, so the cache's views
+        and the optimiser still see the same modules): the head for "all", the top blocks and the head for
+        N, the whole model for 0 or without the cache. Shapes vary with per-batch padding: dynamic."""
+        if not self.p.get("compile"):
+            return
+        if self.cache is not None and self.cache.depth is None:
+            targets = [m for name, m in self.model.named_children() if name != self.parts.base_attr]
+            part = "head"
+        elif self.cache is not None:
+            targets = list(self.parts.layers[self.cache.depth:]) + \
+                [m for name, m in self.model.named_children() if name != self.parts.base_attr]
+            part = f"top {self.parts.num_layers - int(self.cache.depth)} blocks + head"
+        else:
+            targets = [self.model]
+            part = "model"
+        for m in targets:
+            if any(True for _ in m.parameters()):
+                m.compile(dynamic=None)
+        self.result.compiled = True
+        self.result.compiled_part = part
