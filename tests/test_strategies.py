@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import dumps_toml, tiny_grid_doc
 
 from harness.config import STRATEGIES, parse_grid
 from harness.core import train as T
@@ -20,14 +19,30 @@ from harness.core.trial import run_trial
 from harness.grid import expand, resolve
 
 
-def trials(**overrides: Any) -> list:
-    doc = tiny_grid_doc(**{"model__max_length": 32, "train__epochs": 2, "grid__dataset_size": [48],
-                           "grid__batch_size": [8], **overrides})
-    return expand(parse_grid(dumps_toml(doc)))
+GRID = """
+name = "strategies"
+[model]
+name = "random:bert-tiny"
+max_length = 32
+[data]
+source = "embedded:reviews"
+[train]
+epochs = 2
+strategy = "{strategy}"
+{train}
+[grid]
+dataset_size = [48]
+batch_size = [8]
+frozen_layers = [{frozen}]
+device = ["cpu"]
+"""
 
 
-def one(**overrides: Any) -> dict[str, Any]:
-    (trial,) = trials(**overrides)
+def one(strategy: str, frozen: Any, **train: Any) -> dict[str, Any]:
+    """One whole trial, in-process."""
+    lines = "\n".join(f"{k} = {v}" for k, v in train.items())
+    frozen_text = '"all"' if frozen == "all" else str(frozen)
+    (trial,) = expand(parse_grid(GRID.format(strategy=strategy, train=lines, frozen=frozen_text)))
     rec = run_trial(trial)
     assert rec["status"] == "ok", rec.get("traceback")
     return rec
@@ -121,8 +136,8 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_lab_and_fast_records() -> None:
     """One trial each: padding, precision, optimiser, cache and its phase, all in the record."""
-    lab = one(grid__frozen_layers=["all"], train__strategy="lab")
-    fast = one(grid__frozen_layers=["all"], train__strategy="fast")
+    lab = one("lab", "all")
+    fast = one("fast", "all")
     ld, fd = lab["strategy_detail"], fast["strategy_detail"]
     assert ld["precision"] == fd["precision"] == "fp32"  # fp32 on CPU unless asked
     assert ld["optimizer_impl"] == "for-loop" and fd["optimizer_impl"] in {"fused", "foreach"}
@@ -142,8 +157,7 @@ def test_lab_and_fast_records() -> None:
 
 def test_lab_same_seed_same_accuracy_twice() -> None:
     """`lab` on CPU is deterministic: the same seed gives the same validation accuracy (and loss)."""
-    kw = dict(grid__frozen_layers=[1], train__strategy="lab", train__seed=7)
-    a, b = one(**kw), one(**kw)
+    a, b = one("lab", 1, seed=7), one("lab", 1, seed=7)
     assert [e["val_accuracy"] for e in a["epochs"]] == [e["val_accuracy"] for e in b["epochs"]]
     assert [e["val_loss"] for e in a["epochs"]] == [e["val_loss"] for e in b["epochs"]]
     assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
