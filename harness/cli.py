@@ -1,7 +1,9 @@
 """Command line: argument parsing and exit codes, nothing else.
 
-Exit codes: 0 done; 1 `compare` found a regression; 2 bad input (one line on stderr, no traceback);
-130 / 143 a run stopped by SIGINT / SIGTERM (what finished is kept; continue with --resume).
+Exit codes: 0 done; 1 `compare` found a regression; 2 bad input (one line on stderr, no traceback), which
+includes an output folder that cannot be written (before the first trial, or a full disk mid-run: the records
+written so far are intact); 130 / 143 a run stopped by SIGINT / SIGTERM (what finished is kept; continue
+with --resume). See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -21,7 +23,25 @@ class BadInput(Exception):
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention too)
-        self.exit(EXIT_BAD_INPUT, f"harness: error: {message} (see harness {self.prog.split()[-1]} --help)\n")
+        words = self.prog.split()
+        see = "harness --help" if len(words) < 2 else f"harness {words[-1]} --help"
+        self.exit(EXIT_BAD_INPUT, f"harness: error: {one_line(message)} (see {see})\n")
+
+
+def one_line(text: str) -> str:
+    """A message for the user's terminal as one line: newlines and other control characters (from a name or
+    a path in the grid) are shown escaped, never acted on."""
+    out = []
+    for ch in str(text):
+        if ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x20 and ch != "\t" or 0x7F <= ord(ch) < 0xA0:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _percent(text: str) -> float:
@@ -77,28 +97,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_SIGINT = 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, its one line already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     console = Console()
     try:
         return dispatch(args, console)
     except BadInput as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print(f"harness: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handler is in place (while checking the grid)
+        print("harness: interrupted (SIGINT)", file=sys.stderr)
+        return EXIT_SIGINT
+
+
+_BAD_INPUT = (("harness.config", "ConfigError"), ("harness.core.preflight", "PreflightError"),
+              ("harness.store", "StoreError"), ("harness.core.data", "DataError"), ("harness.core.models", "ModelError"))
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
-    from .config import ConfigError
-    from .core.data import DataError
-    from .core.models import ModelError
-    from .core.preflight import PreflightError
-    from .store import StoreError
-
-    return (ConfigError, PreflightError, StoreError, DataError, ModelError)
+    """The bad-input exception types of the modules loaded so far (evaluated when an exception is matched: a
+    module that was never imported raised nothing, and importing it here would cost torch's import time)."""
+    found = []
+    for module, name in _BAD_INPUT:
+        mod = sys.modules.get(module)
+        if mod is not None and hasattr(mod, name):
+            found.append(getattr(mod, name))
+    return tuple(found)
 
 
 def dispatch(args: argparse.Namespace, console: Console) -> int:
-    bad = _bad_input_types()
     try:
         if args.command == "run":
             return _run(args, console)
@@ -120,7 +153,7 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
             path = export_benchmark(args.run_dir, args.out)
             console.print(str(path))
             return 0
-    except bad as exc:
+    except _bad_input_types() as exc:
         raise BadInput(str(exc)) from None
     except ValueError as exc:  # thresholds out of range and the like
         raise BadInput(str(exc)) from None

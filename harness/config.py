@@ -332,11 +332,51 @@ def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+_EXPECTED = {
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "model_type": "expected a table",
+    "model_attributes_type": "expected a table",
+    "dict_type": "expected a table",
+    "list_type": "expected a list",
+    "greater_than": "expected a number greater than {gt}",
+    "greater_than_equal": "expected a number of at least {ge}",
+    "less_than": "expected a number less than {lt}",
+    "less_than_equal": "expected a number of at most {le}",
+    "literal_error": "expected {expected}",
+    "string_too_long": "expected at most {max_length} characters",
+}
+_BOUNDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _expected(err: Any) -> str | None:
+    """Pydantic's error in the grid file's words ("expected a whole number"), or None to keep its own."""
+    kind = err.get("type")
+    got = err.get("input")
+    if kind in _BOUNDS and isinstance(got, float) and not math.isfinite(got):
+        return "expected a finite number"
+    template = _EXPECTED.get(kind)
+    if template is None:
+        return None
+    try:
+        return template.format(**(err.get("ctx") or {}))
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
 def _first_error(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
     loc = _where(tuple(err.get("loc", ())))
     msg = err.get("msg", "invalid value")
     msg = msg.removeprefix("Value error, ")
+    msg = _expected(err) or msg
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
     elif err.get("type") == "missing":
@@ -436,7 +476,8 @@ def load_grid(path: str | os.PathLike) -> tuple[GridFile, str]:
     if len(data) > 1_000_000:
         raise ConfigError(f"{p}: {len(data)} bytes; a grid file is expected to be under 1 MB")
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not UTF-8 text") from None
+        text = data.decode("utf-8-sig")  # a byte-order mark (some Windows editors write one) is not content
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{p}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); expected a UTF-8 TOML file") from None
     return parse_grid(text, str(p)), text

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from .grid import Trial
@@ -102,7 +103,7 @@ class Progress:
         colour = {"ok": "green", "oom": "yellow", "timeout": "yellow"}.get(record["status"], "red")
         epochs = record.get("epochs") or []
         acc = epochs[-1]["val_accuracy"] if epochs else None
-        tail = f" [dim]{record['error']}[/dim]" if record.get("error") else ""
+        tail = f" [dim]{escape(str(record['error']))}[/dim]" if record.get("error") else ""  # text, never markup
         return (f"[{colour}]{record['status']:>7}[/{colour}] {trial.label()}  val acc {_acc(acc)}  "
                 f"{record.get('seconds_total') or 0:.1f} s{tail}")
 

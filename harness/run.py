@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import env as env_info
 from .config import GridFile, load_grid
 from .grid import Trial, expand
 from .progress import Progress, summary_table
-from .store import RunStore, default_run_dir, read_grid_text
+from .store import GRID, TRIALS, RunStore, StoreError, default_run_dir, read_grid_text
 
 RESULTS_ROOT = Path("results")
 
@@ -48,6 +49,8 @@ class RunEvents:
         self.stop_signal: int | None = None
         self.lock = threading.Lock()
         self.nodes: set[str] = set()
+        self.failed: StoreError | None = None  # a record could not be written (a full disk): the grid stops
+        self.on_failure: Any = None  # called once on such a failure (stops the executor's running trials)
 
     def trial_started(self, trial: Trial) -> None:
         self.progress.trial_started(trial)
@@ -57,16 +60,24 @@ class RunEvents:
 
     def trial_finished(self, trial: Trial, record: dict[str, Any]) -> None:
         with self.lock:
-            self.store.append(record)
-            self.records.append(record)
-            host = record.get("host")
-            if host and host not in self.nodes:
-                self.nodes.add(host)
-                self.store.add_node(host)
+            if self.failed is not None:
+                return
+            try:
+                self.store.append(record)
+                self.records.append(record)
+                host = record.get("host")
+                if host and host not in self.nodes:
+                    self.nodes.add(host)
+                    self.store.add_node(host)
+            except StoreError as exc:
+                self.failed = exc
+                if self.on_failure is not None:
+                    self.on_failure()
+                raise
         self.progress.trial_finished(trial, record)
 
     def stopping(self) -> bool:
-        return self.stop_signal is not None
+        return self.stop_signal is not None or self.failed is not None
 
 
 def make_executor(name: str, workers: int = 1, address: str | None = None) -> Any:
@@ -84,11 +95,12 @@ def make_executor(name: str, workers: int = 1, address: str | None = None) -> An
 def prepare(grid_path: str, out: str | None, resume: str | None, check_devices: bool = True
             ) -> tuple[GridFile, str, list[Trial], Path]:
     """Everything that can fail on bad input, before anything is written."""
-    from .core.preflight import check
-
     if resume:
         run_dir = Path(resume)
         cfg, text = load_grid(grid_path)
+        if not run_dir.is_dir() or not ((run_dir / TRIALS).is_file() or (run_dir / GRID).is_file()):
+            raise StoreError(f"{run_dir}: --resume expects a run folder (one with {TRIALS}); "
+                             f"start a new run with --out {run_dir} instead")
         old = read_grid_text(run_dir)
         if old is not None and old != text:
             from .config import ConfigError
@@ -98,7 +110,17 @@ def prepare(grid_path: str, out: str | None, resume: str | None, check_devices: 
     else:
         cfg, text = load_grid(grid_path)
         run_dir = Path(out) if out else default_run_dir(RESULTS_ROOT, cfg.name)
+        if not out:  # two runs of one name in the same second get two folders
+            base, n = run_dir, 1
+            while (run_dir / TRIALS).exists():
+                n += 1
+                run_dir = base.with_name(f"{base.name}-{n}")
+        elif (run_dir / TRIALS).is_file() and (run_dir / TRIALS).stat().st_size > 0:
+            raise StoreError(f"{run_dir}: already holds a run's records; continue it with --resume {run_dir}, "
+                             "or give another --out (a new run never writes into an old one)")
     trials = expand(cfg)
+    from .core.preflight import check  # imports torch: only once the grid file itself is known to be good
+
     check(trials, grid_path, check_devices=check_devices)
     return cfg, text, trials, run_dir
 
@@ -111,17 +133,31 @@ def run_grid(grid_path: str, out: str | None = None, resume: str | None = None, 
     ex = make_executor(executor, workers, address)
     store = RunStore(run_dir)
     store.create(text, env_info.collect(), resume=bool(resume))
+    try:
+        return _run_in(store, cfg, trials, ex, resume, console, report, max_batch)
+    finally:
+        store.close()
+
+
+def _run_in(store: RunStore, cfg: GridFile, trials: list[Trial], ex: Any, resume: str | None, console: Console,
+            report: bool, max_batch: bool) -> RunOutcome:
+    run_dir = store.run_dir
     if resume:
-        set_aside = store.repair()
+        try:
+            set_aside = store.repair()
+        except OSError as exc:
+            raise StoreError(f"{store.trials_path}: cannot be repaired ({exc.strerror or exc})") from None
         if set_aside:
-            console.print(f"[yellow]set aside {set_aside} incomplete line(s) in {store.trials_path.name}[/yellow]")
+            console.print(f"[yellow]set aside {set_aside} incomplete line(s) of {TRIALS} "
+                          f"in {escape(str(run_dir / 'trials.rejected.jsonl'))}[/yellow]")
     done = store.finished_ids()
     todo = [t for t in trials if t.trial_id not in done]
     outcome = RunOutcome(run_dir=run_dir, skipped=len(trials) - len(todo))
-    console.print(f"run [bold]{cfg.name}[/bold]: {len(trials)} trials ({len(todo)} to run) -> {run_dir}")
+    console.print(f"run [bold]{escape(cfg.name)}[/bold]: {len(trials)} trials ({len(todo)} to run) -> {escape(str(run_dir))}")
     progress = Progress(len(trials), console=console, skipped=outcome.skipped)
     progress.done = outcome.skipped
     events = RunEvents(store, progress)
+    events.on_failure = ex.stop
 
     def on_signal(signum: int, frame: Any) -> None:
         if events.stop_signal is None:
@@ -143,11 +179,18 @@ def run_grid(grid_path: str, out: str | None = None, resume: str | None = None, 
     outcome.interrupted_by = events.stop_signal
     if outcome.interrupted_by is not None:
         console.print(f"[yellow]interrupted ({signal.Signals(outcome.interrupted_by).name}): "
-                      f"{len(events.records)} trial(s) finished; continue with --resume {run_dir}[/yellow]")
+                      f"{len(events.records)} trial(s) finished; continue with --resume {escape(str(run_dir))}[/yellow]")
     if outcome.records:
         console.print(summary_table(outcome.records))
     if report and outcome.records:
-        render_and_summarise([run_dir], None, console)
+        try:
+            render_and_summarise([run_dir], None, console)
+        except KeyboardInterrupt:
+            console.print("[yellow]report skipped (interrupted)[/yellow]")
+        except Exception as exc:  # the records are safe on disk; a report problem must not lose the exit code
+            text = " ".join(str(exc).split())[:300] or type(exc).__name__
+            console.print(f"[yellow]the report could not be rendered ({escape(text)}); "
+                          f"render it with: harness report {escape(str(run_dir))}[/yellow]")
     return outcome
 
 
@@ -156,5 +199,5 @@ def render_and_summarise(run_dirs: list[Path], out: str | None, console: Console
 
     result = render_report(run_dirs, Path(out) if out else None)
     print_summary(result, console)
-    console.print(f"report: {result.out_dir / 'report.html'}")
+    console.print(f"report: {escape(str(result.out_dir / 'report.html'))}")
     return result.out_dir

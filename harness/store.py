@@ -6,10 +6,12 @@ half-written last line (a kill in the middle of a write) is handled in one place
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
+import shutil
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +22,7 @@ TRIALS = "trials.jsonl"
 REJECTED = "trials.rejected.jsonl"
 ENV = "env.json"
 GRID = "grid.toml"
+LOCK = ".harness.lock"
 SCHEMA_VERSION = 1
 
 
@@ -122,24 +125,47 @@ class RunStore:
 
     # -- creation -------------------------------------------------------------------------------------
     def create(self, grid_text: str, env: dict[str, Any], resume: bool = False) -> None:
-        """Make the folder and check that it is writable before the first trial runs."""
+        """Make the folder and check that it is writable before the first trial runs.
+
+        On failure, folders this call made are removed again (no partial run folder), and the error is one
+        line. The folder is locked for the life of this process, so two runs never append to one file."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise StoreError(f"{self.run_dir}: output folder is a file; expected a folder (or a path that does not exist)")
+        made = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]
+        probe = self.run_dir / ".write-probe"
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-probe"
             with open(probe, "wb") as f:
                 f.write(b"x" * 4096)
                 f.flush()
                 os.fsync(f.fileno())
             probe.unlink()
-        except OSError as exc:
+            self._lock()
+            if not resume or not (self.run_dir / GRID).exists():
+                self._atomic_write(self.run_dir / GRID, grid_text.encode("utf-8"))
+            if resume and (self.run_dir / ENV).exists():
+                old = read_env(self.run_dir)
+                env = {**env, "resumed_from": old,
+                       "nodes": sorted(set(old.get("nodes", [])) | set(env.get("nodes", [])))}
+            self.write_env(env)
+            self.trials_path.touch(exist_ok=True)
+        except (OSError, StoreError) as exc:
+            self.close()
+            if made:  # this call made the folder: take it away again, nothing of a run was in it
+                shutil.rmtree(made[0], ignore_errors=True)
+                for d in made[1:]:
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break
+            else:  # an existing folder (resume, or --out given): only the probe goes; the lock file stays
+                try:
+                    probe.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"{self.run_dir}: output folder is not writable ({exc.strerror or exc})") from None
-        if not resume or not (self.run_dir / GRID).exists():
-            self._atomic_write(self.run_dir / GRID, grid_text.encode("utf-8"))
-        if resume and (self.run_dir / ENV).exists():
-            old = read_env(self.run_dir)
-            env = {**env, "resumed_from": old, "nodes": sorted(set(old.get("nodes", [])) | set(env.get("nodes", [])))}
-        self.write_env(env)
-        self.trials_path.touch(exist_ok=True)
 
     def write_env(self, env: dict[str, Any]) -> None:
         self._atomic_write(self.run_dir / ENV, json.dumps(env, indent=2, default=str).encode("utf-8"))
@@ -160,7 +186,30 @@ class RunStore:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
             raise StoreError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+    def _lock(self) -> None:
+        """An advisory lock on the run folder, held until this process exits (the kernel drops it even on
+        SIGKILL): a second `run --resume` of a folder that is still being written is refused."""
+        import fcntl
+
+        fd = os.open(self.run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError(f"{self.run_dir}: another harness run is writing to this folder; wait for it or stop it") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            self._lock_fd = None
+            os.close(fd)
 
     # -- records --------------------------------------------------------------------------------------
     def repair(self) -> int:
@@ -185,18 +234,36 @@ class RunStore:
         return {r["trial_id"] for r in _read_lines(self.trials_path).records}
 
     def append(self, record: dict[str, Any]) -> None:
+        """One `os.write` of one line, then fsync. If the write fails or is short (a full disk), the file is
+        cut back to its length before the write, so no torn line is left behind; if even that fails, the
+        torn line is set aside by `repair()` on `--resume`."""
         line = json.dumps(json_safe(record), default=str, allow_nan=False).encode("utf-8") + b"\n"
         try:
             fd = os.open(self.trials_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"{self.trials_path}: cannot append a record ({exc.strerror or exc})") from None
+        try:
+            before = os.fstat(fd).st_size
             try:
                 written = os.write(fd, line)
                 if written != len(line):
-                    raise OSError(28, f"short write ({written} of {len(line)} bytes)")
+                    raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
                 os.fsync(fd)
-            finally:
-                os.close(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, before)
+                    os.fsync(fd)
+                except OSError:
+                    pass
+                raise
         except OSError as exc:
-            raise StoreError(f"{self.trials_path}: cannot append a record ({exc.strerror or exc})") from None
+            why = exc.strerror or str(exc)
+            if exc.errno == errno.ENOSPC and "No space" not in why:
+                why = f"No space left on device: {why}"
+            raise StoreError(f"{self.trials_path}: cannot append a record ({why}); the records before it are intact, "
+                             f"continue with --resume {self.run_dir}") from None
+        finally:
+            os.close(fd)
 
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.run_dir)

@@ -44,7 +44,7 @@ def _read_file(path: Path) -> pd.DataFrame:
             return pd.read_json(path, lines=True, encoding="utf-8")
         return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        raise DataError(f"{path}: {_first_bad_utf8(path, exc)}; expected UTF-8 text (re-save the file as UTF-8)") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; expected a header and rows") from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
@@ -55,11 +55,41 @@ def _read_file(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot be read as {kind} ({first})") from None
 
 
+def _first_bad_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 is, as a line number (pandas reports a chunk offset)."""
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return f"line {number}: byte {line[bad.start]:#04x} is not UTF-8"
+    except OSError:
+        pass
+    return f"not UTF-8 ({exc.reason})"
+
+
+def _quiet_hub() -> None:
+    """No retry warnings or progress bars from datasets / huggingface_hub on the user's terminal: a failure
+    becomes one DataError line."""
+    try:
+        import datasets
+        import huggingface_hub
+
+        datasets.disable_progress_bars()
+        datasets.utils.logging.set_verbosity_error()
+        huggingface_hub.utils.disable_progress_bars()
+        huggingface_hub.utils.logging.set_verbosity_error()
+    except Exception:
+        pass
+
+
 def _load_dataset(name: str, split: str) -> pd.DataFrame:
     try:
         import datasets
     except ImportError:  # pragma: no cover - a dependency
         raise DataError(f"{name}: reading a dataset by name needs the 'datasets' package") from None
+    _quiet_hub()
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as exc:
@@ -102,28 +132,29 @@ def load_rows(source: str, text_column: str, label_column: str, split: str = "tr
     text = df[text_column]
     empty = text.isna() | text.astype(str).str.strip().eq("")
     dropped = int(empty.sum())
+    row_no = np.flatnonzero(~empty.to_numpy()) + 1  # kept row -> its data row number in the file (1-based)
     df = df[~empty]
     if len(df) == 0:
         raise DataError(f"{source}: every row has an empty {text_column!r}; expected texts")
     bad_label = df[label_column].isna()
     if bad_label.any():
         row = int(bad_label.to_numpy().nonzero()[0][0])
-        raise DataError(f"{source}: {label_column!r} is empty or NaN in data row {row + 1}; every row needs a label")
+        raise DataError(f"{source}: {label_column!r} is empty or NaN in data row {row_no[row]}; every row needs a label")
     texts = df[text_column].astype(str).tolist()
     too_long = [i for i, t in enumerate(texts) if len(t) > MAX_TEXT_CHARS]
     if too_long:
         raise DataError(
-            f"{source}: {text_column!r} in data row {too_long[0] + 1} has {len(texts[too_long[0]])} characters; "
+            f"{source}: {text_column!r} in data row {row_no[too_long[0]]} has {len(texts[too_long[0]])} characters; "
             f"expected at most {MAX_TEXT_CHARS}"
         )
     raw_labels = df[label_column].tolist()
     for i, v in enumerate(raw_labels):
         if isinstance(v, float) and not math.isfinite(v):
-            raise DataError(f"{source}: {label_column!r} is {v} in data row {i + 1}; expected a class label")
+            raise DataError(f"{source}: {label_column!r} is {v} in data row {row_no[i]}; expected a class label")
         if isinstance(v, float) and v.is_integer():
             raw_labels[i] = int(v)
         elif not isinstance(v, (int, str, bool, np.integer, np.bool_)):
-            raise DataError(f"{source}: {label_column!r} is {v!r} in data row {i + 1}; expected a class label (int, bool or str)")
+            raise DataError(f"{source}: {label_column!r} is {v!r} in data row {row_no[i]}; expected a class label (int, bool or str)")
     raw_labels = [v.item() if isinstance(v, (np.integer, np.bool_)) else v for v in raw_labels]
     kinds = {type(v) for v in raw_labels}
     if len(kinds) > 1 and not kinds <= {int, bool}:
@@ -135,6 +166,14 @@ def load_rows(source: str, text_column: str, label_column: str, split: str = "tr
         raise DataError(f"{source}: {label_column!r} has {len(names)} distinct values; expected class labels (at most 1000)")
     index = {v: i for i, v in enumerate(names)}
     labels = np.array([index[v] for v in raw_labels], dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(names))
+    if counts.min() < 2:  # a class seen once is a typo or a stray value far more often than a real class
+        lone = int(np.argmin(counts))
+        row = int(row_no[int(np.flatnonzero(labels == lone)[0])])
+        raise DataError(
+            f"{source}: {label_column!r} is {names[lone]!r} only in data row {row}; expected each class in at least "
+            f"2 rows (the other classes are {', '.join(repr(n) for n in names if n != names[lone])[:200]})"
+        )
     return Rows(texts=texts, labels=labels, label_names=names, dropped_empty=dropped)
 
 

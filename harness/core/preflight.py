@@ -25,8 +25,23 @@ def _num_layers(config: dict[str, Any]) -> int | None:
     return None
 
 
+def _max_positions(config: dict[str, Any]) -> int | None:
+    """The longest input the model's position embeddings take (RoBERTa-family tables hold 2 more)."""
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        n = config.get(key)
+        if isinstance(n, int) and not isinstance(n, bool):
+            kind = str(config.get("model_type", ""))
+            return n - 2 if "roberta" in kind or kind == "camembert" else n
+    return None
+
+
 def model_layers(name: str, trust_remote_code: bool, allow_pickle: bool) -> int | None:
     """The model's block count, checking on the way that it can be found without a network."""
+    return _num_layers(model_config(name, trust_remote_code, allow_pickle))
+
+
+def model_config(name: str, trust_remote_code: bool, allow_pickle: bool) -> dict[str, Any]:
+    """The model's config as a dict, checking on the way that it can be found without a network."""
     if name.startswith("random:"):
         shape = name.split(":", 1)[1]
         if shape not in RANDOM_SHAPES:
@@ -34,32 +49,37 @@ def model_layers(name: str, trust_remote_code: bool, allow_pickle: bool) -> int 
         import transformers
 
         cls_name, kwargs = RANDOM_SHAPES[shape]
-        return _num_layers(getattr(transformers, cls_name)(**kwargs).to_dict())
+        return getattr(transformers, cls_name)(**kwargs).to_dict()
     if name.startswith("embedded:"):
         if name not in EMBEDDED:
             raise ModelError(f"{name}: unknown embedded model; expected embedded:minilm-l6")
         path = embedded_minilm_path()
-        return _num_layers(json.loads((path / "config.json").read_text()))
+        return json.loads((path / "config.json").read_text())
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"{name}: not a folder; expected a saved transformers model folder or a hub id")
         check_local_folder(path, name, allow_pickle)
         try:
-            return _num_layers(json.loads((path / "config.json").read_text(encoding="utf-8")))
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
             raise ModelError(f"{name}: config.json is not valid JSON") from None
+        if not isinstance(config, dict):
+            raise ModelError(f"{name}: config.json is not a JSON object; expected a saved transformers config")
+        return config
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        # local_files_only: offline whatever the environment says (huggingface_hub reads HF_HUB_OFFLINE once,
+        # at import, which may have happened before this), so an unknown name never retries the network.
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception:
         raise ModelError(
             f"{name}: unknown model: not a local folder, not embedded:minilm-l6 or random:<shape>, and not in the "
             "local hub cache (no hub at run time; download it elsewhere and point [model] name at the folder)"
         ) from None
-    return _num_layers(config.to_dict())
+    return config.to_dict()
 
 
 def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True) -> None:
@@ -86,13 +106,21 @@ def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True) -
                 f"training rows of dataset_size {p['dataset_size']} (batches drop the last partial batch, so none would run)"
             )
     layers: dict[tuple[str, bool, bool], int | None] = {}
+    positions: dict[tuple[str, bool, bool], int | None] = {}
     for t in trials:
         key = (t.params["model"], t.params["trust_remote_code"], t.params["allow_pickle"])
         if key not in layers:
             try:
-                layers[key] = model_layers(*key)
+                config = model_config(*key)
             except ModelError as exc:
                 raise PreflightError(f"{grid_path}: [model] name: {exc}") from None
+            layers[key], positions[key] = _num_layers(config), _max_positions(config)
+        n_pos = positions[key]
+        if n_pos is not None and t.params["max_length"] > n_pos:
+            raise PreflightError(
+                f"{grid_path}: [model] max_length: {t.params['max_length']} but {t.params['model']} has "
+                f"{n_pos} positions; expected at most {n_pos}"
+            )
         fl = t.params["frozen_layers"]
         n_layers = layers[key]
         if fl != "all" and n_layers is not None and int(fl) > n_layers:

@@ -61,15 +61,19 @@ class ChildRun:
         self.phase: str | None = "start"
         self.epoch: int | None = None
         self.process: Any = None
+        self.stopped = False  # killed by the executor's stop() (a SIGINT/SIGTERM of the grid)
+        self.epochs: list[dict[str, Any]] = []  # every finished epoch, from the child's "epoch" events
 
     def start(self) -> None:
         parent_conn, child_conn = SPAWN.Pipe(duplex=False)
         self.conn = parent_conn
         self.process = SPAWN.Process(target=_child_main, args=(self.trial.to_dict(), child_conn), daemon=True,
                                      name=f"trial-{self.trial.trial_id}")
-        self.process.start()
-        child_conn.close()  # the parent keeps only its end, so EOF shows the child is gone
         self.started = time.monotonic()
+        try:
+            self.process.start()
+        finally:
+            child_conn.close()  # the parent keeps only its end, so EOF shows the child is gone
 
     def wait(self) -> dict[str, Any]:
         timeout = float(self.trial.limits.get("trial_timeout_s") or 3600.0)
@@ -78,18 +82,19 @@ class ChildRun:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
-                return finish_abnormal(self.trial, self.snapshot, "timeout",
-                                       f"trial exceeded trial_timeout_s = {timeout:g} s", self.phase, self.epoch)
+                return self._abnormal("timeout", f"trial exceeded trial_timeout_s = {timeout:g} s")
             try:
                 ready = self.conn.poll(min(remaining, 5.0))
-            except (EOFError, OSError):
+            except Exception:
                 ready = True
             if not ready:
                 continue
             try:
                 event = self.conn.recv()
-            except (EOFError, OSError):
+            except Exception:  # EOF, or a message cut short by the child's death
                 return self._child_gone()
+            if not isinstance(event, dict):
+                continue
             kind = event.get("type")
             if kind == "record":
                 self.process.join(timeout=30)
@@ -98,6 +103,8 @@ class ChildRun:
                 return event["record"]
             if kind == "snapshot":
                 self.snapshot = event["record"]
+            if kind == "epoch":
+                self.epochs.append({k: v for k, v in event.items() if k != "type"})
             if kind == "phase":
                 self.phase, self.epoch = event.get("phase"), event.get("epoch")
             if self.on_event is not None:
@@ -107,16 +114,19 @@ class ChildRun:
         self.process.join(timeout=10)
         code = self.process.exitcode
         if code == -signal.SIGKILL:
-            return finish_abnormal(self.trial, self.snapshot, "oom",
-                                   "child process killed by SIGKILL (the kernel's OOM killer sends this)",
-                                   self.phase, self.epoch)
+            return self._abnormal("oom", "child process killed by SIGKILL (the kernel's OOM killer sends this)")
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            return finish_abnormal(self.trial, self.snapshot, "error", f"child process killed by {name}",
-                                   self.phase, self.epoch)
-        return finish_abnormal(self.trial, self.snapshot, "error",
-                               f"child process exited with code {code} before sending its record",
-                               self.phase, self.epoch)
+            return self._abnormal("error", f"child process killed by {name}")
+        return self._abnormal("error", f"child process exited with code {code} before sending its record")
+
+    def _abnormal(self, status: str, reason: str) -> dict[str, Any]:
+        """The last snapshot completed by the parent, with every epoch the child reported finishing (an epoch
+        that ended just before the kill may be in an "epoch" event but not yet in a snapshot)."""
+        rec = finish_abnormal(self.trial, self.snapshot, status, reason, self.phase, self.epoch)
+        if len(self.epochs) > len(rec.get("epochs") or []):
+            rec["epochs"] = [dict(e) for e in self.epochs]
+        return rec
 
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():
@@ -148,7 +158,8 @@ class LocalExecutor:
     def __init__(self, workers: int = 1):
         self.workers = max(1, int(workers))
         self._active: set[ChildRun] = set()
-        self._lock = threading.Lock()
+        # Re-entrant: stop() runs in the signal handler, on the main thread, which may hold the lock already.
+        self._lock = threading.RLock()
 
     def run(self, trials: Iterable[Trial], events: Events) -> None:
         trials = list(trials)
@@ -170,17 +181,23 @@ class LocalExecutor:
         with self._lock:
             self._active.add(run)
         try:
-            run.start()
-            record = run.wait()
+            try:
+                run.start()
+            except OSError as exc:  # no process could be started (out of memory, too many processes)
+                record = finish_abnormal(trial, None, "error", f"could not start the child process: {exc}",
+                                         "start", None)
+            else:
+                record = run.wait()
         finally:
             run.close()
             with self._lock:
                 self._active.discard(run)
-        if events.stopping():
+        if run.stopped:
             return  # interrupted: the trial runs again on resume, no record is written for it
         events.trial_finished(trial, record)
 
     def stop(self) -> None:
         with self._lock:
             for run in list(self._active):
+                run.stopped = True
                 run.kill()

@@ -1,0 +1,632 @@
+"""Nothing measured is ever lost: resume, signals, timeouts, full or unwritable disks, kills, and security.
+
+Fast tests drive `harness.run` in-process with a fake executor (the resume and store logic live in the
+parent, not in the executor); the end-to-end ones run `python -m harness run ...` as a real process with real
+trial children and kill or signal it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import tiny_csv, tiny_grid
+from harness.cli import main
+from harness.config import load_grid
+from harness.core.trial import empty_record, now_iso
+from harness.grid import Trial, expand
+from harness.store import REJECTED, TRIALS, RunStore, StoreError, default_run_dir, safe_name
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    """Every line of trials.jsonl, each of which must be a complete JSON record (no torn line)."""
+    raw = path.read_bytes()
+    assert raw == b"" or raw.endswith(b"\n"), "the file ends in a torn line"
+    return [json.loads(line) for line in raw.decode("utf-8").splitlines()]
+
+
+def fake_record(trial: Trial, status: str = "ok") -> dict[str, Any]:
+    rec = empty_record(trial)
+    rec["status"] = status
+    rec["finished_at"] = now_iso()
+    rec["seconds_total"] = 1.0
+    rec["epochs"] = [{"epoch": 1, "seconds": 1.0, "train_seconds": 0.9, "eval_seconds": 0.1, "train_loss": 0.7,
+                      "train_accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.6, "train_samples": 36,
+                      "train_real_tokens": 400, "train_padded_tokens": 500}] if status == "ok" else []
+    rec["memory"]["cpu_peak_rss_mib"] = 500.0
+    return rec
+
+
+class FakeExecutor:
+    """Stands in for the local executor: 'runs' each trial instantly and hands back a record."""
+
+    name = "local"
+
+    def __init__(self, statuses: list[str] | None = None, limit: int | None = None,
+                 before: Callable[[Trial], None] | None = None):
+        self.ran: list[str] = []
+        self.statuses = statuses or []
+        self.limit = limit
+        self.before = before
+        self.stopped = False
+
+    def run(self, trials: list[Trial], events: Any) -> None:
+        for trial in trials:
+            if events.stopping() or self.limit is not None and len(self.ran) >= self.limit:
+                return
+            events.trial_started(trial)
+            if self.before:
+                self.before(trial)
+            status = self.statuses[len(self.ran)] if len(self.ran) < len(self.statuses) else "ok"
+            self.ran.append(trial.trial_id)
+            events.trial_finished(trial, fake_record(trial, status))
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    w = tmp_path / "work"
+    w.mkdir()
+    monkeypatch.chdir(w)
+    return w
+
+
+@pytest.fixture
+def fake(monkeypatch) -> Callable[..., FakeExecutor]:
+    def install(**kwargs: Any) -> FakeExecutor:
+        ex = FakeExecutor(**kwargs)
+        monkeypatch.setattr("harness.run.make_executor", lambda *a, **k: ex)
+        return ex
+    return install
+
+
+def grid6(tmp_path: Path, **overrides: Any) -> Path:
+    """Six trials on a tiny CSV (preflight in milliseconds)."""
+    overrides.setdefault("data__source", str(tiny_csv(tmp_path)))
+    overrides.setdefault("grid__batch_size", [2, 4, 8])
+    overrides.setdefault("grid__frozen_layers", [0, "all"])
+    return tiny_grid(tmp_path, **overrides)
+
+
+def trial_children(pid: int) -> list[psutil.Process]:
+    """The spawned trial children of a `harness run` process."""
+    out = []
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    out.append(child)
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return out
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"process ended ({proc.returncode}) while waiting for {what}:\n{out[-3000:]}\n{err[-3000:]}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def n_records(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def harness_proc(args: list[str], cwd: Path, **kwargs: Any) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Records: one write + fsync each; a failed or short write leaves no torn line
+# --------------------------------------------------------------------------------------------------
+def _store_with_one(tmp_path: Path) -> tuple[RunStore, list[Trial]]:
+    cfg, text = load_grid(grid6(tmp_path))
+    trials = expand(cfg)
+    store = RunStore(tmp_path / "run")
+    store.create(text, {})
+    store.append(fake_record(trials[0]))
+    return store, trials
+
+
+def test_each_record_is_one_write_then_fsync(tmp_path, monkeypatch):
+    store, trials = _store_with_one(tmp_path)
+    calls: list[tuple[str, Any]] = []
+    real_write, real_fsync = os.write, os.fsync
+    monkeypatch.setattr(os, "write", lambda fd, data: calls.append(("write", bytes(data))) or real_write(fd, data))
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(("fsync", fd)) or real_fsync(fd))
+    store.append(fake_record(trials[1]))
+    kinds = [k for k, _ in calls]
+    assert kinds == ["write", "fsync"]
+    assert calls[0][1].endswith(b"\n") and calls[0][1].count(b"\n") == 1
+    assert [r["trial_id"] for r in lines_of(store.trials_path)] == [trials[0].trial_id, trials[1].trial_id]
+    store.close()
+
+
+@pytest.mark.parametrize("failure", ["ENOSPC", "short write", "fsync fails"])
+def test_a_failed_write_leaves_no_torn_line(tmp_path, monkeypatch, failure):
+    store, trials = _store_with_one(tmp_path)
+    before = store.trials_path.read_bytes()
+    real_write, real_fsync = os.write, os.fsync
+
+    def write(fd, data):
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if failure == "short write":
+            return real_write(fd, bytes(data)[: len(data) // 2])  # what a filling disk does
+        return real_write(fd, data)
+
+    def fsync(fd):
+        if failure == "fsync fails" and not getattr(fsync, "failed", False):
+            fsync.failed = True
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(StoreError) as info:
+        store.append(fake_record(trials[1]))
+    monkeypatch.undo()
+    msg = str(info.value)
+    assert "\n" not in msg and str(store.trials_path) in msg
+    assert "No space left on device" in msg and "--resume" in msg
+    assert store.trials_path.read_bytes() == before
+    store.close()
+
+
+def test_a_full_disk_mid_run_is_one_line_and_stops_the_grid(tmp_path, work, fake, monkeypatch, capsys):
+    ex = fake()
+    real_write = os.write
+    appended = []
+
+    def write(fd, data):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if target.endswith(TRIALS):
+            appended.append(len(data))
+            if len(appended) >= 3:  # the disk fills up during the third record
+                return real_write(fd, bytes(data)[:10])
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    out = tmp_path / "run"
+    code = main(["run", str(grid6(tmp_path)), "--out", str(out), "--no-report"])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{out / TRIALS}: cannot append a record (No space left on device" in err
+    assert f"--resume {out}" in err
+    assert len(ex.ran) == 3 and ex.stopped  # the grid stopped at the failed record
+    assert [r["trial_id"] for r in lines_of(out / TRIALS)] == ex.ran[:2]
+
+
+def test_a_full_disk_before_the_first_trial_is_refused_and_leaves_nothing(tmp_path, work, fake, monkeypatch, capsys):
+    ex = fake()
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "new" / "run"
+    code = main(["run", str(grid6(tmp_path)), "--out", str(out), "--no-report"])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert code == 2 and ex.ran == []
+    assert err.strip() == f"harness: error: {out}: output folder is not writable (No space left on device)"
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("where", ["proc", "read-only"])
+def test_an_unwritable_output_folder_is_refused_before_the_first_trial(tmp_path, work, fake, capsys, where):
+    ex = fake()
+    if where == "proc":
+        out = Path("/proc/harness-cannot-write-here")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes to read-only folders")
+        parent = tmp_path / "ro"
+        parent.mkdir()
+        parent.chmod(0o500)
+        out = parent / "run"
+    code = main(["run", str(grid6(tmp_path)), "--out", str(out), "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2 and ex.ran == []
+    assert err.startswith(f"harness: error: {out}: output folder is not writable (") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_two_runs_never_write_one_folder(tmp_path):
+    cfg, text = load_grid(grid6(tmp_path))
+    first = RunStore(tmp_path / "run")
+    first.create(text, {})
+    second = RunStore(tmp_path / "run")
+    with pytest.raises(StoreError, match="another harness run is writing to this folder"):
+        second.create(text, {}, resume=True)
+    first.close()
+    second.create(text, {}, resume=True)  # free again once the first is done (or dead: the kernel drops it)
+    second.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Resume
+# --------------------------------------------------------------------------------------------------
+def test_repair_sets_a_torn_last_line_aside(tmp_path):
+    store, trials = _store_with_one(tmp_path)
+    store.append(fake_record(trials[1], "oom"))
+    torn = json.dumps(fake_record(trials[2])).encode()[:57]
+    with open(store.trials_path, "ab") as f:
+        f.write(torn)
+    assert store.finished_ids() == {trials[0].trial_id, trials[1].trial_id}  # the torn line is never parsed
+    assert store.repair() == 1
+    assert [r["trial_id"] for r in lines_of(store.trials_path)] == [trials[0].trial_id, trials[1].trial_id]
+    assert (store.run_dir / REJECTED).read_bytes() == torn + b"\n"
+    assert store.repair() == 0
+    store.close()
+
+
+def test_resume_runs_only_what_is_missing_with_no_duplicates(tmp_path, work, fake, capsys):
+    grid = grid6(tmp_path)
+    out = tmp_path / "run"
+    first = fake(statuses=["ok", "error", "timeout", "oom"], limit=4)
+    assert main(["run", str(grid), "--out", str(out), "--no-report"]) == 0
+    assert len(first.ran) == 4
+    torn = b'{"schema": 1, "trial_id": "' + first.ran[0].encode() + b'", "status": "o'
+    with open(out / TRIALS, "ab") as f:  # a kill in the middle of a write
+        f.write(torn)
+    capsys.readouterr()
+
+    second = fake()
+    assert main(["run", str(grid), "--resume", str(out), "--no-report"]) == 0
+    stdout = capsys.readouterr().out
+    flat = "".join(stdout.split())
+    assert "setaside1incompleteline" in flat and "6trials(2torun)" in flat
+    all_ids = [t.trial_id for t in expand(load_grid(grid)[0])]
+    assert sorted(second.ran) == sorted(set(all_ids) - set(first.ran))  # finished ones, any status, skipped
+    recs = lines_of(out / TRIALS)
+    assert sorted(r["trial_id"] for r in recs) == sorted(all_ids)
+    assert [r["status"] for r in recs[:4]] == ["ok", "error", "timeout", "oom"]
+    assert (out / REJECTED).read_bytes() == torn + b"\n"
+
+    third = fake()
+    assert main(["run", str(grid), "--resume", str(out), "--no-report"]) == 0
+    assert third.ran == [] and len(lines_of(out / TRIALS)) == 6
+
+
+def test_resume_after_the_parent_is_killed_mid_grid(tmp_path):
+    """Real processes: SIGKILL the `harness run` process while its second trial runs. The trial child dies
+    with it (no orphan); a torn line left by a kill mid-write is set aside; --resume runs only the rest."""
+    grid = tiny_grid(tmp_path, data__source=str(tiny_csv(tmp_path)), grid__batch_size=[4, 8])
+    out = tmp_path / "run"
+    proc = harness_proc(["run", str(grid), "--out", str(out), "--no-report"], tmp_path)
+    try:
+        wait_for(lambda: n_records(out / TRIALS) >= 1, 240, "the first record", proc)
+        children = wait_for(lambda: trial_children(proc.pid), 60, "the second trial's child", proc)
+        proc.kill()
+        proc.wait(30)
+        gone, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, "a trial child outlived the killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    first = (out / TRIALS).read_bytes()
+    assert first.count(b"\n") == 1
+    torn = b'{"schema": 1, "run_name": "tiny", "trial_id": "abc'
+    with open(out / TRIALS, "ab") as f:
+        f.write(torn)
+
+    res = subprocess.run([sys.executable, "-m", "harness", "run", str(grid), "--resume", str(out), "--no-report"],
+                         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "2trials(1torun)" in "".join(res.stdout.split())
+    recs = lines_of(out / TRIALS)
+    assert len(recs) == 2 and len({r["trial_id"] for r in recs}) == 2
+    assert (out / TRIALS).read_bytes().startswith(first)  # the finished record is untouched
+    assert all(r["status"] == "ok" for r in recs)
+    assert (out / REJECTED).read_bytes() == torn + b"\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. SIGINT / SIGTERM: the running child is stopped, no record for it, report for what finished
+# --------------------------------------------------------------------------------------------------
+def test_ctrl_c_stops_the_running_trial_keeps_what_finished_and_renders_the_report(tmp_path):
+    # The second trial trains for thousands of epochs: it is always running when Ctrl-C comes.
+    grid = tiny_grid(tmp_path, name="sig", data__source=str(tiny_csv(tmp_path)), grid__epochs=[1, 5000])
+    out = tmp_path / "run"
+    # A terminal's Ctrl-C goes to the whole process group: the children get SIGINT too (and ignore it).
+    proc = harness_proc(["run", str(grid), "--out", str(out)], tmp_path, start_new_session=True)
+    try:
+        wait_for(lambda: n_records(out / TRIALS) >= 1, 240, "the first record", proc)
+        children = wait_for(lambda: trial_children(proc.pid), 60, "the second trial's child", proc)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+    flat = "".join(stdout.split())  # rich wraps long lines at 80 columns when not on a terminal
+    assert "interrupted(SIGINT)" in flat and f"--resume{out}" in flat
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    recs = lines_of(out / TRIALS)
+    assert len(recs) == 1 and recs[0]["params"]["epochs"] == 1 and recs[0]["status"] == "ok"
+    report = tmp_path / "reports" / "sig" / "report.html"
+    assert report.is_file(), stdout[-2000:]
+
+
+def test_sigterm_during_the_first_trial_exits_143_with_no_record(tmp_path):
+    grid = tiny_grid(tmp_path, name="term", data__source=str(tiny_csv(tmp_path)), train__epochs=5000)
+    out = tmp_path / "run"
+    proc = harness_proc(["run", str(grid), "--out", str(out)], tmp_path)
+    try:
+        children = wait_for(lambda: trial_children(proc.pid), 120, "the trial's child", proc)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted(SIGTERM):0trial(s)finished" in "".join(stdout.split())
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert (out / TRIALS).read_bytes() == b""
+    assert not (tmp_path / "reports").exists()  # nothing finished, nothing to report
+
+
+def test_ctrl_c_while_the_grid_is_checked_is_one_line_and_130(tmp_path, work, monkeypatch, capsys):
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("harness.run.prepare", interrupted)
+    assert main(["run", str(grid6(tmp_path)), "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert err == "harness: interrupted (SIGINT)\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_report_that_fails_keeps_the_records_and_the_exit_code(tmp_path, work, fake, monkeypatch, capsys):
+    ex = fake()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("figure backend\nexploded")
+
+    monkeypatch.setattr("harness.run.render_and_summarise", broken)
+    out = tmp_path / "run"
+    assert main(["run", str(grid6(tmp_path)), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    flat = " ".join(captured.out.split())
+    assert "the report could not be rendered (figure backend exploded)" in flat
+    assert "Traceback" not in captured.out + captured.err
+    assert len(lines_of(out / TRIALS)) == len(ex.ran) == 6
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. Per-trial timeout and killed children: a record with a status, what finished kept
+# --------------------------------------------------------------------------------------------------
+def test_a_trial_past_its_timeout_is_recorded_as_timeout(tmp_path, work, capsys):
+    grid = tiny_grid(tmp_path, data__source=str(tiny_csv(tmp_path)), limits__trial_timeout_s=0.5)
+    out = tmp_path / "run"
+    assert main(["run", str(grid), "--out", str(out), "--no-report"]) == 0
+    (rec,) = lines_of(out / TRIALS)
+    assert rec["status"] == "timeout"
+    assert rec["error"] == "trial exceeded trial_timeout_s = 0.5 s"
+
+
+def _one_trial(tmp_path: Path, **overrides: Any) -> Trial:
+    cfg, _ = load_grid(tiny_grid(tmp_path, data__source=str(tiny_csv(tmp_path)), **overrides))
+    return expand(cfg)[0]
+
+
+def test_a_timeout_keeps_the_epochs_that_finished(tmp_path, monkeypatch):
+    """The clock jumps past the deadline the moment the first epoch is reported: the record is `timeout`
+    with that epoch in it (even though no snapshot carrying it had arrived yet)."""
+    import harness.executors.local as local
+
+    class Clock:
+        offset = 0.0
+
+        def monotonic(self) -> float:
+            return time.monotonic() + self.offset
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+    clock = Clock()
+    monkeypatch.setattr(local, "time", clock)
+    trial = _one_trial(tmp_path, train__epochs=50, limits__trial_timeout_s=600)
+    seen = []
+
+    def on_event(t: Trial, event: dict[str, Any]) -> None:
+        seen.append(event.get("type"))
+        if event.get("type") == "epoch":
+            clock.offset = 10_000.0
+
+    rec = local.run_in_child(trial, on_event)
+    assert rec["status"] == "timeout"
+    assert len(rec["epochs"]) >= 1
+    assert rec["epochs"][0]["epoch"] == 1 and rec["epochs"][0]["val_accuracy"] is not None
+    assert rec["trainable_params"] and rec["n_train"] == 36  # what the snapshot carried is kept too
+
+
+def test_a_killed_child_becomes_a_record_and_the_parent_goes_on(tmp_path):
+    from harness.executors.local import run_in_child
+
+    trial = _one_trial(tmp_path, train__epochs=5000)
+
+    def on_event(t: Trial, event: dict[str, Any]) -> None:
+        if event.get("type") == "epoch" and event.get("epoch") == 2:
+            for child in psutil.Process().children():
+                if "spawn_main" in " ".join(child.cmdline()):
+                    child.kill()
+
+    rec = run_in_child(trial, on_event)
+    assert rec["status"] == "oom" and "SIGKILL" in rec["error"]
+    assert len(rec["epochs"]) >= 2 and rec["oom"]["phase"] in {"train", "eval"}
+
+
+def test_a_child_that_cannot_start_becomes_an_error_record(tmp_path, monkeypatch):
+    from harness.executors import local
+
+    def no_fork(self: Any) -> None:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(local.ChildRun, "start", no_fork)
+    trial = _one_trial(tmp_path)
+    got: list[dict[str, Any]] = []
+
+    class Events:
+        def trial_started(self, t: Trial) -> None: ...
+        def trial_event(self, t: Trial, e: dict[str, Any]) -> None: ...
+        def trial_finished(self, t: Trial, rec: dict[str, Any]) -> None: got.append(rec)
+        def stopping(self) -> bool: return False
+
+    local.LocalExecutor().run([trial], Events())
+    (rec,) = got
+    assert rec["status"] == "error" and "could not start the child process" in rec["error"]
+    assert rec["trial_id"] == trial.trial_id
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. Security: names never escape the chosen folder; no remote code; no pickle; the report escapes
+# --------------------------------------------------------------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_safe_name_is_always_one_plain_folder_name(name):
+    s = safe_name(name)
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", s)
+    assert s not in {".", ".."} and not s.startswith((".", "-"))
+    root = Path("/results")
+    assert default_run_dir(root, name).parent == root
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "..", "a/../../b", "名前 ✓", "C:\\win\\path", "\u202e\x00",
+                                  "[/x] [bold]"])
+def test_a_run_name_never_writes_outside_the_results_folder(tmp_path, work, fake, name, capsys):
+    fake()
+    grid = grid6(tmp_path, name=name, grid__batch_size=[4], grid__frozen_layers=[0])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["run", str(grid)]) == 0  # with the report: its default folder is reports/<safe name>
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing new next to the working folder
+    assert sorted(p.name for p in work.iterdir()) == ["reports", "results"]
+    (run_dir,) = list((work / "results").iterdir())
+    (report_dir,) = list((work / "reports").iterdir())
+    assert re.fullmatch(r"[A-Za-z0-9._-]+-\d{8}T\d{6}Z", run_dir.name)
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", report_dir.name) and (report_dir / "report.html").is_file()
+    assert lines_of(run_dir / TRIALS)[0]["run_name"] == name  # the record keeps the name as given
+
+
+def test_every_string_in_the_html_report_is_escaped(tmp_path, work, fake, capsys):
+    evil = '<script>alert("name")</script>'
+    fake(statuses=["ok", "error"])
+    grid = grid6(tmp_path, name=evil, grid__batch_size=[4, 8], grid__frozen_layers=[0])
+    out = tmp_path / "run"
+    assert main(["run", str(grid), "--out", str(out), "--no-report"]) == 0
+    recs = lines_of(out / TRIALS)
+    recs[1]["error"] = "</pre><script>alert('error')</script><img src=x onerror=alert(1)>"
+    recs[1]["device_name"] = "<b onmouseover=alert(2)>cpu</b>"
+    recs[0]["params"]["model"] = "<iframe src=javascript:alert(3)>"
+    (out / TRIALS).write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    capsys.readouterr()
+    (report_dir,) = list((work / "reports").iterdir())
+    assert report_dir.name == safe_name(evil)
+    html = (report_dir / "report.html").read_text(encoding="utf-8")
+    for needle in ("<script>alert", "<img src=x", "<b onmouseover", "<iframe", "</pre><script>"):
+        assert needle not in html, needle
+    assert "&lt;script&gt;alert" in html
+    # the only script in the page is the report's own, allowed by hash in the Content-Security-Policy
+    assert html.count("<script>") == 1 and "script-src 'sha256-" in html
+    md = (report_dir / "report.md").read_text(encoding="utf-8")
+    assert "<script>alert" not in md and "<img src=x" not in md
+
+
+def test_trust_remote_code_is_passed_only_as_the_grid_sets_it(tmp_path, monkeypatch):
+    import transformers
+
+    from harness.core import models
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (folder / "model.safetensors").write_bytes(b"")
+    seen: list[tuple[str, Any]] = []
+
+    class Tok:
+        pad_token_id = 0
+
+    class Model:
+        class config:
+            pad_token_id = 0
+
+    def tok(name, **kw):
+        seen.append(("tokenizer", kw.get("trust_remote_code")))
+        return Tok()
+
+    def model(name, **kw):
+        seen.append(("model", kw.get("trust_remote_code")))
+        seen.append(("use_safetensors", kw.get("use_safetensors")))
+        return Model()
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", staticmethod(tok))
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", staticmethod(model))
+    models.load_model(str(folder), 2)
+    assert seen == [("tokenizer", False), ("model", False), ("use_safetensors", True)]
+    seen.clear()
+    models.load_model(str(folder), 2, trust_remote_code=True)
+    assert seen == [("tokenizer", True), ("model", True), ("use_safetensors", True)]
+    from harness.config import ModelSection
+
+    assert ModelSection().trust_remote_code is False and ModelSection().allow_pickle is False
+
+
+def test_no_code_enables_remote_code_or_unsafe_unpickling():
+    """Source check over the package: every torch.load passes weights_only=True (there is none today), and
+    nothing turns trust_remote_code on by itself."""
+    for path in sorted((REPO / "harness").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"torch\.load\(", text):
+            call = text[m.start(): text.find(")", m.start()) + 1]
+            assert "weights_only=True" in call, f"{path}: {call}"
+        assert not re.search(r"trust_remote_code\s*=\s*True", text), path
+        assert "pickle.load" not in text, path
