@@ -184,6 +184,9 @@ class LimitsSection(Strict):
     trial_timeout_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
     cpu_memory: Optional[ByteSize] = None
     gpu_memory: Optional[ByteSize] = None
+    # How cpu_memory is enforced (harness/core/budget.py, measured in docs/meters.md): a cgroup where one can
+    # be made, else a watchdog on the process tree's RSS; "rlimit" (address space) only for comparison.
+    cpu_memory_method: Literal["auto", "cgroup", "watchdog", "rlimit"] = "auto"
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
@@ -223,7 +226,26 @@ class LimitsSection(Strict):
                 )
         if self.gpu_memory is not None and int(self.gpu_memory) < 16 * 2**20:
             raise ValueError("gpu_memory: expected at least 16MiB")
+        gpu_total = _largest_gpu_memory()
+        if self.gpu_memory is not None and gpu_total and int(self.gpu_memory) > gpu_total:
+            raise ValueError(
+                f"gpu_memory: {self.gpu_memory.human_readable()} is more than the largest GPU here has "
+                f"({ByteSize(gpu_total).human_readable()}); a budget emulates smaller hardware"
+            )
         return self
+
+
+def _largest_gpu_memory() -> Optional[int]:
+    """The largest GPU's memory from NVML (no torch import), or None where there is no GPU or no NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        n = pynvml.nvmlDeviceGetCount()
+        return max((int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total) for i in range(n)),
+                   default=None)
+    except Exception:
+        return None
 
 
 def _machine_memory() -> Optional[int]:
@@ -252,6 +274,31 @@ class CostSection(Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
     device_hour_usd: dict[str, float] = Field(default_factory=dict)
     price_per_kwh: Optional[float] = Field(None, ge=0, le=100)
+    # Peak TFLOP/s per device and precision for MFU, over the table in harness/meters/flops.py:
+    # peak_tflops = {cpu = {fp32 = 1.5}, t4 = {fp16 = 65}}
+    peak_tflops: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("peak_tflops", mode="before")
+    @classmethod
+    def _peaks(cls, v: Any) -> Any:
+        from .meters.flops import PEAK_TFLOPS, PRECISIONS
+
+        if not isinstance(v, dict):
+            raise ValueError("expected a table of device name = {precision = TFLOP/s}")
+        known = sorted(set(DEFAULT_DEVICE_HOUR_USD) | set(PEAK_TFLOPS))
+        out: dict[str, dict[str, float]] = {}
+        for key, per in v.items():
+            if key.lower() not in known:
+                raise ValueError(f"unknown device name {key!r}; expected one of {', '.join(known)}")
+            if not isinstance(per, dict) or not per:
+                raise ValueError(f"{key}: expected a table of precision = TFLOP/s, e.g. {{fp32 = 19.5}}")
+            for prec, tf in per.items():
+                if prec.lower() not in PRECISIONS:
+                    raise ValueError(f"{key}.{prec}: unknown precision; expected one of {', '.join(PRECISIONS)}")
+                if isinstance(tf, bool) or not isinstance(tf, (int, float)) or not math.isfinite(tf) or tf <= 0:
+                    raise ValueError(f"{key}.{prec}: expected a peak in TFLOP/s (a number > 0), got {tf!r}")
+            out[key.lower()] = {p.lower(): float(t) for p, t in per.items()}
+        return out
 
     @field_validator("device_hour_usd", mode="before")
     @classmethod
@@ -282,6 +329,7 @@ class SearchSection(Strict):
     max_batch_limit: int = Field(4096, ge=1, le=MAX_BATCH)
     start_batch: int = Field(1, ge=1, le=MAX_BATCH)
     search_epochs: int = Field(1, ge=1, le=10)
+    probe_steps: int = Field(3, ge=1, le=100_000)  # batches per pass of a probe: the peak comes in the first steps
 
 
 class ReportSection(Strict):

@@ -23,6 +23,7 @@ class Trial:
     limits: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, float] = field(default_factory=dict)
     price_per_kwh: float | None = None
+    peak_tflops: dict[str, dict[str, float]] = field(default_factory=dict)  # [cost] peak_tflops, for MFU
     kind: str = "train"  # "train", or "probe" for a largest-batch search step
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +91,7 @@ def expand(cfg: GridFile) -> list[Trial]:
                     limits=limits,
                     prices=cfg.cost.prices(),
                     price_per_kwh=cfg.cost.price_per_kwh,
+                    peak_tflops=cfg.cost.peak_tflops,
                 )
             )
     return trials

@@ -1,36 +1,367 @@
-"""Memory budgets that emulate smaller hardware on bigger hardware, applied inside the trial's child.
+"""Memory budgets that emulate smaller hardware on bigger hardware, enforced on the trial's child process.
 
-`[limits] cpu_memory`: RLIMIT_AS on the child, so an allocation past the budget fails in the child as a
-MemoryError / allocator error, which the trial records as `oom`. `[limits] gpu_memory`: the caching
-allocator's per-process fraction of the device, so CUDA raises OutOfMemoryError past the budget.
+`[limits] cpu_memory` is enforced by one of (`[limits] cpu_memory_method`, default "auto"):
+
+- "cgroup": the parent makes a memory cgroup for the child, nested in its own (v2 `memory.max` with
+  `memory.swap.max = 0` and `memory.oom.group = 1`; v1 `memory.limit_in_bytes`, and `memory.memsw.limit_in_bytes`
+  where swap accounting exists), and the child joins it first thing. The kernel counts the resident memory
+  of the whole process tree (workers too) and page cache it cannot reclaim, and past the limit its OOM
+  killer sends SIGKILL: the trial is recorded as `oom`, and the parent confirms it from the cgroup's
+  `oom_kill` counter. The cgroup is removed when the child is gone.
+- "watchdog": a thread in the child reads the tree's RSS every 10 ms and, past the budget, reports it to
+  the parent and SIGKILLs the tree (the same outcome, `oom`; an overshoot of at most one period's growth).
+- "rlimit": RLIMIT_AS. It limits ADDRESS SPACE, not memory: torch, OpenMP and BLAS reserve far more than
+  they touch, so a budget near the resident size breaks the trial before it trains, and an OpenBLAS load
+  under a tight RLIMIT_AS was measured to spin instead of failing (docs/meters.md). Kept for comparison only.
+
+"auto" takes the cgroup where one can be made and the watchdog otherwise (both measured in docs/meters.md).
+`[limits] gpu_memory`: `torch.cuda.set_per_process_memory_fraction`, so PyTorch's caching allocator raises
+OutOfMemoryError past the budget (the CUDA context and cuBLAS workspaces are outside it).
 """
 
 from __future__ import annotations
 
+import os
 import resource
-from typing import Any
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+METHODS = ("auto", "cgroup", "watchdog", "rlimit")
+MiB = 1024 * 1024
+
+# What this process enforces (the child's record carries it as `memory_budget`).
+_ACTIVE: dict[str, Any] = {"cpu_enforced_by": None, "gpu_enforced_by": None}
 
 
-def apply_cpu_budget(limit_bytes: int | None) -> None:
+class BudgetError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# cgroups
+# --------------------------------------------------------------------------------------------------
+def _mounts() -> list[tuple[str, str, str, str]]:
+    """(root, mount point, fs type, super options) of cgroup mounts, from /proc/self/mountinfo."""
+    out = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        f, r = left.split(), right.split()
+        if len(f) >= 5 and len(r) >= 3 and r[0] in ("cgroup", "cgroup2"):
+            out.append((f[3], f[4], r[0], r[2]))
+    return out
+
+
+def find_cgroup() -> tuple[str, Path]:
+    """(version "v1"|"v2", this process's memory cgroup folder), where children can be made with a memory
+    limit; raises BudgetError with the reason otherwise."""
+    try:
+        entries = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines() if line.count(":") >= 2]
+    except OSError:
+        raise BudgetError("no /proc/self/cgroup (not Linux)") from None
+    mounts = _mounts()
+    reasons = []
+    v1 = next((e for e in entries if "memory" in e[1].split(",")), None)
+    if v1 is not None:
+        for root, point, fstype, opts in mounts:
+            if fstype == "cgroup" and "memory" in opts.split(","):
+                rel = v1[2]
+                if root != "/" and rel.startswith(root):
+                    rel = rel[len(root):]
+                folder = Path(point) / rel.lstrip("/")
+                if (folder / "memory.limit_in_bytes").exists() and os.access(folder, os.W_OK):
+                    return "v1", folder
+                reasons.append(f"cgroup v1 memory folder {folder} is not writable")
+                break
+    v2 = next((e for e in entries if e[0] == "0" and e[1] == ""), None)
+    if v2 is not None:
+        for root, point, fstype, _ in mounts:
+            if fstype == "cgroup2":
+                rel = v2[2]
+                if root != "/" and rel.startswith(root):
+                    rel = rel[len(root):]
+                folder = Path(point) / rel.lstrip("/")
+                try:
+                    controllers = (folder / "cgroup.controllers").read_text().split()
+                except OSError:
+                    controllers = []
+                if "memory" not in controllers:
+                    reasons.append(f"cgroup v2 at {folder} has no memory controller")
+                    continue
+                if not os.access(folder, os.W_OK):
+                    reasons.append(f"cgroup v2 folder {folder} is not writable")
+                    continue
+                sub = (folder / "cgroup.subtree_control").read_text().split()
+                if "memory" not in sub:
+                    try:
+                        (folder / "cgroup.subtree_control").write_text("+memory")
+                    except OSError as exc:
+                        reasons.append(f"cgroup v2: cannot enable memory for children of {folder} ({exc.strerror}; "
+                                       "a cgroup with processes in it cannot delegate: run under a delegated cgroup)")
+                        continue
+                return "v2", folder
+    if not reasons:
+        reasons.append("no memory cgroup found")
+    raise BudgetError("; ".join(reasons))
+
+
+class CgroupLimit:
+    """A memory cgroup for one child: made by the parent, joined by the child, removed by the parent."""
+
+    def __init__(self, version: str, path: Path, limit: int):
+        self.version, self.path, self.limit = version, Path(path), int(limit)
+
+    @classmethod
+    def create(cls, limit_bytes: int, name: str) -> "CgroupLimit":
+        version, parent = find_cgroup()
+        path = parent / name
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise BudgetError(f"cannot make cgroup {path} ({exc.strerror})") from None
+        cg = cls(version, path, limit_bytes)
+        try:
+            if version == "v2":
+                (path / "memory.max").write_text(str(cg.limit))
+                for knob, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
+                    if (path / knob).exists():
+                        (path / knob).write_text(value)
+            else:
+                (path / "memory.limit_in_bytes").write_text(str(cg.limit))
+                if (path / "memory.memsw.limit_in_bytes").exists():
+                    (path / "memory.memsw.limit_in_bytes").write_text(str(cg.limit))
+        except OSError as exc:
+            cg.remove()
+            raise BudgetError(f"cannot set the memory limit of cgroup {path} ({exc.strerror})") from None
+        return cg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "path": str(self.path), "limit": self.limit}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CgroupLimit":
+        return cls(d["version"], Path(d["path"]), d["limit"])
+
+    def join(self, pid: int | None = None) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid or os.getpid()))
+
+    def describe(self) -> str:
+        knob = "memory.max" if self.version == "v2" else "memory.limit_in_bytes"
+        return f"cgroup {self.version} {knob} = {self.limit / MiB:.0f} MiB (kernel OOM killer, whole process tree)"
+
+    def oom_kills(self) -> int | None:
+        name = "memory.events" if self.version == "v2" else "memory.oom_control"
+        try:
+            for line in (self.path / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def peak_bytes(self) -> int | None:
+        name = "memory.peak" if self.version == "v2" else "memory.max_usage_in_bytes"
+        try:
+            return int((self.path / name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def remove(self, wait_s: float = 5.0) -> bool:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.path.rmdir()
+                return True
+            except FileNotFoundError:
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------------------
+# The watchdog
+# --------------------------------------------------------------------------------------------------
+class RssWatchdog:
+    """SIGKILLs this process tree when its RSS passes `limit`, after telling `report` (the parent)."""
+
+    def __init__(self, limit: int, report: Callable[[dict[str, Any]], None] | None = None, interval_s: float = 0.01,
+                 kill: Callable[[list[int]], None] | None = None):
+        from ..meters.cpu_memory import TreeRss
+
+        self.limit = int(limit)
+        self.report = report
+        self.interval_s = interval_s
+        self.tree = TreeRss(os.getpid(), refresh_s=0.2)
+        self.kill = kill or _kill_tree
+        self.peak = 0
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-budget-watchdog", daemon=True)
+
+    def start(self) -> "RssWatchdog":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+    def check(self) -> bool:
+        rss = self.tree.read()
+        self.peak = max(self.peak, rss)
+        if rss <= self.limit or self.fired:
+            return False
+        self.fired = True
+        event = {"type": "budget_exceeded", "rss_bytes": rss,
+                 "reason": (f"cpu_memory budget exceeded: the process tree's RSS reached {rss / MiB:.1f} MiB > "
+                            f"{self.limit / MiB:.1f} MiB (watchdog, SIGKILL)")}
+        if self.report is not None:
+            try:
+                self.report(event)
+            except Exception:
+                pass
+        self.kill([os.getpid(), *self.tree._pids[1:]])
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if self.check():
+                return
+
+
+def _kill_tree(pids: list[int]) -> None:
+    me = os.getpid()
+    for pid in [p for p in pids if p != me] + [me]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Parent side
+# --------------------------------------------------------------------------------------------------
+class Prepared:
+    """What the parent set up for one child: a cgroup, or the reason there is none."""
+
+    def __init__(self, cgroup: CgroupLimit | None = None, reason: str | None = None, error: str | None = None):
+        self.cgroup, self.reason, self.error = cgroup, reason, error
+
+    def for_child(self) -> dict[str, Any] | None:
+        if self.cgroup is None and self.reason is None and self.error is None:
+            return None
+        return {"cgroup": self.cgroup.to_dict() if self.cgroup else None, "reason": self.reason, "error": self.error}
+
+    def explain_kill(self) -> str | None:
+        """Why a SIGKILLed child died, where the cgroup can tell."""
+        if self.cgroup is None:
+            return None
+        kills = self.cgroup.oom_kills()
+        if kills:
+            peak = self.cgroup.peak_bytes()
+            peak_text = f"; the cgroup's peak usage {peak / MiB:.0f} MiB" if peak else ""
+            return (f"killed by the kernel's OOM killer at the cpu_memory budget ({self.cgroup.describe()}; "
+                    f"oom_kill = {kills}{peak_text})")
+        return None
+
+    def close(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+def cpu_method(limits: dict[str, Any]) -> str:
+    method = limits.get("cpu_memory_method") or "auto"
+    if method not in METHODS:
+        raise BudgetError(f"cpu_memory_method {method!r}; expected one of {', '.join(METHODS)}")
+    return method
+
+
+def prepare(trial: Any) -> Prepared:
+    """Parent side, before the child starts: make the cgroup when the method wants one."""
+    limit = trial.limits.get("cpu_memory")
+    if not limit:
+        return Prepared()
+    method = cpu_method(trial.limits)
+    if method not in ("auto", "cgroup"):
+        return Prepared()
+    name = f"harness-{os.getpid()}-{trial.trial_id}-{time.monotonic_ns() % 10**9}"
+    try:
+        return Prepared(cgroup=CgroupLimit.create(int(limit), name))
+    except BudgetError as exc:
+        if method == "cgroup":
+            return Prepared(error=f"cpu_memory_method = cgroup, but no cgroup can be made here: {exc}")
+        return Prepared(reason=str(exc))
+
+
+# --------------------------------------------------------------------------------------------------
+# Child side
+# --------------------------------------------------------------------------------------------------
+def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: dict[str, Any] | None = None,
+                     report: Callable[[dict[str, Any]], None] | None = None) -> str | None:
+    """Enforce the CPU budget on this process; returns how (for the record)."""
     if not limit_bytes:
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    new = int(limit_bytes) if hard == resource.RLIM_INFINITY else min(int(limit_bytes), hard)
-    resource.setrlimit(resource.RLIMIT_AS, (new, hard))
+        return None
+    prepared = prepared or {}
+    if prepared.get("error"):
+        raise BudgetError(prepared["error"])
+    if method in ("auto", "cgroup") and prepared.get("cgroup"):
+        cg = CgroupLimit.from_dict(prepared["cgroup"])
+        try:
+            cg.join()
+            return cg.describe()
+        except OSError as exc:
+            if method == "cgroup":
+                raise BudgetError(f"cannot join cgroup {cg.path} ({exc.strerror})") from None
+            prepared = {"reason": f"cannot join cgroup {cg.path} ({exc.strerror})"}
+    if method == "cgroup":
+        raise BudgetError("cpu_memory_method = cgroup, but the parent made no cgroup for this trial")
+    if method == "rlimit":
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        new = int(limit_bytes) if hard == resource.RLIM_INFINITY else min(int(limit_bytes), hard)
+        resource.setrlimit(resource.RLIMIT_AS, (new, hard))
+        return f"RLIMIT_AS = {new / MiB:.0f} MiB (address space, not resident memory)"
+    RssWatchdog(int(limit_bytes), report).start()
+    why = prepared.get("reason") or ("method watchdog" if method == "watchdog" else "no cgroup prepared")
+    return (f"watchdog: the process tree's RSS read every 10 ms, SIGKILL past {int(limit_bytes) / MiB:.0f} MiB "
+            f"({'no cgroup: ' + why if method == 'auto' else why})")
 
 
-def apply_gpu_budget(limit_bytes: int | None, device: str) -> None:
+def apply_gpu_budget(limit_bytes: int | None, device: str) -> str | None:
     if not limit_bytes or not device.startswith("cuda"):
-        return
+        return None
     import torch
 
     if not torch.cuda.is_available():
-        return
+        return None
     dev = torch.device(device)
     total = torch.cuda.get_device_properties(dev).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, int(limit_bytes) / total), dev)
+    fraction = min(1.0, int(limit_bytes) / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, dev)
+    text = (f"torch.cuda.set_per_process_memory_fraction({fraction:.4f}) of {total / MiB:.0f} MiB "
+            f"(PyTorch's allocator; the CUDA context is outside it)")
+    if int(limit_bytes) > total:
+        text += f"; the budget is more than the device has, so the device's own size is the limit"
+    return text
 
 
-def apply_budgets(trial: Any) -> None:
-    apply_cpu_budget(trial.limits.get("cpu_memory"))
-    apply_gpu_budget(trial.limits.get("gpu_memory"), trial.params["device"])
+def apply_budgets(trial: Any, report: Callable[[dict[str, Any]], None] | None = None,
+                  prepared: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Child side, before the trial: enforce both budgets; returns (and remembers) how they are enforced."""
+    cpu = apply_cpu_budget(trial.limits.get("cpu_memory"), cpu_method(trial.limits), prepared, report)
+    gpu = apply_gpu_budget(trial.limits.get("gpu_memory"), trial.params["device"])
+    _ACTIVE.update({"cpu_enforced_by": cpu, "gpu_enforced_by": gpu})
+    return dict(_ACTIVE)
+
+
+def describe() -> dict[str, Any]:
+    """How this process's budgets are enforced (None where no budget is set or none was applied)."""
+    return dict(_ACTIVE)

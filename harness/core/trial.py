@@ -116,7 +116,7 @@ def run_trial(trial: Trial, emit: Emit | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     rec = empty_record(trial)
     p = trial.params
-    meters = None
+    meters = trainer = None
     state = {"phase": "start", "epoch": None}
 
     def snapshot() -> None:
@@ -144,7 +144,9 @@ def run_trial(trial: Trial, emit: Emit | None = None) -> dict[str, Any]:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {p['device']!r} asked for, but CUDA is not available on {socket.gethostname()}")
         rec["device_name"] = device_name(p["device"])
-        meters = Meters(p["device"])
+        meters = Meters(p["device"], heartbeat=lambda hb: emit({  # memory so far, for a parent whose child dies
+            "type": "heartbeat", **hb, "phase": state["phase"], "epoch": state["epoch"],
+            "device_name": rec["device_name"], "seconds_total": round(time.perf_counter() - t_start, 6)}))
         with meters:
             enter("load_data")
             with meters.phase("load_data"):
@@ -163,6 +165,10 @@ def run_trial(trial: Trial, emit: Emit | None = None) -> dict[str, Any]:
             with meters.phase("tokenize"):
                 train_set, val_set = D.encode_split(loaded.tokenizer, rows, train_idx, val_idx, p["max_length"], p["padding"])
             trainer = Trainer(model, train_set, val_set, p, device)
+            if p.get("max_steps"):  # a probe of the largest-batch search: a few steps reach the peak
+                from ..search import limit_steps
+
+                limit_steps(trainer, int(p["max_steps"]))
             if trainer.uses_cache():
                 enter("cache")
                 with meters.phase("cache"):  # the one-off cost, check included; counts in seconds_total
@@ -215,7 +221,13 @@ def run_trial(trial: Trial, emit: Emit | None = None) -> dict[str, Any]:
             rec["memory"] = meters.memory()
             rec["memory_note"] = meters.memory_note()
             rec["phases"] = {k: round(v, 6) for k, v in meters.phases.items() if "/" not in k}
+        from ..meters.record import fill_record
+
+        fill_record(rec, trial, meters, trainer)  # energy, FLOPs, MFU, how the budget is enforced
     _finish(rec, t_start)
+    from ..meters.cost import annotate_cost
+
+    annotate_cost(rec, trial)
     return rec
 
 

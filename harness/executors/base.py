@@ -36,6 +36,9 @@ def finish_abnormal(trial: Trial, snapshot: dict[str, Any] | None, status: str, 
     rec["finished_at"] = now_iso()
     if status == "oom":
         rec["oom"] = {"phase": phase, "epoch": epoch}
+    from ..meters.cost import annotate_cost
+
+    annotate_cost(rec, trial)  # the device time spent until the end, at the trial's price
     rec.setdefault("notes", []).append(
         f"record completed by the parent from the child's last snapshot (phase {phase}, epoch {epoch})")
     return rec

@@ -24,7 +24,7 @@ from .base import Events, finish_abnormal
 SPAWN = mp.get_context("spawn")
 
 
-def _child_main(trial_dict: dict[str, Any], conn: Connection) -> None:
+def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: dict[str, Any] | None = None) -> None:
     """Entry point of the child process: apply the memory budget, run the trial, send the record."""
     # The parent handles Ctrl-C for the whole grid; a child must not die half-way through a write on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -45,7 +45,16 @@ def _child_main(trial_dict: dict[str, Any], conn: Connection) -> None:
             except (BrokenPipeError, OSError):
                 pass
 
-    apply_budgets(trial)
+    try:  # `budget`: the cgroup the parent made for this child (core/budget.py), joined here
+        emit({"type": "budget", "memory_budget": apply_budgets(trial, report=emit, prepared=budget)})
+    except Exception as exc:  # a budget that cannot be enforced as asked: an error record, not a crash
+        from ..core.trial import empty_record, now_iso
+
+        record = empty_record(trial)
+        record.update(error=f"memory budget not applied: {exc}", finished_at=now_iso())
+        emit({"type": "record", "record": record})
+        conn.close()
+        return
     record = run_trial(trial, emit)
     emit({"type": "record", "record": record})
     conn.close()
@@ -61,13 +70,17 @@ class ChildRun:
         self.phase: str | None = "start"
         self.epoch: int | None = None
         self.process: Any = None
+        self.budget: Any = None  # core.budget.Prepared: the child's cgroup, removed in close()
+        self.budget_reason: str | None = None  # the CPU-budget watchdog's report, if it killed the child
+        self.last_heartbeat: dict[str, Any] | None = None
+        self.budget_info: dict[str, Any] = {}  # how the child enforces its budgets ("budget" event)
         self.stopped = False  # killed by the executor's stop() (a SIGINT/SIGTERM of the grid)
         self.epochs: list[dict[str, Any]] = []  # every finished epoch, from the child's "epoch" events
 
     def start(self) -> None:
         parent_conn, child_conn = SPAWN.Pipe(duplex=False)
         self.conn = parent_conn
-        self.process = SPAWN.Process(target=_child_main, args=(self.trial.to_dict(), child_conn), daemon=True,
+        self.process = SPAWN.Process(target=_child_main, args=(self.trial.to_dict(), child_conn, self._budget_for_child()), daemon=True,
                                      name=f"trial-{self.trial.trial_id}")
         self.started = time.monotonic()
         try:
@@ -103,6 +116,16 @@ class ChildRun:
                 return event["record"]
             if kind == "snapshot":
                 self.snapshot = event["record"]
+                self._merge(self.last_heartbeat or {})
+            if kind == "heartbeat":
+                self.last_heartbeat = event
+                self._merge(event)
+            if kind == "budget":
+                self.budget_info = event.get("memory_budget") or {}
+                self._merge({})
+            if kind == "budget_exceeded":
+                self.budget_reason = event.get("reason")
+                self._merge({"memory": {"cpu_peak_rss_mib": round(event.get("rss_bytes", 0) / 2**20, 1)}})
             if kind == "epoch":
                 self.epochs.append({k: v for k, v in event.items() if k != "type"})
             if kind == "phase":
@@ -114,7 +137,7 @@ class ChildRun:
         self.process.join(timeout=10)
         code = self.process.exitcode
         if code == -signal.SIGKILL:
-            return self._abnormal("oom", "child process killed by SIGKILL (the kernel's OOM killer sends this)")
+            return self._abnormal("oom", self._sigkill_reason())
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             return self._abnormal("error", f"child process killed by {name}")
@@ -128,6 +151,31 @@ class ChildRun:
             rec["epochs"] = [dict(e) for e in self.epochs]
         return rec
 
+    def _budget_for_child(self) -> dict[str, Any] | None:
+        from ..core.budget import prepare
+
+        self.budget = prepare(self.trial)
+        return self.budget.for_child()
+
+    def _merge(self, heartbeat: dict[str, Any]) -> None:
+        """Fold the child's latest memory (and energy, time) into the snapshot the parent would complete."""
+        from ..core.trial import empty_record
+        from ..meters.record import merge_heartbeat
+
+        if self.snapshot is None:
+            self.snapshot = empty_record(self.trial)
+        merge_heartbeat(self.snapshot, heartbeat)
+        if self.budget_info:
+            self.snapshot["memory_budget"] = {**(self.snapshot.get("memory_budget") or {}), **self.budget_info}
+        if heartbeat.get("phase") is not None:
+            self.phase, self.epoch = heartbeat["phase"], heartbeat.get("epoch")
+
+    def _sigkill_reason(self) -> str:
+        if self.budget_reason:
+            return self.budget_reason
+        known = self.budget.explain_kill() if self.budget is not None else None
+        return known or "child process killed by SIGKILL (the kernel's OOM killer sends this)"
+
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():
             self.process.kill()
@@ -135,6 +183,8 @@ class ChildRun:
 
     def close(self) -> None:
         self.kill()
+        if self.budget is not None:
+            self.budget.close()
         try:
             self.conn.close()
         except Exception:

@@ -1,50 +1,135 @@
 """Meters: context managers that measure a phase of a trial. They know nothing of training.
 
-    meters = Meters(device)
-    with meters:                      # starts the samplers, takes the baseline
+    meters = Meters(device, heartbeat=callback)   # callback(dict) about every 0.5 s, and at once when
+    with meters:                                  #   the memory peak grows by 5 %
         with meters.phase("load_model"):
             ...
         with meters.phase("epoch-1/train"):
             ...
-    meters.phases["epoch-1/train"]    # seconds
+    meters.phases["epoch-1/train"]    # seconds (perf_counter, CUDA synchronised)
     meters.memory()                   # the record's `memory` object
+    meters.energy()                   # the record's `energy_j` object
+
+One sampler thread reads the process tree's RSS every `cpu_interval_s` (10 ms), NVML every
+`gpu_interval_s` (50 ms: memory, and power where there is no energy counter) and RAPL every second. A
+second thread sends heartbeats, so that a slow receiver never delays sampling. See docs/meters.md.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .clock import Clock
 from .cpu_memory import CpuMemorySampler
 from .cuda_memory import CudaMemory
+from .energy import RAPL_ROOT, EnergyMeter
 
-__all__ = ["Meters", "Clock", "CpuMemorySampler", "CudaMemory"]
+__all__ = ["Meters", "Clock", "CpuMemorySampler", "CudaMemory", "EnergyMeter"]
+
+Heartbeat = Callable[[dict[str, Any]], None]
 
 
 class Meters:
-    def __init__(self, device: str, cpu_interval_s: float = 0.01):
+    def __init__(self, device: str, cpu_interval_s: float = 0.01, gpu_interval_s: float = 0.05,
+                 rapl_interval_s: float = 1.0, heartbeat: Heartbeat | None = None, heartbeat_s: float = 0.5,
+                 rapl_root: str = RAPL_ROOT):
         self.device = device
         self.clock = Clock(device)
         self.cpu = CpuMemorySampler(interval_s=cpu_interval_s)
-        self.cuda = CudaMemory(device) if device.startswith("cuda") else None
+        self.cuda = CudaMemory(device, interval_s=gpu_interval_s) if device.startswith("cuda") else None
+        self.rapl_root = rapl_root
+        self.energy_meter: EnergyMeter | None = None
+        self.cpu_interval_s, self.gpu_interval_s, self.rapl_interval_s = cpu_interval_s, gpu_interval_s, rapl_interval_s
+        self.heartbeat, self.heartbeat_s = heartbeat, heartbeat_s
+        self.heartbeats = 0
         self.phases: dict[str, float] = {}
         self.current_phase: str | None = None
         self._t0: float | None = None
+        self._stop = threading.Event()
+        self._beat = threading.Event()
+        self._threads: list[threading.Thread] = []
 
+    # -- lifetime ----------------------------------------------------------------------------------------
     def __enter__(self) -> "Meters":
-        self.cpu.start()
-        if self.cuda is not None:
-            self.cuda.start()
-        self._t0 = time.perf_counter()
+        self.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.cpu.start(thread=False)
+        handle, reason = None, None
+        if self.cuda is not None:
+            self.cuda.start(thread=False)
+            handle, reason = self.cuda.handle, self.cuda.nvml_reason
+        self.energy_meter = EnergyMeter(self.device, handle, reason, self.rapl_root, self.gpu_interval_s)
+        self.energy_meter.start()
+        self._t0 = time.perf_counter()
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._sample_loop, name="meters-sampler", daemon=True)]
+        if self.heartbeat is not None:
+            self.cpu.on_growth = lambda peak: self._beat.set()
+            self._threads.append(threading.Thread(target=self._heartbeat_loop, name="meters-heartbeat", daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._beat.set()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._threads = []
         self.cpu.stop()
         if self.cuda is not None:
             self.cuda.stop()
+        if self.energy_meter is not None:
+            self.energy_meter.stop()
 
+    def _sample_loop(self) -> None:
+        now = time.monotonic()
+        next_gpu, next_rapl = now + self.gpu_interval_s, now + self.rapl_interval_s
+        while not self._stop.wait(self.cpu_interval_s):
+            try:
+                self.cpu.sample()
+                now = time.monotonic()
+                if now >= next_gpu:
+                    next_gpu = now + self.gpu_interval_s
+                    if self.cuda is not None:
+                        self.cuda.sample()
+                    if self.energy_meter is not None:
+                        self.energy_meter.sample_gpu()
+                if now >= next_rapl:
+                    next_rapl = now + self.rapl_interval_s
+                    if self.energy_meter is not None:
+                        self.energy_meter.sample_cpu()
+            except Exception:  # a meter must never take the trial down
+                pass
+
+    def _heartbeat_loop(self) -> None:
+        last = 0.0
+        while not self._stop.is_set():
+            self._beat.wait(self.heartbeat_s)
+            self._beat.clear()
+            if self._stop.is_set():
+                return
+            wait = 0.05 - (time.monotonic() - last)  # at most 20 heartbeats a second
+            if wait > 0:
+                time.sleep(wait)
+            last = time.monotonic()
+            try:
+                self.heartbeat(self.heartbeat_payload())  # type: ignore[misc]
+                self.heartbeats += 1
+            except Exception:
+                pass
+
+    def heartbeat_payload(self) -> dict[str, Any]:
+        return {"memory": self.memory(), "energy_j": self.energy(), "energy_note": self.energy_note()}
+
+    # -- phases ------------------------------------------------------------------------------------------
     def mark_baseline(self) -> None:
         """Resident memory before the model loads: the trial's own increment is measured from here."""
         self.cpu.mark_baseline()
@@ -63,6 +148,7 @@ class Meters:
     def elapsed(self) -> float:
         return 0.0 if self._t0 is None else time.perf_counter() - self._t0
 
+    # -- figures -----------------------------------------------------------------------------------------
     def memory(self) -> dict[str, Any]:
         out = self.cpu.summary()
         gpu = self.cuda.summary() if self.cuda is not None else {}
@@ -78,3 +164,13 @@ class Meters:
         notes = [self.cpu.note()]
         notes.append(self.cuda.note() if self.cuda is not None else "gpu: not used by this trial")
         return "; ".join(notes)
+
+    def energy(self) -> dict[str, float | None]:
+        if self.energy_meter is None:
+            return {"cpu": None, "gpu": None}
+        return self.energy_meter.summary()
+
+    def energy_note(self) -> str:
+        if self.energy_meter is None:
+            return "meters not started"
+        return self.energy_meter.note()

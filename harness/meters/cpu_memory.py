@@ -1,9 +1,16 @@
 """Peak resident memory of the trial's whole process tree.
 
-A daemon thread samples the RSS of this process and all its descendants (data-loader workers included)
-with psutil every `interval_s` (10 ms by default). The kernel's high-water mark `ru_maxrss` (self and
-waited-for children) is kept as a cross-check: a sampler can miss a spike shorter than its period, the
-kernel cannot, but the kernel's figure includes what the process used before the trial started.
+A thread samples the RSS of this process and all its descendants (data-loader workers included) every
+`interval_s` (10 ms by default). The kernel's high-water mark `ru_maxrss` (self, and the largest reaped
+child) is kept as a cross-check: a sampler can miss a spike shorter than its period, the kernel cannot,
+but the kernel's figure is per process (it does not add the workers up).
+
+Cost matters here (the sampler runs during the measured work): on Linux the RSS is read from
+`/proc/<pid>/statm` (about 10 us a process) and the process tree from `/proc/<pid>/task/<tid>/children`,
+re-listed every `tree_refresh_s` (200 ms) rather than on every sample; psutil's `children(recursive=True)`
+scans every process on the machine (about 3 ms here) and is only the fallback where those files are absent.
+The sum of RSS over a tree counts pages shared between a parent and its forked workers once per process
+(an over-count, never an under-count); PSS would be exact but reading smaps costs milliseconds per sample.
 """
 
 from __future__ import annotations
@@ -12,70 +19,154 @@ import os
 import resource
 import sys
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
 
 import psutil
 
 MiB = 1024 * 1024
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
+def _statm_rss(pid: int) -> int | None:
     try:
-        total += proc.memory_info().rss
-        children = proc.children(recursive=True)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return total
-    for child in children:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _proc_children(pid: int) -> list[int]:
+    """Direct children of `pid` from /proc (every thread can fork, so every task's list is read)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
         try:
-            total += child.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of `pid` (children, grandchildren, ...)."""
+    if PROC_CHILDREN:
+        found: list[int] = []
+        todo = [pid]
+        while todo:
+            kids = _proc_children(todo.pop())
+            found.extend(kids)
+            todo.extend(kids)
+        return found
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def rss_of(pid: int) -> int | None:
+    if sys.platform.startswith("linux"):
+        return _statm_rss(pid)
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def tree_rss(proc: psutil.Process | int) -> int:
+    """RSS of a process plus all its descendants, in bytes (re-lists the tree: the slow path)."""
+    pid = proc if isinstance(proc, int) else proc.pid
+    return sum(r for r in (rss_of(p) for p in [pid, *descendants(pid)]) if r is not None)
 
 
 def maxrss_bytes() -> int:
-    """ru_maxrss of this process and its reaped children (KiB on Linux, bytes on macOS)."""
+    """ru_maxrss of this process and of its largest reaped child (KiB on Linux, bytes on macOS)."""
     unit = 1 if sys.platform == "darwin" else 1024
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, kids) * unit
 
 
+class TreeRss:
+    """Cheap repeated RSS readings of a process tree: the tree is re-listed every `refresh_s` only."""
+
+    def __init__(self, pid: int | None = None, refresh_s: float = 0.2):
+        self.pid = pid or os.getpid()
+        self.refresh_s = refresh_s
+        self._pids: list[int] = [self.pid]
+        self._listed = -1e9
+
+    def read(self, force_refresh: bool = False) -> int:
+        now = time.monotonic()
+        if force_refresh or now - self._listed >= self.refresh_s:
+            self._pids = [self.pid, *descendants(self.pid)]
+            self._listed = now
+        total = 0
+        gone = False
+        for pid in self._pids:
+            r = rss_of(pid)
+            if r is None:
+                gone = True
+            else:
+                total += r
+        if gone:  # a worker exited: list again next time
+            self._listed = -1e9
+        return total
+
+
 class CpuMemorySampler:
-    def __init__(self, interval_s: float = 0.01, pid: int | None = None):
+    def __init__(self, interval_s: float = 0.01, pid: int | None = None, tree_refresh_s: float = 0.2):
         self.interval_s = interval_s
         self.proc = psutil.Process(pid or os.getpid())
+        self.tree = TreeRss(self.proc.pid, tree_refresh_s)
         self.peak = 0
+        self.last = 0
         self.baseline: int | None = None
         self.samples = 0
+        self.on_growth: Callable[[int], None] | None = None  # called (from the sampler) when the peak grows 5 %
+        self._reported = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def sample(self) -> int:
-        rss = tree_rss(self.proc)
-        if rss > self.peak:
-            self.peak = rss
-        self.samples += 1
+    def sample(self, force_refresh: bool = False) -> int:
+        rss = self.tree.read(force_refresh)
+        with self._lock:
+            self.last = rss
+            if rss > self.peak:
+                self.peak = rss
+            self.samples += 1
+            grew = self.peak > self._reported * 1.05 + MiB
+            if grew:
+                self._reported = self.peak
+        if grew and self.on_growth is not None:
+            self.on_growth(self.peak)
         return rss
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.sample()
 
-    def start(self) -> None:
-        self.sample()
-        self._thread = threading.Thread(target=self._run, name="cpu-memory-sampler", daemon=True)
-        self._thread.start()
+    def start(self, thread: bool = True) -> None:
+        """Take a first reading; with `thread`, sample every `interval_s` on a daemon thread until `stop`."""
+        self.sample(force_refresh=True)
+        if thread:
+            self._thread = threading.Thread(target=self._run, name="cpu-memory-sampler", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
-        self.sample()
+        self.sample(force_refresh=True)
 
     def mark_baseline(self) -> None:
-        self.baseline = self.sample()
+        self.baseline = self.sample(force_refresh=True)
 
     def peak_mib(self) -> float:
         return round(self.peak / MiB, 1)
@@ -89,7 +180,9 @@ class CpuMemorySampler:
         }
 
     def note(self) -> str:
+        how = "/proc statm" if sys.platform.startswith("linux") else "psutil"
         return (
-            f"cpu: peak RSS of the trial's process tree sampled with psutil every {self.interval_s * 1000:g} ms "
-            f"({self.samples} samples); baseline taken before the model loads; cpu_maxrss_mib is the kernel's ru_maxrss"
+            f"cpu: peak RSS of the trial's process tree (workers included) read from {how} every "
+            f"{self.interval_s * 1000:g} ms ({self.samples} samples); baseline taken before the model loads; "
+            "cpu_maxrss_mib is the kernel's ru_maxrss (largest single process)"
         )

@@ -1,8 +1,13 @@
 """GPU memory: PyTorch's allocator peaks (reset per trial) and the process's used memory from NVML.
 
 `torch.cuda.max_memory_allocated` counts tensors; `max_memory_reserved` what the caching allocator holds;
-NVML's per-process used memory (sampled every `interval_s`, 50 ms by default) also counts the CUDA context
-and other libraries' workspaces, which is what decides whether a job fits on a smaller card.
+NVML's per-process used memory (sampled every `interval_s`, 50 ms by default, i.e. 20 Hz, by the meters'
+sampler thread) also counts the CUDA context and other libraries' workspaces (cuBLAS, cuDNN), which is what
+decides whether a job fits on a smaller card.
+
+Inside a container NVML may list processes by host PIDs that do not match ours. Then the figure falls back
+to the device's used memory minus what was used when the meters started, and the note says so (other
+processes on the same GPU would be counted, and a CUDA context created before the meters started would not).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import os
 import threading
 from typing import Any
+
+from .nvml import handle_for
 
 MiB = 1024 * 1024
 
@@ -19,57 +26,78 @@ class CudaMemory:
         import torch
 
         self.torch = torch
-        self.available = torch.cuda.is_available()
+        self.available = device.startswith("cuda") and torch.cuda.is_available()
         self.device = torch.device(device) if self.available else None
         self.interval_s = interval_s
         self.peak_used: int | None = None
         self.total: int | None = None
         self.nvml_reason: str | None = None
-        self._handle = None
+        self.handle: Any = None
+        self.samples = 0
+        self._device_used_before: int | None = None
+        self._pid_visible: bool | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, thread: bool = False) -> None:
+        """Reset the allocator's peaks and open NVML. Sampling is driven by the caller (the meters' thread)
+        unless `thread` is set."""
         if not self.available:
             return
         torch = self.torch
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        self.handle, self.nvml_reason = handle_for(index)
+        if self.handle is not None:
+            # Only needed where NVML does not list our PID: the device's used memory at the start.
+            self._device_used_before = self._device_used()
         torch.cuda.reset_peak_memory_stats(self.device)
         self.total = torch.cuda.get_device_properties(self.device).total_memory
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            if visible:
-                ids = [x.strip() for x in visible.split(",")]
-                if ids[index].isdigit():
-                    index = int(ids[index])
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        if self.handle is not None:
             self.peak_used = 0
-        except Exception as exc:  # no NVML library, or no permission
-            self.nvml_reason = f"NVML unavailable ({exc})"
-            return
-        self._thread = threading.Thread(target=self._run, name="gpu-memory-sampler", daemon=True)
-        self._thread.start()
+            if thread:
+                self._thread = threading.Thread(target=self._run, name="gpu-memory-sampler", daemon=True)
+                self._thread.start()
+
+    def _device_used(self) -> int | None:
+        import pynvml
+
+        try:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+        except Exception:
+            return None
 
     def _used_by_this_process(self) -> int | None:
         import pynvml
 
         pid = os.getpid()
-        try:
-            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
-        except pynvml.NVMLError:
+        procs = None
+        for fn in ("nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses"):
+            if hasattr(pynvml, fn):
+                try:
+                    procs = getattr(pynvml, fn)(self.handle)
+                    break
+                except Exception:
+                    continue
+        if procs is not None:
+            for p in procs:
+                if p.pid == pid:
+                    self._pid_visible = True
+                    used = getattr(p, "usedGpuMemory", None)
+                    return int(used) if used is not None else None
+        if self._pid_visible:
+            return None  # we were listed before: a transient miss, not a reason to switch figures
+        # Our PID is not listed (PID namespace) or the list is unsupported: device-wide increment.
+        self._pid_visible = False
+        used = self._device_used()
+        if used is None or self._device_used_before is None:
             return None
-        for p in procs:
-            if p.pid == pid and p.usedGpuMemory is not None:
-                return int(p.usedGpuMemory)
-        return 0
+        return max(0, used - self._device_used_before)
 
     def sample(self) -> None:
-        if self._handle is None:
+        if self.handle is None:
             return
         used = self._used_by_this_process()
+        self.samples += 1
         if used is not None and used > (self.peak_used or 0):
             self.peak_used = used
 
@@ -98,5 +126,13 @@ class CudaMemory:
     def note(self) -> str:
         if not self.available:
             return "gpu: CUDA not available"
-        nvml = self.nvml_reason or f"NVML per-process used memory sampled every {self.interval_s * 1000:g} ms (includes the CUDA context)"
+        if self.handle is None:
+            nvml = f"gpu_peak_used_mib: {self.nvml_reason}"
+        elif self._pid_visible is False:
+            nvml = (f"gpu_peak_used_mib: this PID is not in NVML's process list (PID namespace), so it is the "
+                    f"device's used memory minus the {(self._device_used_before or 0) / MiB:.0f} MiB used when the meters "
+                    f"started, sampled every {self.interval_s * 1000:g} ms (other processes on the GPU count)")
+        else:
+            nvml = (f"gpu_peak_used_mib: NVML per-process used memory sampled every {self.interval_s * 1000:g} ms "
+                    f"({self.samples} samples; includes the CUDA context)")
         return f"gpu: torch.cuda max_memory_allocated/reserved reset at trial start; {nvml}"
