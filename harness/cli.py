@@ -163,6 +163,8 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
 def _run(args: argparse.Namespace, console: Console) -> int:
     if args.workers > 1 and args.executor != "local":
         raise BadInput("--workers is for the local executor; Ray schedules by the resources each trial asks for")
+    if args.address and args.executor != "ray":
+        raise BadInput("--address names a Ray cluster; give it with --executor ray")
     if args.resume and args.out:
         raise BadInput("--out and --resume both name a run folder; give one")
     if args.executor == "ray":

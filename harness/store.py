@@ -231,7 +231,13 @@ class RunStore:
         return len(result.bad_lines)
 
     def finished_ids(self) -> set[str]:
-        return {r["trial_id"] for r in _read_lines(self.trials_path).records}
+        """Trial ids that `--resume` skips: every status counts as finished, except a record marked
+        `"retry_on_resume": true` (the Ray executor's mark for a trial whose worker or node died). The last
+        record of a trial id decides, as in `read_records`."""
+        last: dict[str, dict[str, Any]] = {}
+        for r in _read_lines(self.trials_path).records:
+            last[r["trial_id"]] = r
+        return {tid for tid, r in last.items() if r.get("retry_on_resume") is not True}
 
     def append(self, record: dict[str, Any]) -> None:
         """One `os.write` of one line, then fsync. If the write fails or is short (a full disk), the file is

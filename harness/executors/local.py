@@ -24,10 +24,26 @@ from .base import Events, finish_abnormal
 SPAWN = mp.get_context("spawn")
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this child when its parent dies (a driver killed with SIGKILL, a Ray
+    worker cancelled with force=True), so that no orphaned trial keeps loading the machine."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        return
+    parent = mp.parent_process()
+    if parent is not None and parent.pid is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the parent died before the line above took effect
+
+
 def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: dict[str, Any] | None = None) -> None:
     """Entry point of the child process: apply the memory budget, run the trial, send the record."""
     # The parent handles Ctrl-C for the whole grid; a child must not die half-way through a write on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -80,8 +96,8 @@ class ChildRun:
     def start(self) -> None:
         parent_conn, child_conn = SPAWN.Pipe(duplex=False)
         self.conn = parent_conn
-        self.process = SPAWN.Process(target=_child_main, args=(self.trial.to_dict(), child_conn, self._budget_for_child()), daemon=True,
-                                     name=f"trial-{self.trial.trial_id}")
+        self.process = SPAWN.Process(target=_child_main, args=(self.trial.to_dict(), child_conn, self._budget_for_child()),
+                                     daemon=True, name=f"trial-{self.trial.trial_id}")
         self.started = time.monotonic()
         try:
             self.process.start()
@@ -220,8 +236,13 @@ class LocalExecutor:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for future in [pool.submit(self._one, t, events) for t in trials]:
-                future.result()
+            futures = [pool.submit(self._one, t, events) for t in trials]
+            try:
+                for future in futures:
+                    future.result()
+            finally:  # after an error (a store that cannot append), trials not yet started are not started
+                for future in futures:
+                    future.cancel()
 
     def _one(self, trial: Trial, events: Events) -> None:
         if events.stopping():
