@@ -20,6 +20,10 @@ import torch
 # The fixed shapes (bench/conftest.py has them too; fixtures carry them to the tests).
 LAYERS = 4
 BATCH = 16
+# At least 30 rounds of at least 2 ms each (sub-millisecond calls are repeated within a round), after a
+# short warm-up, garbage collector off: the median of a handful of rounds swings by more than 15 % on
+# shared cores.
+pytestmark = pytest.mark.benchmark(min_rounds=30, min_time=0.002, warmup=True, warmup_iterations=5, disable_gc=True)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 # (strategy, frozen depth): the lab's loop and the fast one at "all", at half the blocks, and at 0.
@@ -80,12 +84,23 @@ def test_tokenize_and_collate(benchmark: Any, bench: Any, bench_data: Any) -> No
     benchmark.extra_info.update(texts=len(texts), max_length=bench.max_length)
 
 
-def test_collate_batch(benchmark: Any, bench: Any, bench_data: Any) -> None:
-    from harness.core.train import Collator
+def test_collate_epoch(benchmark: Any, bench: Any, bench_data: Any) -> None:
+    """Batch order and collation of one epoch of 1,024 rows (64 batches of 16, per-batch padding): long
+    enough for a stable median, where a single 20-microsecond collate call is not."""
+    from harness.core.data import Encoded
+    from harness.core.train import Collator, batch_order
 
-    coll = Collator(bench_data.train)
-    index = np.arange(BATCH)
-    bench.measure(benchmark, lambda: coll(index), tokens=int(coll.lengths[index].sum()))
+    enc = bench_data.train
+    ids = (list(enc.ids) * (1024 // len(enc.ids) + 1))[:1024]
+    big = Encoded(ids, np.resize(enc.labels, 1024), None, enc.pad_id)
+    coll = Collator(big)
+
+    def epoch() -> int:
+        order = batch_order(coll.lengths, BATCH, np.random.default_rng(0), shuffle=True, drop_last=True, buckets=True)
+        return sum(int(coll(index)["input_ids"].numel()) for index in order)
+
+    epoch()
+    bench.measure(benchmark, epoch, tokens=int(coll.lengths.sum()))
 
 
 @pytest.mark.parametrize("frozen", ["all", LAYERS // 2])

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import dumps_toml, tiny_csv, tiny_grid, tiny_grid_doc
+from grid_helpers import dumps_toml, tiny_csv, tiny_grid, tiny_grid_doc
 from harness.cli import main
 from harness.config import (
     SECTIONS,

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_csv, tiny_grid
+from grid_helpers import tiny_csv, tiny_grid
 from harness.cli import main
 from harness.config import load_grid
 from harness.core.trial import empty_record, now_iso

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import tiny_csv, tiny_grid
+from grid_helpers import tiny_csv, tiny_grid
 from harness.config import load_grid
 from harness.grid import expand
 from harness.store import TRIALS

@@ -4,17 +4,20 @@
 
 - "cgroup": the parent makes a memory cgroup for the child, nested in its own (v2 `memory.max` with
   `memory.swap.max = 0` and `memory.oom.group = 1`; v1 `memory.limit_in_bytes`, and `memory.memsw.limit_in_bytes`
-  where swap accounting exists), and the child joins it first thing. The kernel counts the resident memory
-  of the whole process tree (workers too) and page cache it cannot reclaim, and past the limit its OOM
-  killer sends SIGKILL: the trial is recorded as `oom`, and the parent confirms it from the cgroup's
-  `oom_kill` counter. The cgroup is removed when the child is gone.
-- "watchdog": a thread in the child reads the tree's RSS every 10 ms and, past the budget, reports it to
-  the parent and SIGKILLs the tree (the same outcome, `oom`; an overshoot of at most one period's growth).
+  where swap accounting exists), and the child joins it first thing. The kernel charges it the pages the
+  process tree (workers too) faults in from then on: its anonymous memory and the page cache it reads
+  (reclaimed first under pressure); shared-library pages already resident stay charged to whoever loaded
+  them first, so the charge is below the tree's RSS (by about 0.2 GiB with torch, docs/meters.md). Past
+  the limit the kernel's OOM killer sends SIGKILL: the trial is recorded as `oom`, and the parent confirms
+  it from the cgroup's `oom_kill` counter. The cgroup is removed when the child is gone.
+- "watchdog": the tree's RSS, read every 10 ms (by the meters' sampler while it runs, by a thread of its
+  own otherwise), is checked against the budget; past it the child reports to the parent and SIGKILLs the
+  tree (the same outcome, `oom`; an overshoot of at most one period's growth).
 - "rlimit": RLIMIT_AS. It limits ADDRESS SPACE, not memory: torch, OpenMP and BLAS reserve far more than
   they touch, so a budget near the resident size breaks the trial before it trains, and an OpenBLAS load
   under a tight RLIMIT_AS was measured to spin instead of failing (docs/meters.md). Kept for comparison only.
 
-"auto" takes the cgroup where one can be made and the watchdog otherwise (both measured in docs/meters.md).
+"auto" runs the watchdog, with the cgroup as a kernel backstop where one can be made (measured in docs/meters.md).
 `[limits] gpu_memory`: `torch.cuda.set_per_process_memory_fraction`, so PyTorch's caching allocator raises
 OutOfMemoryError past the budget (the CUDA context and cuBLAS workspaces are outside it).
 """
@@ -134,6 +137,10 @@ class CgroupLimit:
                         (path / knob).write_text(value)
             else:
                 (path / "memory.limit_in_bytes").write_text(str(cg.limit))
+                try:  # what the child touched before joining moves with it (v1 only; v2 never moves charges)
+                    (path / "memory.move_charge_at_immigrate").write_text("3")
+                except OSError:
+                    pass
                 if (path / "memory.memsw.limit_in_bytes").exists():
                     (path / "memory.memsw.limit_in_bytes").write_text(str(cg.limit))
         except OSError as exc:
@@ -191,7 +198,11 @@ class CgroupLimit:
 # The watchdog
 # --------------------------------------------------------------------------------------------------
 class RssWatchdog:
-    """SIGKILLs this process tree when its RSS passes `limit`, after telling `report` (the parent)."""
+    """SIGKILLs this process tree when its RSS passes `limit`, after telling `report` (the parent).
+
+    While the meters' sampler runs it hands every reading over (`cpu_memory.RSS_OBSERVERS`), so the tree is
+    not read twice; the watchdog's own thread reads it only when no reading came for two periods (before
+    the meters start, after they stop)."""
 
     def __init__(self, limit: int, report: Callable[[dict[str, Any]], None] | None = None, interval_s: float = 0.01,
                  kill: Callable[[list[int]], None] | None = None):
@@ -200,27 +211,38 @@ class RssWatchdog:
         self.limit = int(limit)
         self.report = report
         self.interval_s = interval_s
-        self.tree = TreeRss(os.getpid(), refresh_s=0.2)
+        self.tree = TreeRss(os.getpid())
         self.kill = kill or _kill_tree
         self.peak = 0
         self.fired = False
+        self.last_observed = -1e9
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-budget-watchdog", daemon=True)
 
     def start(self) -> "RssWatchdog":
+        from ..meters.cpu_memory import RSS_OBSERVERS
+
+        RSS_OBSERVERS.append(self.observe)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        from ..meters.cpu_memory import RSS_OBSERVERS
+
+        if self.observe in RSS_OBSERVERS:
+            RSS_OBSERVERS.remove(self.observe)
         self._stop.set()
         self._thread.join(timeout=1.0)
 
-    def check(self) -> bool:
-        rss = self.tree.read()
-        self.peak = max(self.peak, rss)
-        if rss <= self.limit or self.fired:
-            return False
-        self.fired = True
+    def observe(self, rss: int) -> bool:
+        """One reading of the tree's RSS (from the meters' sampler, or from `check`)."""
+        self.last_observed = time.monotonic()
+        with self._lock:
+            self.peak = max(self.peak, rss)
+            if rss <= self.limit or self.fired:
+                return False
+            self.fired = True
         event = {"type": "budget_exceeded", "rss_bytes": rss,
                  "reason": (f"cpu_memory budget exceeded: the process tree's RSS reached {rss / MiB:.1f} MiB > "
                             f"{self.limit / MiB:.1f} MiB (watchdog, SIGKILL)")}
@@ -229,13 +251,23 @@ class RssWatchdog:
                 self.report(event)
             except Exception:
                 pass
-        self.kill([os.getpid(), *self.tree._pids[1:]])
+        self.kill([os.getpid(), *descendants_of_self()])
         return True
 
+    def check(self) -> bool:
+        return self.observe(self.tree.read())
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            if self.check():
+        while not self._stop.is_set():
+            time.sleep(self.interval_s)
+            if time.monotonic() - self.last_observed > 2 * self.interval_s and self.check():
                 return
+
+
+def descendants_of_self() -> list[int]:
+    from ..meters.cpu_memory import descendants
+
+    return descendants(os.getpid())
 
 
 def _kill_tree(pids: list[int]) -> None:
@@ -307,32 +339,44 @@ def prepare(trial: Any) -> Prepared:
 # --------------------------------------------------------------------------------------------------
 def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: dict[str, Any] | None = None,
                      report: Callable[[dict[str, Any]], None] | None = None) -> str | None:
-    """Enforce the CPU budget on this process; returns how (for the record)."""
+    """Enforce the CPU budget on this process; returns how (for the record).
+
+    "auto" runs the watchdog AND, where the parent could make one, the cgroup: the watchdog holds the
+    budget to the figure the record shows (the tree's RSS, which also counts shared-library pages that the
+    cgroup charges elsewhere, about 0.2 GiB with torch), and the cgroup catches in the kernel what grows
+    faster than one 10 ms sampling period."""
     if not limit_bytes:
         return None
     prepared = prepared or {}
     if prepared.get("error"):
         raise BudgetError(prepared["error"])
+    joined: str | None = None
+    why = prepared.get("reason")
     if method in ("auto", "cgroup") and prepared.get("cgroup"):
         cg = CgroupLimit.from_dict(prepared["cgroup"])
         try:
             cg.join()
-            return cg.describe()
+            joined = cg.describe()
         except OSError as exc:
             if method == "cgroup":
                 raise BudgetError(f"cannot join cgroup {cg.path} ({exc.strerror})") from None
-            prepared = {"reason": f"cannot join cgroup {cg.path} ({exc.strerror})"}
+            why = f"cannot join cgroup {cg.path} ({exc.strerror})"
     if method == "cgroup":
-        raise BudgetError("cpu_memory_method = cgroup, but the parent made no cgroup for this trial")
+        if joined is None:
+            raise BudgetError("cpu_memory_method = cgroup, but the parent made no cgroup for this trial")
+        return joined
     if method == "rlimit":
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         new = int(limit_bytes) if hard == resource.RLIM_INFINITY else min(int(limit_bytes), hard)
         resource.setrlimit(resource.RLIMIT_AS, (new, hard))
         return f"RLIMIT_AS = {new / MiB:.0f} MiB (address space, not resident memory)"
     RssWatchdog(int(limit_bytes), report).start()
-    why = prepared.get("reason") or ("method watchdog" if method == "watchdog" else "no cgroup prepared")
-    return (f"watchdog: the process tree's RSS read every 10 ms, SIGKILL past {int(limit_bytes) / MiB:.0f} MiB "
-            f"({'no cgroup: ' + why if method == 'auto' else why})")
+    dog = f"watchdog: the process tree's RSS read every 10 ms, SIGKILL past {int(limit_bytes) / MiB:.0f} MiB"
+    if method == "watchdog":
+        return dog
+    if joined is not None:
+        return f"{dog}; backstop: {joined}"
+    return f"{dog} (no cgroup: {why or 'none prepared'})"
 
 
 def apply_gpu_budget(limit_bytes: int | None, device: str) -> str | None:

@@ -1,4 +1,5 @@
-"""Shared test helpers: a tiny grid file and a tiny CSV, written in one call.
+"""Shared test helpers (imported as `grid_helpers`, not a conftest: bench/ has its own conftest.py, and
+two modules both named `conftest` cannot be imported in one session): a tiny grid file and a tiny CSV.
 
 `tiny_grid(tmp_path, **overrides)` writes a grid TOML for `random:bert-tiny` on `embedded:reviews` that runs
 in seconds per trial. Overrides are `section.key=value` pairs given as keyword arguments with the dot
