@@ -14,6 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from .progress import make_console
+
 EXIT_BAD_INPUT = 2
 
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2, its one line already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
-    console = Console()
+    console = make_console()
     try:
         return dispatch(args, console)
     except BadInput as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -14,6 +15,14 @@ from rich.table import Table
 
 from .grid import Trial
 
+
+
+def make_console(**kwargs: Any) -> Console:
+    """A rich console; when the output is not a terminal (a log file, a pipe, CI) 120 columns wide rather than
+    rich's 80, so that a summary line is not broken in the middle of a configuration (COLUMNS still wins)."""
+    if "width" not in kwargs and not os.environ.get("COLUMNS") and not sys.stdout.isatty():
+        kwargs["width"] = 120
+    return Console(**kwargs)
 
 def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
@@ -32,7 +41,7 @@ class Progress:
     """Receives the executor's events. Thread-safe: several trials may run at once."""
 
     def __init__(self, total: int, console: Console | None = None, skipped: int = 0):
-        self.console = console or Console(stderr=False)
+        self.console = console or make_console(stderr=False)
         self.total = total
         self.skipped = skipped
         self.done = 0

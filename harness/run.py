@@ -19,7 +19,7 @@ from rich.markup import escape
 from . import env as env_info
 from .config import GridFile, load_grid
 from .grid import Trial, expand
-from .progress import Progress, summary_table
+from .progress import Progress, make_console, summary_table
 from .store import GRID, TRIALS, RunStore, StoreError, default_run_dir, read_grid_text
 
 RESULTS_ROOT = Path("results")
@@ -128,7 +128,7 @@ def prepare(grid_path: str, out: str | None, resume: str | None, check_devices: 
 def run_grid(grid_path: str, out: str | None = None, resume: str | None = None, executor: str = "local",
              workers: int = 1, address: str | None = None, console: Console | None = None,
              report: bool = True, max_batch: bool = False) -> RunOutcome:
-    console = console or Console()
+    console = console or make_console()
     cfg, text, trials, run_dir = prepare(grid_path, out, resume, check_devices=(executor == "local"))
     ex = make_executor(executor, workers, address)
     store = RunStore(run_dir)

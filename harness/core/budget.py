@@ -7,15 +7,19 @@
   where swap accounting exists), and the child joins it first thing. The kernel charges it the pages the
   process tree (workers too) faults in from then on: its anonymous memory and the page cache it reads
   (reclaimed first under pressure); shared-library pages already resident stay charged to whoever loaded
-  them first, so the charge is below the tree's RSS (by about 0.2 GiB with torch, docs/meters.md). Past
-  the limit the kernel's OOM killer sends SIGKILL: the trial is recorded as `oom`, and the parent confirms
-  it from the cgroup's `oom_kill` counter. The cgroup is removed when the child is gone.
-- "watchdog": the tree's RSS, read every 10 ms (by the meters' sampler while it runs, by a thread of its
-  own otherwise), is checked against the budget; past it the child reports to the parent and SIGKILLs the
-  tree (the same outcome, `oom`; an overshoot of at most one period's growth).
-- "rlimit": RLIMIT_AS. It limits ADDRESS SPACE, not memory: torch, OpenMP and BLAS reserve far more than
-  they touch, so a budget near the resident size breaks the trial before it trains, and an OpenBLAS load
-  under a tight RLIMIT_AS was measured to spin instead of failing (docs/meters.md). Kept for comparison only.
+  them first, so the charge is below the tree's RSS (by about 180 MiB with torch on a 2-core test machine,
+  cgroup v1, docs/meters.md). Past the limit the kernel's OOM killer sends SIGKILL: the trial is recorded
+  as `oom`, and the parent confirms it from the cgroup's `oom_kill` counter. The cgroup is removed when the
+  child is gone.
+- "watchdog": the tree's RSS, read every 20 ms (each reading of the meters' sampler while it runs; a thread
+  of its own, waking every 10 ms, reads the tree when no reading came for 20 ms), is checked against the
+  budget; past it the child reports to the parent and SIGKILLs the tree (the same outcome, `oom`). The
+  overshoot is what the tree grows between two readings: 20 ms apart as a rule, but up to 155 ms apart was
+  measured while a Python-heavy loop held the GIL (docs/meters.md).
+- "rlimit": RLIMIT_AS. It limits ADDRESS SPACE, not memory: a trial's child maps about 1.9 GiB more than it
+  touches (torch, OpenMP, BLAS), so a budget near the resident size breaks the trial before it trains (an
+  ImportError at 900 MiB and 2 GiB), and loading SciPy's OpenBLAS after torch under RLIMIT_AS = 700 or
+  800 MiB spins (a core busy, mostly in the kernel) instead of failing (docs/meters.md). For comparison only.
 
 "auto" runs the watchdog, with the cgroup as a kernel backstop where one can be made (measured in docs/meters.md).
 `[limits] gpu_memory`: `torch.cuda.set_per_process_memory_fraction`, so PyTorch's caching allocator raises
@@ -343,8 +347,8 @@ def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: di
 
     "auto" runs the watchdog AND, where the parent could make one, the cgroup: the watchdog holds the
     budget to the figure the record shows (the tree's RSS, which also counts shared-library pages that the
-    cgroup charges elsewhere, about 0.2 GiB with torch), and the cgroup catches in the kernel what grows
-    faster than one 10 ms sampling period."""
+    cgroup charges elsewhere, about 180 MiB with torch, docs/meters.md), and the cgroup catches in the kernel
+    what grows faster than one 20 ms sampling period."""
     if not limit_bytes:
         return None
     prepared = prepared or {}
@@ -371,7 +375,7 @@ def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: di
         resource.setrlimit(resource.RLIMIT_AS, (new, hard))
         return f"RLIMIT_AS = {new / MiB:.0f} MiB (address space, not resident memory)"
     RssWatchdog(int(limit_bytes), report).start()
-    dog = f"watchdog: the process tree's RSS read every 10 ms, SIGKILL past {int(limit_bytes) / MiB:.0f} MiB"
+    dog = f"watchdog: the process tree's RSS read every 20 ms, SIGKILL past {int(limit_bytes) / MiB:.0f} MiB"
     if method == "watchdog":
         return dog
     if joined is not None:
