@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -273,24 +274,42 @@ DEFAULT_DEVICE_HOUR_USD: dict[str, float] = {
 
 class CostSection(Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    # Devices the default tables lack (an RTX A6000, a laptop GPU): naming them here lets device_hour_usd
+    # and peak_tflops price them, while a misspelt known name (h1OO) still fails as unknown.
+    add_devices: tuple[str, ...] = ()
     device_hour_usd: dict[str, float] = Field(default_factory=dict)
     price_per_kwh: Optional[float] = Field(None, ge=0, le=100)
     # Peak TFLOP/s per device and precision for MFU, over the table in harness/meters/flops.py:
     # peak_tflops = {cpu = {fp32 = 1.5}, t4 = {fp16 = 65}}
     peak_tflops: dict[str, dict[str, float]] = Field(default_factory=dict)
 
+    @field_validator("add_devices", mode="before")
+    @classmethod
+    def _added(cls, v: Any) -> Any:
+        from .meters.flops import PEAK_TFLOPS
+
+        if not isinstance(v, (list, tuple)) or not all(isinstance(d, str) and d.strip() for d in v):
+            raise ValueError('expected a list of device names, e.g. ["rtx a6000"]')
+        out = tuple(" ".join(d.lower().split()) for d in v)
+        known = set(DEFAULT_DEVICE_HOUR_USD) | set(PEAK_TFLOPS)
+        for name in out:
+            if name in known:
+                raise ValueError(f"{name!r} is already a known device; price it in device_hour_usd directly")
+        return out
+
     @field_validator("peak_tflops", mode="before")
     @classmethod
-    def _peaks(cls, v: Any) -> Any:
+    def _peaks(cls, v: Any, info: ValidationInfo) -> Any:
         from .meters.flops import PEAK_TFLOPS, PRECISIONS
 
         if not isinstance(v, dict):
             raise ValueError("expected a table of device name = {precision = TFLOP/s}")
-        known = sorted(set(DEFAULT_DEVICE_HOUR_USD) | set(PEAK_TFLOPS))
+        known = sorted(set(DEFAULT_DEVICE_HOUR_USD) | set(PEAK_TFLOPS) | set(info.data.get("add_devices", ())))
         out: dict[str, dict[str, float]] = {}
         for key, per in v.items():
-            if key.lower() not in known:
-                raise ValueError(f"unknown device name {key!r}; expected one of {', '.join(known)}")
+            if " ".join(key.lower().split()) not in known:
+                raise ValueError(f"unknown device name {key!r}; expected one of {', '.join(known)} "
+                                 "(or name a new device in [cost] add_devices)")
             if not isinstance(per, dict) or not per:
                 raise ValueError(f"{key}: expected a table of precision = TFLOP/s, e.g. {{fp32 = 19.5}}")
             for prec, tf in per.items():
@@ -298,21 +317,22 @@ class CostSection(Strict):
                     raise ValueError(f"{key}.{prec}: unknown precision; expected one of {', '.join(PRECISIONS)}")
                 if isinstance(tf, bool) or not isinstance(tf, (int, float)) or not math.isfinite(tf) or tf <= 0:
                     raise ValueError(f"{key}.{prec}: expected a peak in TFLOP/s (a number > 0), got {tf!r}")
-            out[key.lower()] = {p.lower(): float(t) for p, t in per.items()}
+            out[" ".join(key.lower().split())] = {p.lower(): float(t) for p, t in per.items()}
         return out
 
     @field_validator("device_hour_usd", mode="before")
     @classmethod
-    def _prices(cls, v: Any) -> Any:
+    def _prices(cls, v: Any, info: ValidationInfo) -> Any:
         if not isinstance(v, dict):
             raise ValueError("expected a table of device name = USD per hour")
+        known = set(DEFAULT_DEVICE_HOUR_USD) | set(info.data.get("add_devices", ()))
         for key, price in v.items():
-            if key.lower() not in DEFAULT_DEVICE_HOUR_USD:
-                known = ", ".join(sorted(DEFAULT_DEVICE_HOUR_USD))
-                raise ValueError(f"unknown device name {key!r}; expected one of {known}")
+            if " ".join(key.lower().split()) not in known:
+                raise ValueError(f"unknown device name {key!r}; expected one of {', '.join(sorted(known))} "
+                                 "(or name a new device in [cost] add_devices)")
             if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
                 raise ValueError(f"{key}: expected a price in USD per hour (a number >= 0), got {price!r}")
-        return {k.lower(): float(p) for k, p in v.items()}
+        return {" ".join(k.lower().split()): float(p) for k, p in v.items()}
 
     @field_validator("price_per_kwh", mode="before")
     @classmethod

@@ -132,6 +132,7 @@ def test_heartbeats_carry_memory_and_come_at_once_when_the_peak_grows():
     assert t - t0 < 2.0
     assert hb["memory"]["cpu_peak_rss_mib"] > 0
     assert set(hb["energy_j"]) == {"cpu", "gpu"}
+    assert hb["memory_note"].startswith("cpu:") and hb["energy_note"]
 
 
 def test_heartbeats_fold_into_the_parents_snapshot_as_running_maxima():
@@ -275,6 +276,10 @@ def test_a_child_killed_with_sigkill_is_recorded_as_oom_with_its_phase(tmp_path)
     assert rec["memory"]["cpu_peak_rss_mib"] >= killed[0]["memory"]["cpu_peak_rss_mib"]
     assert rec["seconds_total"] >= killed[0]["seconds_total"]
     assert rec["cost_usd"] is not None  # the time spent until the kill, priced
+    # Every null the parent leaves says why, and the figures it kept say how they were taken.
+    assert rec["flops"] is None and rec["mfu"] is None and "stopped (oom)" in rec["mfu_note"]
+    assert rec["memory_note"].startswith("cpu: peak RSS of the trial's process tree")
+    assert rec["energy_note"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,6 +495,9 @@ def test_mfu_needs_a_known_peak():
     ('[cost]\npeak_tflops = {cpu = {fp32 = -1}}', "a number > 0"),
     ('[cost]\npeak_tflops = {rtx4090 = {fp32 = 80}}', "unknown device name 'rtx4090'"),
     ('[search]\nprobe_steps = 0', "[search] probe_steps"),
+    ('[cost]\nadd_devices = ["h100"]', "already a known device"),
+    ('[cost]\nadd_devices = "rtx a6000"', "expected a list of device names"),
+    ('[cost]\nadd_devices = ["rtx a6000"]\ndevice_hour_usd = {h1OO = 2.0}', "unknown device name 'h1OO'"),
 ])
 def test_bad_budgets_prices_and_devices_are_one_line_and_exit_2(tmp_path, capsys, limits_or_cost, expect):
     from harness.cli import main
@@ -501,6 +509,19 @@ def test_bad_budgets_prices_and_devices_are_one_line_and_exit_2(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expect in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_device_named_in_add_devices_gets_a_price_and_a_peak():
+    from harness.meters.flops import mfu
+
+    cfg = parse_grid('name = "g"\n[grid]\ndataset_size = [40]\nbatch_size = [8]\nfrozen_layers = [0]\n'
+                     'device = ["cuda"]\n[cost]\nadd_devices = ["RTX  A6000"]\n'
+                     'device_hour_usd = {"rtx a6000" = 0.8}\npeak_tflops = {"RTX A6000" = {fp32 = 40}}\n')
+    (trial,) = expand(cfg)
+    cost, note = trial_cost("NVIDIA RTX A6000", "cuda:0", 3600.0, trial.prices)
+    assert cost == pytest.approx(0.8) and note.startswith("rtx a6000 at 0.8 USD")
+    value, note = mfu(4e13, 10.0, "NVIDIA RTX A6000", "cuda:0", "fp32", trial.peak_tflops)
+    assert value == pytest.approx(0.1), note
 
 
 # --------------------------------------------------------------------------------------------------

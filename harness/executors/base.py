@@ -39,6 +39,15 @@ def finish_abnormal(trial: Trial, snapshot: dict[str, Any] | None, status: str, 
     from ..meters.cost import annotate_cost
 
     annotate_cost(rec, trial)  # the device time spent until the end, at the trial's price
+    # The child never reached its end-of-trial figures: each null says why, as every null in a record must.
+    if rec.get("flops") is None and not rec.get("mfu_note"):
+        rec["mfu_note"] = f"FLOPs not counted: the child was stopped ({status}) before the end-of-trial count"
+    if not rec.get("memory_note"):
+        rec["memory_note"] = ("memory: the child was stopped before it sent any reading"
+                              if not any(v is not None for v in (rec.get("memory") or {}).values())
+                              else "memory: the child's last heartbeat before it was stopped")
+    if not rec.get("energy_note"):
+        rec["energy_note"] = "energy: the child was stopped before it sent any reading"
     rec.setdefault("notes", []).append(
         f"record completed by the parent from the child's last snapshot (phase {phase}, epoch {epoch})")
     return rec

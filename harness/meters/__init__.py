@@ -151,7 +151,9 @@ class Meters:
                 pass
 
     def heartbeat_payload(self) -> dict[str, Any]:
-        return {"memory": self.memory(), "energy_j": self.energy(), "energy_note": self.energy_note()}
+        # The notes travel too: a record the parent completes (the child killed) says how its figures were taken.
+        return {"memory": self.memory(), "memory_note": self.memory_note(), "energy_j": self.energy(),
+                "energy_note": self.energy_note()}
 
     # -- phases ------------------------------------------------------------------------------------------
     def mark_baseline(self) -> None:

@@ -44,7 +44,7 @@ def trial_cost(device_name: str | None, device: str, seconds: float | None, pric
     if key is None:
         what = "CPU" if not device.startswith("cuda") else f"GPU {device_name!r}"
         return None, (f"no device-hour price for {what}: its name matches none of {', '.join(sorted(prices))} "
-                      "(set [cost] device_hour_usd)")
+                      "(name it in [cost] add_devices and price it in [cost] device_hour_usd)")
     per_hour = float(prices[key])
     cost = per_hour * seconds / 3600.0
     note = f"{key} at {per_hour:g} USD per device-hour x {seconds:.1f} s"

@@ -252,7 +252,8 @@ def mfu(flops: float | None, seconds: float | None, device_name: str | None, dev
         if not device.startswith("cuda"):
             return None, ("peak FLOP/s unknown for this CPU (give it as [cost] peak_tflops = "
                           "{cpu = {fp32 = <TFLOP/s>}} to get an MFU)")
-        return None, f"peak FLOP/s unknown for GPU {device_name!r} (set [cost] peak_tflops)"
+        return None, (f"peak FLOP/s unknown for GPU {device_name!r} (name it in [cost] add_devices "
+                      "and give its peak in [cost] peak_tflops)")
     per = table[key]
     if column not in per and column == "tf32" and "fp32" in per:
         column = "fp32"  # no TF32 units (T4): fp32 matmuls run at the fp32 rate

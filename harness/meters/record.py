@@ -70,8 +70,9 @@ def merge_heartbeat(rec: dict[str, Any], hb: dict[str, Any]) -> None:
         if value is not None:
             energy[key] = max(energy.get(key) or 0.0, value)
     rec["energy_j"] = energy
-    if hb.get("energy_note"):
-        rec["energy_note"] = hb["energy_note"]
+    for note in ("memory_note", "energy_note"):
+        if hb.get(note):
+            rec[note] = hb[note]
     if hb.get("seconds_total") is not None:
         rec["seconds_total"] = max(rec.get("seconds_total") or 0.0, hb["seconds_total"])
     if hb.get("device_name") and not rec.get("device_name"):
