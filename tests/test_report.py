@@ -437,3 +437,27 @@ def test_screenshot(report_one, tmp_path):
     dom = subprocess.run([c for c in cmd if not c.startswith("--screenshot")][:-1] + ["--dump-dom", cmd[-1]],
                          check=True, timeout=60, capture_output=True, text=True).stdout
     assert 'tabindex="0"' in dom
+
+
+def test_extrapolation_counts_the_cache_that_grows_with_the_rows(tmp_path):
+    """A fast trial's frozen-layer cache is built once, but over every row: at 20,000 rows it is a line of its own,
+    not the constant start-up. Epochs: 1 s + 0.01 s/row; cache: 0.02 s/row; tokenising 0.1 s; loading 0.6 s."""
+    from harness.report.analysis import size_fits
+
+    recs = []
+    for i, size in enumerate((200, 400, 800)):
+        r = record("grow", f"g{i}", size=size, strategy="fast", spe=1.0 + 0.01 * size, epochs=3, index=i)
+        r["phases"] = {"load_data": 0.1, "load_model": 0.5, "tokenize": 0.1, "cache": 0.02 * size}
+        r["seconds_total"] = sum(e["seconds"] for e in r["epochs"]) + 0.7 + 0.02 * size
+        recs.append(r)
+    run = write_run(tmp_path / "grow", "grow", recs, grid=grid_text("grow", target=0.8))
+    (fit,) = size_fits(results.load(run), 20_000)
+    assert fit.once_s == pytest.approx(0.1 + 0.02 * 20_000, rel=1e-6)
+    assert fit.overhead_s == pytest.approx(0.6, abs=1e-6)  # loading: the same at every size
+    per_epoch = fit.predicted_s_per_epoch
+    assert per_epoch == pytest.approx((1.0 + 0.01 * 20_000) * 1.04, rel=0.01)  # the helper's epochs run 2-6 % long
+    assert fit.predicted_total_s == pytest.approx(3 * per_epoch + 0.6 + fit.once_s, rel=1e-6)
+    text = fit.sentence()
+    assert "once for tokenising and the frozen-layer cache" in text and "R² 1.000 over 3 sizes" in text
+    two = size_fits(results.load(write_run(tmp_path / "two", "two", recs[:2])), 20_000)[0]
+    assert "fit unchecked" in two.sentence()  # two sizes: R² = 1 says nothing

@@ -356,7 +356,8 @@ class SizeFit:
     extrapolate_rows: int
     predicted_s_per_epoch: float | None
     epochs: float | None
-    overhead_s: float | None
+    overhead_s: float | None  # fixed: start-up, loading; the same at every size
+    once_s: float | None  # one-off phases that grow with the rows (tokenising, the frozen-layer cache), predicted
     predicted_total_s: float | None
     cost_per_s: float | None
     predicted_cost_usd: float | None
@@ -379,11 +380,18 @@ class SizeFit:
             else " (cost unknown: no price recorded)"
         )
         ep = f"{fmt.value(self.epochs)} epochs of " if self.epochs else ""
-        r2 = f"; R² {self.r2:.3f}" if self.r2 is not None else ""
+        once = (f", plus {fmt.seconds(self.once_s)} once for tokenising and the frozen-layer cache"
+                if self.once_s is not None and self.once_s >= 1.0 else "")
         return (
             f"{head} full set ({rows}) would take {fmt.hours(self.predicted_total_s)}{cost}{where} "
-            f"({ep}{fmt.seconds(self.predicted_s_per_epoch)} each{r2})."
+            f"({ep}{fmt.seconds(self.predicted_s_per_epoch)} each{once}; {self.fit_quality()})."
         )
+
+    def fit_quality(self) -> str:
+        # Two sizes always give R² = 1: a line through two points says nothing about how straight time is.
+        if self.n_sizes < 3 or self.r2 is None:
+            return f"a line through {self.n_sizes} sizes, its fit unchecked: measure 3 or more to check it"
+        return f"R² {self.r2:.3f} over {self.n_sizes} sizes"
 
 
 def _size_x(df: pd.DataFrame) -> pd.Series:
@@ -429,10 +437,15 @@ def size_fits(trials: pd.DataFrame, extrapolate_rows: int) -> list[SizeFit]:
         ok = g[g["status"] == "ok"]
         src = ok if len(ok) else g
         epoch_sum = src["epoch_log"].map(_epoch_seconds_sum)
-        overhead = _median(pd.to_numeric(src["seconds_total"], errors="coerce") - epoch_sum)
+        once = src["phases"].map(_once_seconds) if "phases" in src.columns else pd.Series(0.0, index=src.index)
+        overhead = _median(pd.to_numeric(src["seconds_total"], errors="coerce") - epoch_sum - once)
         overhead = max(overhead, 0.0) if overhead is not None else 0.0
+        once_pred = None
+        if float(once.max() or 0.0) > 0 and src["_x"].nunique() >= 2:
+            o_slope, o_intercept, _ = fit_line(src["_x"].to_numpy(float), once.to_numpy(float))
+            once_pred = max(o_slope * n + o_intercept, 0.0)
         cps = _median(pd.to_numeric(g["cost_usd"], errors="coerce") / pd.to_numeric(g["seconds_total"], errors="coerce"))
-        total = pred * (epochs or 1) + overhead if pred is not None else None
+        total = pred * (epochs or 1) + overhead + (once_pred or 0.0) if pred is not None else None
         device = next((v for v in g["device_name"] if not fmt.is_missing(v)), None)
         if device is None and "device" in g.columns:
             device = next((fmt.value(v) for v in g["device"] if not fmt.is_missing(v)), None)
@@ -450,6 +463,7 @@ def size_fits(trials: pd.DataFrame, extrapolate_rows: int) -> list[SizeFit]:
                 predicted_s_per_epoch=pred,
                 epochs=epochs,
                 overhead_s=overhead,
+                once_s=once_pred,
                 predicted_total_s=total,
                 cost_per_s=cps,
                 predicted_cost_usd=total * cps if (total is not None and cps is not None) else None,
@@ -458,6 +472,20 @@ def size_fits(trials: pd.DataFrame, extrapolate_rows: int) -> list[SizeFit]:
             )
         )
     return fits
+
+
+ONCE_PHASES = ("tokenize", "cache")  # run once per trial, but over every row: they grow with the data set
+
+
+def _once_seconds(phases: Any) -> float:
+    if isinstance(phases, str):
+        try:
+            phases = json.loads(phases)
+        except ValueError:
+            return 0.0
+    if not isinstance(phases, dict):
+        return 0.0
+    return float(sum(float(phases.get(k) or 0.0) for k in ONCE_PHASES))
 
 
 def _epoch_seconds_sum(log: Any) -> float:

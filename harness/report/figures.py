@@ -223,7 +223,7 @@ def time_vs_size(a: Analysis, out: Path) -> FigureFiles | None:
         color = _color(i, len(fits))
         lo, hi = min(f.x), max(f.x)
         xs = np.linspace(lo, hi, 20)
-        lbl = _short(f.label, 40) + (f" (R² {f.r2:.3f})" if f.r2 is not None else "")
+        lbl = _short(f.label, 40) + (f" (R² {f.r2:.3f})" if f.r2 is not None and f.n_sizes >= 3 else "")
         ax1.scatter(f.x, f.y, s=14, color=color)
         ax1.plot(xs, f.slope * xs + f.intercept, "-", color=color, lw=1.2, label=lbl)
         xe = np.linspace(0, max(n, hi), 50)
