@@ -19,8 +19,8 @@ Where it goes (`out_path`):
   `<out_path>/<machine id>/NNNN_<run name>.json` with the next free number, so that several runs exported
   into one folder can be compared side by side: `pytest-benchmark --storage <out_path> compare`.
 
-The statistics are computed exactly as `pytest_benchmark.stats.Stats` does; pytest-benchmark itself is not
-needed to export.
+The statistics are those of `pytest_benchmark.stats.Stats` itself (they changed between releases: 5.3 moved
+`hd15iqr`), and the file says which pytest-benchmark release wrote it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import os
 import platform
 import re
 import statistics
-from bisect import bisect_left, bisect_right
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,67 +47,29 @@ from harness.compare import (
 )
 from harness.store import StoreError, read_env, read_records, safe_name
 
-#: The pytest-benchmark release whose saved-run format this module writes (written to "version").
-PYTEST_BENCHMARK_FORMAT_VERSION = "5.2.3"
 
 BENCHMARK_FUNC = "train_epoch"
 
 
 # --------------------------------------------------------------------------------------------------
-# Statistics, as pytest_benchmark.stats.Stats computes them
+# Statistics: pytest-benchmark's own, so that they match whatever release reads the file
 # --------------------------------------------------------------------------------------------------
+def _pytest_benchmark_version() -> str:
+    from importlib.metadata import version
+
+    return version("pytest-benchmark")
+
+
 def benchmark_stats(data: list[float]) -> dict[str, Any]:
     """pytest-benchmark's `stats` dict for one benchmark's timings (seconds), `data` and `iterations` included."""
+    from pytest_benchmark.stats import Stats
+
     if not data:
         raise ValueError("no timings")
-    data = list(data)
-    s = sorted(data)
-    n = len(data)
-    mean = statistics.mean(data)
-    stddev = statistics.stdev(data) if n > 1 else 0
-    if n == 1:
-        q1 = q3 = s[0]
-    elif n % 2:
-        k, r = n // 4, n % 4
-        if r == 1:
-            q1 = 0.25 * s[k - 1] + 0.75 * s[k]
-            q3 = 0.75 * s[3 * k] + 0.25 * s[3 * k + 1]
-        else:
-            q1 = 0.75 * s[k] + 0.25 * s[k + 1]
-            q3 = 0.25 * s[3 * k + 1] + 0.75 * s[3 * k + 2]
-    else:
-        q1 = statistics.median(s[: n // 2])
-        q3 = statistics.median(s[n // 2:])
-    iqr = q3 - q1
-    if n == 1:
-        ld15iqr = hd15iqr = data[0]
-    else:
-        ld15iqr = s[bisect_left(s, q1 - 1.5 * iqr)]
-        pos = bisect_right(s, q3 + 1.5 * iqr)
-        hd15iqr = s[-1] if pos == n else s[pos]
-    stddev_outliers = sum(1 for v in data if v < mean - stddev or v > mean + stddev)
-    iqr_outliers = sum(1 for v in data if v < q1 - 1.5 * iqr or v > q3 + 1.5 * iqr)
-    total = sum(data)
-    return {
-        "min": min(data),
-        "max": max(data),
-        "mean": mean,
-        "stddev": stddev,
-        "rounds": n,
-        "median": statistics.median(data),
-        "iqr": iqr,
-        "q1": q1,
-        "q3": q3,
-        "iqr_outliers": iqr_outliers,
-        "stddev_outliers": stddev_outliers,
-        "outliers": f"{stddev_outliers};{iqr_outliers}",
-        "ld15iqr": ld15iqr,
-        "hd15iqr": hd15iqr,
-        "ops": n / total if total else 0,
-        "total": total,
-        "data": data,
-        "iterations": 1,
-    }
+    stats = Stats()
+    for value in data:
+        stats.update(float(value))
+    return {**stats.as_dict(), "data": [float(v) for v in data], "iterations": 1}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,7 +242,7 @@ def build_benchmark_json(run_dir: str | os.PathLike) -> dict[str, Any]:
         "commit_info": commit_info(env),
         "benchmarks": benchmarks,
         "datetime": finished[-1] if finished else datetime.now(timezone.utc).isoformat(),
-        "version": PYTEST_BENCHMARK_FORMAT_VERSION,
+        "version": _pytest_benchmark_version(),
         "harness": {
             "version": HARNESS_VERSION,
             "run_dir": str(run_dir),
