@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -51,6 +52,17 @@ def gpus() -> dict[str, Any]:
     return {"gpus": out, "gpu_driver": driver.decode() if isinstance(driver, bytes) else driver}
 
 
+# Environment variables that change a trial's speed or memory without changing its settings: threads, the C
+# allocator (glibc tunables, a preloaded jemalloc/tcmalloc), CUDA's allocator and visible devices. A run
+# that differs only in these differs in its figures (docs/performance.md measures MALLOC_* on the cache).
+PERF_ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD", "PYTORCH_",
+                     "TORCH_", "CUDA_VISIBLE_DEVICES", "CUBLAS_", "NVIDIA_TF32", "TOKENIZERS_PARALLELISM")
+
+
+def perf_env() -> dict[str, str]:
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(PERF_ENV_PREFIXES)}
+
+
 def collect() -> dict[str, Any]:
     from .core.trial import cpu_name
 
@@ -69,6 +81,7 @@ def collect() -> dict[str, Any]:
         "cpu_count_physical": psutil.cpu_count(logical=False),
         "ram_total_mib": round(psutil.virtual_memory().total / 2**20, 1),
         "git_commit": _git_commit(),
+        "env_vars": perf_env(),
     }
     info.update(gpus())
     return info

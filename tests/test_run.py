@@ -91,3 +91,14 @@ def test_example_grids_are_valid():
     for g in grids:
         tomllib.loads(g.read_text())
         load_grid(g)
+
+
+def test_env_json_keeps_the_variables_that_change_speed_or_memory(monkeypatch):
+    from harness.env import collect
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("HARNESS_UNRELATED_SECRET", "x")
+    env = collect()
+    assert env["env_vars"]["MALLOC_MMAP_THRESHOLD_"] == "65536" and env["env_vars"]["OMP_NUM_THREADS"] == "1"
+    assert "HARNESS_UNRELATED_SECRET" not in env["env_vars"]  # only what changes the figures, nothing else
