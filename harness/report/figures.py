@@ -281,15 +281,20 @@ def strategies(a: Analysis, out: Path) -> FigureFiles | None:
     y = np.arange(len(s))
     h = 0.38
     fig, (ax1, ax2) = _new(11, 1.6 + 0.42 * len(s), 2)
-    ax1.barh(y - h / 2, s["lab_seconds_per_epoch"], h, color="#7f7f7f", label="lab")
-    ax1.barh(y + h / 2, s["fast_seconds_per_epoch"], h, color="#ff7f0e", label="fast")
-    for yi, sp, v in zip(y, s["speedup_epoch"], s[["lab_seconds_per_epoch", "fast_seconds_per_epoch"]].max(axis=1)):
+    # Total time per trial, loading and the frozen-layer cache included: per epoch alone, a cached "all"
+    # looks hundreds of times faster while the cache built once is most of its time.
+    ax1.barh(y - h / 2, s["lab_seconds_total"], h, color="#7f7f7f", label="lab")
+    ax1.barh(y + h / 2, s["fast_seconds_total"], h, color="#ff7f0e", label="fast")
+    ends = s[["lab_seconds_total", "fast_seconds_total"]].max(axis=1)
+    for yi, sp, spe, v in zip(y, s["speedup_total"], s["speedup_epoch"], ends):
         if sp == sp:
-            ax1.text(v, yi, f"  {sp:.2f}×", va="center", fontsize=7)
+            per_epoch = f" ({spe:.3g}× per epoch)" if spe == spe else ""
+            ax1.text(v, yi, f"  {sp:.2f}×{per_epoch}", va="center", fontsize=7)
     ax1.set_yticks(y, labels)
     ax1.invert_yaxis()
-    ax1.set_xlabel("seconds per epoch (s)")
-    ax1.set_title("Time per epoch (speed-up of fast)")
+    ax1.margins(x=0.35)
+    ax1.set_xlabel("total seconds per trial, loading and cache included (s)")
+    ax1.set_title("Time per trial (speed-up of fast)")
     ax2.barh(y - h / 2, s["lab_val_accuracy"], h, color="#7f7f7f", label="lab")
     ax2.barh(y + h / 2, s["fast_val_accuracy"], h, color="#ff7f0e", label="fast")
     ax2.set_yticks(y, [""] * len(s))
