@@ -89,6 +89,9 @@ class TrainSection(Strict):
     epochs: int = Field(3, ge=1, le=MAX_EPOCHS)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     learning_rate: float = Field(0.005, gt=0.0, le=10.0)
+    # The classification head's own rate (default: learning_rate). A head trained from scratch on a
+    # pretrained encoder wants a larger step than the encoder it sits on: one rate cannot serve "all" and 0.
+    head_learning_rate: Optional[float] = Field(None, gt=0.0, le=10.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH)
@@ -105,7 +108,7 @@ class TrainSection(Strict):
     seed: Optional[int] = Field(None, ge=0, le=2**32 - 1)
     num_threads: Optional[int] = Field(None, ge=1, le=1024)
 
-    @field_validator("learning_rate", "momentum", "weight_decay", mode="before")
+    @field_validator("learning_rate", "head_learning_rate", "momentum", "weight_decay", mode="before")
     @classmethod
     def _float(cls, v: Any) -> Any:
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v

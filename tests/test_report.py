@@ -458,6 +458,6 @@ def test_extrapolation_counts_the_cache_that_grows_with_the_rows(tmp_path):
     assert per_epoch == pytest.approx((1.0 + 0.01 * 20_000) * 1.04, rel=0.01)  # the helper's epochs run 2-6 % long
     assert fit.predicted_total_s == pytest.approx(3 * per_epoch + 0.6 + fit.once_s, rel=1e-6)
     text = fit.sentence()
-    assert "once for tokenising and the frozen-layer cache" in text and "R² 1.000 over 3 sizes" in text
+    assert "once: tokenising, and the frozen-layer cache where there is one" in text and "R² 1.000 over 3 sizes" in text
     two = size_fits(results.load(write_run(tmp_path / "two", "two", recs[:2])), 20_000)[0]
     assert "fit unchecked" in two.sentence()  # two sizes: R² = 1 says nothing

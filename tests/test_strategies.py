@@ -249,3 +249,29 @@ def test_compile_marks_the_trained_part() -> None:
     t2 = tiny_trainer(1, compile=False)
     t2.maybe_compile()
     assert not t2.result.compiled
+
+
+@pytest.mark.parametrize("frozen", [0, 1, "all"])
+def test_head_learning_rate_gives_the_head_its_own_group(frozen: Any) -> None:
+    plain = tiny_trainer(frozen)
+    assert len(plain.optimizer.param_groups) == 1 and plain.optimizer.param_groups[0]["lr"] == 0.01
+    t = tiny_trainer(frozen, head_learning_rate=0.5)
+    groups = t.optimizer.param_groups
+    base = {id(p) for p in t.parts.base.parameters()}
+    head = groups[-1]
+    assert head["lr"] == 0.5 and head["params"] and not any(id(p) in base for p in head["params"])
+    assert {id(p) for p in head["params"]} == {id(p) for p in t.model.classifier.parameters()}
+    if frozen == "all":
+        assert len(groups) == 1  # the encoder has nothing to train
+    else:
+        body = groups[0]
+        assert len(groups) == 2 and body["lr"] == 0.01 and all(id(p) in base for p in body["params"])
+    trainable = {id(p) for p in t.model.parameters() if p.requires_grad}
+    assert {id(p) for g in groups for p in g["params"]} == trainable  # every trained parameter, once
+
+
+def test_head_learning_rate_unset_leaves_params_and_trial_ids_as_they_were() -> None:
+    (plain,) = expand(parse_grid(GRID.format(strategy="fast", train="", frozen=0)))
+    assert "head_learning_rate" not in plain.params
+    (same,) = expand(parse_grid(GRID.format(strategy="fast", train="head_learning_rate = 0.01", frozen=0)))
+    assert same.params["head_learning_rate"] == 0.01 and same.trial_id != plain.trial_id

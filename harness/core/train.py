@@ -131,7 +131,7 @@ def compute_dtype(precision: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def make_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float, weight_decay: float,
+def make_optimizer(name: str, params: list[Any], lr: float, momentum: float, weight_decay: float,
                    fused: bool, device: torch.device) -> tuple[torch.optim.Optimizer, str]:
     """The optimiser and which implementation it got: `fused`, `foreach` or `for-loop` (the lab's).
 
@@ -222,8 +222,7 @@ class Trainer:
         # One seed for everything random in the loop: batch order (numpy) and dropout (torch).
         self.rng = np.random.default_rng(params["seed"])
         torch.manual_seed(int(params["seed"]))
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer, impl = make_optimizer(params["optimizer"], trainable, params["learning_rate"],
+        self.optimizer, impl = make_optimizer(params["optimizer"], self._param_groups(model, params), params["learning_rate"],
                                               params["momentum"], params["weight_decay"], params["fused_optimizer"], device)
         self.result = TrainResult(precision=self.precision, optimizer_impl=impl)
         # The cache applies where something is frozen below a trained part.
@@ -241,6 +240,19 @@ class Trainer:
         self._pin = device.type == "cuda"
 
     # -- the one-off cache ------------------------------------------------------------------------------
+    def _param_groups(self, model: nn.Module, params: dict[str, Any]) -> list[Any]:
+        """The trainable parameters; with `head_learning_rate`, two groups: the encoder's at `learning_rate`
+        and the head's (everything outside the encoder) at its own rate."""
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        head_lr = params.get("head_learning_rate")
+        if head_lr is None:
+            return trainable
+        in_base = {id(p) for p in self.parts.base.parameters()}
+        body = [p for p in trainable if id(p) in in_base]
+        head = [p for p in trainable if id(p) not in in_base]
+        groups = [{"params": body, "lr": float(params["learning_rate"])}] if body else []
+        return groups + [{"params": head, "lr": float(head_lr)}]
+
     def uses_cache(self) -> bool:
         return self.cache_depth != "off"
 

@@ -41,6 +41,7 @@ SHORT_NAMES = {
     "frozen_layers": "frozen",
     "dataset_size": "rows",
     "learning_rate": "lr",
+    "head_learning_rate": "head lr",
     "max_length": "len",
     "strategy": "strategy",
 }
@@ -380,7 +381,7 @@ class SizeFit:
             else " (cost unknown: no price recorded)"
         )
         ep = f"{fmt.value(self.epochs)} epochs of " if self.epochs else ""
-        once = (f", plus {fmt.seconds(self.once_s)} once for tokenising and the frozen-layer cache"
+        once = (f", plus {fmt.seconds(self.once_s)} once: tokenising, and the frozen-layer cache where there is one"
                 if self.once_s is not None and self.once_s >= 1.0 else "")
         return (
             f"{head} full set ({rows}) would take {fmt.hours(self.predicted_total_s)}{cost}{where} "
