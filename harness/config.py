@@ -275,6 +275,11 @@ DEFAULT_DEVICE_HOUR_USD: dict[str, float] = {
 }
 
 
+def device_key(name: str) -> str:
+    """A device name as the price and peak tables key it: lower case, runs of blanks as one space."""
+    return " ".join(name.lower().split())
+
+
 class CostSection(Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
     # Devices the default tables lack (an RTX A6000, a laptop GPU): naming them here lets device_hour_usd
@@ -293,7 +298,7 @@ class CostSection(Strict):
 
         if not isinstance(v, (list, tuple)) or not all(isinstance(d, str) and d.strip() for d in v):
             raise ValueError('expected a list of device names, e.g. ["rtx a6000"]')
-        out = tuple(" ".join(d.lower().split()) for d in v)
+        out = tuple(device_key(d) for d in v)
         known = set(DEFAULT_DEVICE_HOUR_USD) | set(PEAK_TFLOPS)
         for name in out:
             if name in known:
@@ -310,7 +315,7 @@ class CostSection(Strict):
         known = sorted(set(DEFAULT_DEVICE_HOUR_USD) | set(PEAK_TFLOPS) | set(info.data.get("add_devices", ())))
         out: dict[str, dict[str, float]] = {}
         for key, per in v.items():
-            if " ".join(key.lower().split()) not in known:
+            if device_key(key) not in known:
                 raise ValueError(f"unknown device name {key!r}; expected one of {', '.join(known)} "
                                  "(or name a new device in [cost] add_devices)")
             if not isinstance(per, dict) or not per:
@@ -320,7 +325,7 @@ class CostSection(Strict):
                     raise ValueError(f"{key}.{prec}: unknown precision; expected one of {', '.join(PRECISIONS)}")
                 if isinstance(tf, bool) or not isinstance(tf, (int, float)) or not math.isfinite(tf) or tf <= 0:
                     raise ValueError(f"{key}.{prec}: expected a peak in TFLOP/s (a number > 0), got {tf!r}")
-            out[" ".join(key.lower().split())] = {p.lower(): float(t) for p, t in per.items()}
+            out[device_key(key)] = {p.lower(): float(t) for p, t in per.items()}
         return out
 
     @field_validator("device_hour_usd", mode="before")
@@ -330,12 +335,12 @@ class CostSection(Strict):
             raise ValueError("expected a table of device name = USD per hour")
         known = set(DEFAULT_DEVICE_HOUR_USD) | set(info.data.get("add_devices", ()))
         for key, price in v.items():
-            if " ".join(key.lower().split()) not in known:
+            if device_key(key) not in known:
                 raise ValueError(f"unknown device name {key!r}; expected one of {', '.join(sorted(known))} "
                                  "(or name a new device in [cost] add_devices)")
             if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
                 raise ValueError(f"{key}: expected a price in USD per hour (a number >= 0), got {price!r}")
-        return {" ".join(k.lower().split()): float(p) for k, p in v.items()}
+        return {device_key(k): float(p) for k, p in v.items()}
 
     @field_validator("price_per_kwh", mode="before")
     @classmethod

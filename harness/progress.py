@@ -16,13 +16,13 @@ from rich.table import Table
 from .grid import Trial
 
 
-
 def make_console(**kwargs: Any) -> Console:
     """A rich console; when the output is not a terminal (a log file, a pipe, CI) 120 columns wide rather than
     rich's 80, so that a summary line is not broken in the middle of a configuration (COLUMNS still wins)."""
     if "width" not in kwargs and not os.environ.get("COLUMNS") and not sys.stdout.isatty():
         kwargs["width"] = 120
     return Console(**kwargs)
+
 
 def _fmt_s(seconds: float | None) -> str:
     if seconds is None:

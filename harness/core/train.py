@@ -222,8 +222,9 @@ class Trainer:
         # One seed for everything random in the loop: batch order (numpy) and dropout (torch).
         self.rng = np.random.default_rng(params["seed"])
         torch.manual_seed(int(params["seed"]))
-        self.optimizer, impl = make_optimizer(params["optimizer"], self._param_groups(model, params), params["learning_rate"],
-                                              params["momentum"], params["weight_decay"], params["fused_optimizer"], device)
+        self.optimizer, impl = make_optimizer(params["optimizer"], self._param_groups(model, params),
+                                              params["learning_rate"], params["momentum"], params["weight_decay"],
+                                              params["fused_optimizer"], device)
         self.result = TrainResult(precision=self.precision, optimizer_impl=impl)
         # The cache applies where something is frozen below a trained part.
         self.cache_depth: int | None | str = "off"
@@ -239,7 +240,6 @@ class Trainer:
         self.collate_val = Collator(val)
         self._pin = device.type == "cuda"
 
-    # -- the one-off cache ------------------------------------------------------------------------------
     def _param_groups(self, model: nn.Module, params: dict[str, Any]) -> list[Any]:
         """The trainable parameters; with `head_learning_rate`, two groups: the encoder's at `learning_rate`
         and the head's (everything outside the encoder) at its own rate."""
@@ -253,6 +253,7 @@ class Trainer:
         groups = [{"params": body, "lr": float(params["learning_rate"])}] if body else []
         return groups + [{"params": head, "lr": float(head_lr)}]
 
+    # -- the one-off cache ------------------------------------------------------------------------------
     def uses_cache(self) -> bool:
         return self.cache_depth != "off"
 

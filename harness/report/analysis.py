@@ -486,7 +486,7 @@ def _once_seconds(phases: Any) -> float:
             return 0.0
     if not isinstance(phases, dict):
         return 0.0
-    return float(sum(float(phases.get(k) or 0.0) for k in ONCE_PHASES))
+    return float(sum(fmt.num(phases.get(k)) or 0.0 for k in ONCE_PHASES))
 
 
 def _epoch_seconds_sum(log: Any) -> float:
