@@ -107,8 +107,18 @@ class TrainSection(Strict):
     compile: Optional[bool] = None
     seed: Optional[int] = Field(None, ge=0, le=2**32 - 1)
     num_threads: Optional[int] = Field(None, ge=1, le=1024)
+    # Low-rank adapters through peft (harness/core/adapters.py): "lora" puts them in the blocks above
+    # frozen_layers, the base weights stay frozen, the head trains. Unset lora_* take peft's defaults.
+    adapter: Optional[Literal["none", "lora"]] = None
+    lora_r: Optional[int] = Field(None, ge=1, le=4096)
+    lora_alpha: Optional[float] = Field(None, gt=0.0, le=1e6)
+    lora_dropout: Optional[float] = Field(None, ge=0.0, lt=1.0)
+    # "all-linear", one module name, names joined by commas, or a list of names (suffixes of a block's
+    # module names, as peft matches them); unset: peft's default for the model family
+    lora_targets: Optional[Union[str, list[str]]] = None
 
-    @field_validator("learning_rate", "head_learning_rate", "momentum", "weight_decay", mode="before")
+    @field_validator("learning_rate", "head_learning_rate", "momentum", "weight_decay", "lora_alpha", "lora_dropout",
+                     mode="before")
     @classmethod
     def _float(cls, v: Any) -> Any:
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
@@ -126,6 +136,14 @@ class TrainSection(Strict):
     @classmethod
     def _device(cls, v: Optional[str]) -> Optional[str]:
         return None if v is None else check_device(v)
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _targets(cls, v: Any) -> Any:
+        names = v.split(",") if isinstance(v, str) else v
+        if v is not None and (not names or any(not n.strip() for n in names)):
+            raise ValueError('expected "all-linear", module names such as "query,value", or a list of names')
+        return v
 
 
 def check_device(v: str) -> str:
@@ -519,6 +537,7 @@ def parse_grid(text: str, path: str = "<grid>") -> GridFile:
             raise ConfigError(
                 f"{path}: [grid] {axis}: required axis is missing (give a list, e.g. {axis} = {_example(axis)})"
             )
+    _check_adapter(cfg, path)
     total = 1
     for values in cfg.grid.values():
         total *= len(values)
@@ -526,6 +545,25 @@ def parse_grid(text: str, path: str = "<grid>") -> GridFile:
     if total > 100_000:
         raise ConfigError(f"{path}: [grid]: {total} trials; expected at most 100000")
     return cfg
+
+
+LORA_SETTINGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")
+
+
+def _check_adapter(cfg: GridFile, path: str) -> None:
+    """lora_* settings need adapter = "lora" somewhere in the grid, and "lora" needs peft installed."""
+    adapters = set(cfg.grid.get("adapter", [cfg.train.adapter]))
+    if "lora" not in adapters:
+        for key in LORA_SETTINGS:
+            if key in cfg.grid or getattr(cfg.train, key) is not None:
+                raise ConfigError(f'{path}: [train] {key}: set, but no trial has adapter = "lora"; '
+                                  'expected adapter = "lora" in [train] or [grid]')
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("peft") is None:
+        raise ConfigError(f'{path}: [train] adapter: "lora" needs the peft library, which is not installed '
+                          "(pip install 'peft>=0.18')")
 
 
 def _section_loc(loc: str) -> str:

@@ -37,6 +37,8 @@ class Trial:
         p = self.params
         parts = [f"n={p['dataset_size']}", f"bs={p['batch_size']}", f"frozen={p['frozen_layers']}", p["device"]]
         parts.append(p["strategy"])
+        if p.get("adapter"):
+            parts.append(f"{p['adapter']} r={p.get('lora_r')}")
         if self.repeat:
             parts.append(f"rep={self.repeat}")
         return " ".join(str(x) for x in parts)
@@ -62,9 +64,31 @@ def resolve(params: dict[str, Any], repeat: int = 0) -> dict[str, Any]:
         p["eval_batch_size"] = p["batch_size"]
     if p.get("head_learning_rate") is None:
         p.pop("head_learning_rate", None)  # unset: absent, so that earlier runs keep their trial ids
+    resolve_adapter(p)
     base_seed = p["data_seed"] if p.get("seed") is None else p["seed"]
     p["seed"] = int(base_seed) + repeat
     return p
+
+
+# peft's LoraConfig defaults (0.18-0.21; tests/test_adapters.py checks them against the installed peft).
+LORA_DEFAULTS = {"lora_r": 8, "lora_alpha": 8.0, "lora_dropout": 0.0}
+
+
+def resolve_adapter(p: dict[str, Any]) -> None:
+    """No adapter: the adapter settings are absent (earlier runs keep their trial ids, and lora_* swept
+    beside adapter = "none" give one trial, not copies); so with frozen_layers = "all", where no block is
+    left to adapt. LoRA: peft's defaults filled in; lora_targets
+    stays absent when unset (the family's default is resolved, and recorded, when the model is loaded)."""
+    if p.get("adapter") in (None, "none") or p.get("frozen_layers") == "all":
+        # "all" leaves no block for adapters: the trial is the head-only one, run once
+        for key in ("adapter", *LORA_DEFAULTS, "lora_targets"):
+            p.pop(key, None)
+        return
+    for key, value in LORA_DEFAULTS.items():
+        if p.get(key) is None:
+            p[key] = value
+    if p.get("lora_targets") is None:
+        p.pop("lora_targets", None)
 
 
 def trial_id_of(params: dict[str, Any], repeat: int) -> str:
@@ -79,13 +103,18 @@ def expand(cfg: GridFile) -> list[Trial]:
     limits = cfg.limits.model_dump()
     limits = {k: (int(v) if k.endswith("memory") and v is not None else v) for k, v in limits.items()}
     trials: list[Trial] = []
+    seen: set[str] = set()
     for combo in itertools.product(*[values for _, values in axes]):
         params = {**base, **dict(zip(names, combo))}
         for repeat in range(cfg.repeats):
             resolved = resolve(params, repeat)
+            trial_id = trial_id_of(resolved, repeat)
+            if trial_id in seen:  # lora_* swept beside adapter = "none": the same trial again
+                continue
+            seen.add(trial_id)
             trials.append(
                 Trial(
-                    trial_id=trial_id_of(resolved, repeat),
+                    trial_id=trial_id,
                     index=len(trials),
                     repeat=repeat,
                     params=resolved,

@@ -66,6 +66,7 @@ def empty_record(trial: Trial) -> dict[str, Any]:
         "mfu_note": None,
         "oom": None,
         "strategy_detail": None,
+        "adapter": None,
     }
 
 
@@ -160,6 +161,11 @@ def run_trial(trial: Trial, emit: Emit | None = None) -> dict[str, Any]:
                                     allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"])
                 model = loaded.model
                 rec["trainable_params"], rec["total_params"] = freeze(model, p["frozen_layers"], p["model"])
+                if p.get("adapter"):
+                    from .adapters import apply_adapter, counts
+
+                    rec["adapter"] = apply_adapter(model, p, p["model"]).as_record()  # type: ignore[union-attr]
+                    rec["trainable_params"], rec["total_params"] = counts(model)
                 model.to(device)
             enter("tokenize")
             with meters.phase("tokenize"):

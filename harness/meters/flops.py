@@ -20,6 +20,15 @@ Backward is 2x forward (gradients for the inputs and for the weights), except th
 above frozen ones (or above the cache) needs no gradient for its input: its Q, K, V projections' input
 gradients are not counted. Checked against `torch.utils.flop_counter.FlopCounterMode` in tests/test_meters.py.
 
+With low-rank adapters (LoRA, core/adapters.py) every base weight is frozen: the adapter matmuls (A then B)
+run forward wherever they sit, and in the adapted blocks backward is 1x forward for the frozen Linear layers
+(input gradients only, so that the gradient reaches the adapters below), 2x for the adapters and for the
+attention matmuls; the BERT pooler passes the gradient on (1x), the head trains (2x). In the lowest adapted
+block the frozen Q, K, V projections need no backward at all, their adapters' A matrices no input gradient,
+and the attention matmuls only the gradients that lead to an adapter (targets that leave Q, K and V without
+adapters are counted as if that block's attention and the layers below its lowest adapter ran backward: an
+over-count).
+
 MFU = FLOPs / (seconds of the cache, training and evaluation phases) / the device's peak FLOP/s for the
 trial's precision, from `PEAK_TFLOPS` (dense, no sparsity; overridable with `[cost] peak_tflops`).
 The peak of a CPU is unknown unless given, so a CPU trial's MFU is null with the reason.
@@ -48,6 +57,8 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 BACKWARD_FACTOR = 2.0  # backward ~ 2x forward (gradients for inputs and for weights)
 # Names of the Linear layers that read a block's input (BERT/RoBERTa, DistilBERT, most newer encoders).
 INPUT_LINEARS = frozenset({"query", "key", "value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj", "qkv", "Wqkv"})
+QKV_NAMES = (frozenset({"query", "q_lin", "q_proj", "qkv", "Wqkv"}), frozenset({"key", "k_lin", "k_proj", "qkv", "Wqkv"}),
+             frozenset({"value", "v_lin", "v_proj", "qkv", "Wqkv"}))
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,9 @@ class EncoderShape:
     pooler_params: int = 0         # Linear layers in the encoder outside the blocks, applied per example
     head_params: int = 0           # Linear layers outside the encoder (the classifier head), per example
     input_params: tuple[int, ...] = ()  # per block: in x out of the Linear layers that read the block's input (Q, K, V)
+    adapter_params: tuple[int, ...] = ()        # per block: in x out of its LoRA A and B matrices (0: none)
+    adapter_input_params: tuple[int, ...] = ()  # per block: in x out of the A matrices of adapted Q, K, V
+    adapted_qkv: tuple[tuple[bool, bool, bool], ...] = ()  # per block: whether Q, K, V carry an adapter
 
     @property
     def num_layers(self) -> int:
@@ -100,10 +114,33 @@ def shape_of(model: Any) -> EncoderShape:
     """EncoderShape of a sequence classifier (BERT, DistilBERT, RoBERTa, ... via `core.models.anatomy`)."""
     from ..core.models import anatomy
 
+    from torch import nn
+
     parts = anatomy(model)
-    layers = tuple(_linear_params(block.modules()) for block in parts.layers)
-    inputs = tuple(_linear_params(m for name, m in block.named_modules() if name.rsplit(".", 1)[-1] in INPUT_LINEARS)
-                   for block in parts.layers)
+
+    def kinds(block: Any) -> tuple[int, int, int, int, tuple[bool, bool, bool]]:
+        """(base, base Q/K/V, adapter, adapter A of Q/K/V) in x out sums of a block's Linear layers, and
+        which of Q, K, V carry an adapter."""
+        base = base_in = lora = lora_in = 0
+        qkv = [False, False, False]
+        for name, m in block.named_modules():
+            if not isinstance(m, nn.Linear):
+                continue
+            words = name.split(".")
+            size = m.in_features * m.out_features
+            reads_input = bool(INPUT_LINEARS.intersection(words))
+            if "lora_A" in words or "lora_B" in words:
+                lora += size
+                lora_in += size if reads_input and "lora_A" in words else 0
+                qkv = [had or bool(names.intersection(words)) for had, names in zip(qkv, QKV_NAMES)]
+            else:
+                base += size
+                base_in += size if reads_input else 0
+        return base, base_in, lora, lora_in, (qkv[0], qkv[1], qkv[2])
+
+    per_block = [kinds(block) for block in parts.layers]
+    layers = tuple(k[0] for k in per_block)
+    inputs = tuple(k[1] for k in per_block)
     in_layers = {id(m) for block in parts.layers for m in block.modules()}
     in_embeddings = {id(m) for m in parts.embeddings.modules()}
     pooler = _linear_params(m for m in parts.base.modules() if id(m) not in in_layers and id(m) not in in_embeddings)
@@ -115,7 +152,11 @@ def shape_of(model: Any) -> EncoderShape:
     head_dim = getattr(cfg, "head_dim", None)
     if heads and head_dim:
         width = heads * head_dim
-    return EncoderShape(layers, int(width), pooler, head, inputs)
+    adapters = tuple(k[2] for k in per_block)
+    if not any(adapters):
+        return EncoderShape(layers, int(width), pooler, head, inputs)
+    return EncoderShape(layers, int(width), pooler, head, inputs, adapters, tuple(k[3] for k in per_block),
+                        tuple(k[4] for k in per_block))
 
 
 def forward_flops(shape: EncoderShape, work: Work, layers: range, pooler: bool, head: bool) -> float:
@@ -123,6 +164,8 @@ def forward_flops(shape: EncoderShape, work: Work, layers: range, pooler: bool, 
     total = 0.0
     for i in layers:
         total += 2.0 * shape.layer_params[i] * work.tokens + 4.0 * shape.attn_width * work.tokens_sq
+        if shape.adapter_params:
+            total += 2.0 * shape.adapter_params[i] * work.tokens
     if pooler:
         total += 2.0 * shape.pooler_params * work.samples
     if head:
@@ -147,6 +190,24 @@ def _no_input_grad(shape: EncoderShape, block: int, work: Work) -> float:
     return 2.0 * shape.input_params[block] * work.tokens
 
 
+def _adapted_train(shape: EncoderShape, work: Work, first: int) -> float:
+    """Forward and backward FLOPs of one training pass over the adapted blocks `first`.. and the head, with
+    every base weight frozen (see the module docstring)."""
+    n = shape.num_layers
+    total = forward_flops(shape, work, range(first, n), pooler=True, head=True)
+    total += BACKWARD_FACTOR * 2.0 * shape.head_params * work.samples + 2.0 * shape.pooler_params * work.samples
+    for i in range(first, n):
+        total += 2.0 * shape.layer_params[i] * work.tokens + BACKWARD_FACTOR * 4.0 * shape.attn_width * work.tokens_sq
+        total += BACKWARD_FACTOR * 2.0 * shape.adapter_params[i] * work.tokens
+    # The lowest adapted block reads an input that needs no gradient: its frozen Q, K, V need no backward,
+    # their adapters' A no input gradient, and the attention matmuls only the gradients that lead to an
+    # adapter (dQ, dK for adapted Q, K; d(probabilities) if either is; dV for an adapted V).
+    q, k, v = shape.adapted_qkv[first]
+    attn_grads = int(q) + int(k) + int(q or k) + int(v)
+    total -= (BACKWARD_FACTOR * 4.0 - 2.0 * attn_grads) * shape.attn_width * work.tokens_sq
+    return total - 2.0 * (shape.input_params[first] + shape.adapter_input_params[first]) * work.tokens
+
+
 def trial_flops(shape: EncoderShape, depth: int | None, cached: bool, train: list[Work], evals: list[Work],
                 cache: Work | None = None) -> FlopCount:
     """FLOPs of a trial. `depth`: frozen bottom blocks (None: the whole encoder, "all"); `cached`: the
@@ -156,10 +217,15 @@ def trial_flops(shape: EncoderShape, depth: int | None, cached: bool, train: lis
     frozen_all = depth is None
     bwd = 1.0 + BACKWARD_FACTOR
     out = FlopCount()
+    adapted = bool(shape.adapter_params) and any(shape.adapter_params[d:])  # LoRA above the frozen part
     if cached and cache is not None and (frozen_all or d > 0):
         out.add("cache", forward_flops(shape, cache, range(0, d), pooler=frozen_all, head=False))
     for w in train:
-        if cached and (frozen_all or d > 0):
+        if adapted:
+            if not (cached and d > 0):
+                out.add("train", forward_flops(shape, w, range(0, d), pooler=False, head=False))
+            out.add("train", _adapted_train(shape, w, d))
+        elif cached and (frozen_all or d > 0):
             if frozen_all:  # the head reads the cached first-token / pooled states
                 out.add("train", bwd * forward_flops(shape, w, range(0), pooler=False, head=True))
             else:

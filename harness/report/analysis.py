@@ -42,6 +42,7 @@ SHORT_NAMES = {
     "dataset_size": "rows",
     "learning_rate": "lr",
     "head_learning_rate": "head lr",
+    "lora_r": "r",
     "max_length": "len",
     "strategy": "strategy",
 }
@@ -131,7 +132,7 @@ def varying_params(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]
     return out
 
 
-LABEL_PRIORITY = [SIZE, BATCH, FROZEN, STRATEGY, "device", "model", "max_length", EPOCHS, "optimizer", "learning_rate"]
+LABEL_PRIORITY = [SIZE, BATCH, FROZEN, "adapter", "lora_r", STRATEGY, "device", "model", "max_length", EPOCHS, "optimizer", "learning_rate"]
 
 
 def label_columns(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
@@ -783,6 +784,81 @@ def strategy_comparison(groups: pd.DataFrame) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
+# -- freezing, LoRA, full fine-tuning ---------------------------------------------------------------------------
+ADAPTER = "adapter"
+METHODS = ("head only", "freezing", "LoRA", "full fine-tuning")
+
+
+def method_of(row: Any) -> str:
+    """What a configuration trains: the head alone, the blocks above a frozen part, LoRA adapters (above a frozen
+    part or in every block) or everything."""
+    depth = fmt.value(row.get(FROZEN))
+    if fmt.value(row.get(ADAPTER)) == "lora" and depth != "all":
+        return "LoRA"
+    if depth == "all":
+        return "head only"
+    return "full fine-tuning" if depth == "0" else "freezing"
+
+
+def method_label(row: Any) -> str:
+    """A configuration as a method: "LoRA r=8 above 4 frozen blocks", "4 blocks frozen", ..."""
+    method, depth = method_of(row), fmt.value(row.get(FROZEN))
+    if method == "LoRA":
+        r = fmt.value(row.get("lora_r"))
+        return f"LoRA r={r} in every block" if depth == "0" else f"LoRA r={r} above {depth} frozen blocks"
+    if method == "freezing":
+        return f"{depth} blocks frozen"
+    return method
+
+
+def method_comparison(groups: pd.DataFrame) -> pd.DataFrame | None:
+    """Configurations by method, when the trials include LoRA: accuracy (median, min and max over repeats),
+    total time, time per epoch, peak memory, cost and trainable parameters, with `tied`: whether the
+    configuration's accuracy range overlaps the most accurate configuration's (no winner among those)."""
+    if ADAPTER not in groups.columns or FROZEN not in groups.columns:
+        return None
+    g = groups[(groups["n_ok"] > 0) & groups["val_accuracy"].notna()].copy()
+    if not len(g) or not (g.apply(method_of, axis=1) == "LoRA").any():
+        return None
+    g["method"] = g.apply(method_of, axis=1)
+    g["method_label"] = g.apply(method_label, axis=1)
+    best = g.sort_values("val_accuracy", ascending=False, kind="mergesort").iloc[0]
+    g["tied"] = g["val_accuracy_max"] >= best["val_accuracy_min"]
+    g["_order"] = g["method"].map(METHODS.index)
+    cols = ["config_key", "label", "method", "method_label", "tied", "n_ok", "val_accuracy", "val_accuracy_min",
+            "val_accuracy_max", "seconds_total", "seconds_per_epoch", "cost_usd", "trainable_params",
+            memory_column(g) or "cpu_peak_rss_mib"]
+    out = g.sort_values(["_order", "seconds_total"], kind="mergesort")[[c for c in cols if c in g.columns]]
+    return out.rename(columns={memory_column(g) or "cpu_peak_rss_mib": "peak_mib"}).reset_index(drop=True)
+
+
+def method_sentences(mc: pd.DataFrame) -> list[str]:
+    """The recommendation's comparison of freezing, LoRA and full fine-tuning, one sentence per method: its
+    cheapest configuration among those tied with the most accurate, else its most accurate one."""
+    by = "cost_usd" if mc["cost_usd"].notna().all() else "seconds_total"
+    tied = mc[mc["tied"]]
+    anchor = tied.sort_values([by, "val_accuracy"], ascending=[True, False], kind="mergesort").iloc[0]
+    out = [f"Freezing, LoRA and full fine-tuning: {len(tied)} of {len(mc)} configurations reach accuracies within the "
+           "spread of the most accurate (ranges over repeats overlap), so none of those is named the most accurate; "
+           f"the cheapest of them is {anchor['method_label']}."]
+    for method in METHODS:
+        m = mc[mc["method"] == method]
+        if not len(m):
+            continue
+        t = m[m["tied"]]
+        r = (t if len(t) else m).sort_values([by, "val_accuracy"] if len(t) else ["val_accuracy"],
+                                             ascending=[True, False] if len(t) else [False], kind="mergesort").iloc[0]
+        cost = f", {fmt.usd(r['cost_usd'])}" if fmt.num(r.get("cost_usd")) is not None else ""
+        times = fmt.num(r["seconds_total"]) / fmt.num(anchor["seconds_total"]) \
+            if fmt.num(r["seconds_total"]) and fmt.num(anchor["seconds_total"]) else None
+        rel = f" ({fmt.ratio(times)} the time of the cheapest)" if times is not None and r["config_key"] != anchor["config_key"] else ""
+        out.append(f"{r['method_label']}: {fmt.pct(r['val_accuracy'])} ({fmt.pct(r['val_accuracy_min'])} – "
+                   f"{fmt.pct(r['val_accuracy_max'])}, n={int(r['n_ok'])}), {fmt.seconds(r['seconds_total'])} in total"
+                   f"{cost}{rel}, {fmt.count(r['trainable_params'])} trainable parameters"
+                   + ("" if bool(r["tied"]) else "; below the spread of the most accurate") + ".")
+    return out
+
+
 # -- everything -----------------------------------------------------------------------------------------------
 @dataclass
 class Analysis:
@@ -802,6 +878,7 @@ class Analysis:
     strategies: pd.DataFrame | None
     target_accuracy: float
     extrapolate_rows: int
+    methods: pd.DataFrame | None = None  # freezing, LoRA and full fine-tuning, when the trials include LoRA
 
     def fit_for(self, config_key: str) -> SizeFit | None:
         """The dataset-size fit a configuration belongs to, if it was measured at two sizes or more."""
@@ -842,4 +919,5 @@ def analyse(df: pd.DataFrame, target_accuracy: float = DEFAULT_TARGET_ACCURACY,
         strategies=strategy_comparison(groups) if has else None,
         target_accuracy=target_accuracy,
         extrapolate_rows=extrapolate_rows,
+        methods=method_comparison(groups) if has else None,
     )

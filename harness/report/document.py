@@ -197,6 +197,12 @@ def section_recommendation(a: Analysis) -> Section | None:
         s.blocks.append(Para(fit.sentence(with_label=False), lead=f"Full set, {fit.label}:"))
     for note in rec.notes:
         s.blocks.append(Para(note))
+    if a.methods is not None and len(a.methods):
+        from harness.report.analysis import method_sentences
+
+        first, *per_method = method_sentences(a.methods)
+        s.blocks.append(Para(first))
+        s.blocks.append(Bullets(per_method))
     return s
 
 
@@ -573,6 +579,32 @@ def section_frozen(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
     return s
 
 
+def section_methods(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
+    mc = a.methods
+    if mc is None or not len(mc):
+        return None
+    s = Section("methods", "Freezing, LoRA and full fine-tuning")
+    if "methods" in figs:
+        s.blocks.append(Fig(figs["methods"]))
+    rows = []
+    for _, r in mc.iterrows():
+        rows.append([
+            Cell(str(r["method"])), Cell(str(r["method_label"])), c_num(r["trainable_params"], fmt.count),
+            c_num(r["val_accuracy"], fmt.pct),
+            Cell(f"{fmt.pct(r['val_accuracy_min'])} – {fmt.pct(r['val_accuracy_max'])}"),
+            Cell("yes" if bool(r["tied"]) else "no"),
+            c_num(r["seconds_total"], fmt.seconds), c_num(r["seconds_per_epoch"], fmt.seconds),
+            c_num(r["peak_mib"], fmt.mib), c_num(r["cost_usd"], fmt.usd), c_num(r["n_ok"], fmt.count),
+        ])
+    s.blocks.append(Table(["method", "configuration", "trainable parameters", "val accuracy", "range over repeats",
+                           "within the most accurate's range", "total time", "time per epoch", "peak memory", "cost",
+                           "repeats"], rows, sortable=True,
+                          caption="Medians over ok repeats. LoRA keeps every weight of the encoder frozen and trains "
+                                  "low-rank adapters in the blocks above the frozen ones, and the head; with fast, the "
+                                  "frozen blocks below run once (the cache)."))
+    return s
+
+
 def section_strategies(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
     st = a.strategies
     if st is None or not len(st):
@@ -642,6 +674,7 @@ def build(a: Analysis, runs: list[RunInfo], figs: dict[str, FigureFiles], *, tar
         section_curves(a, figs),
         section_scaling(a, figs),
         section_frozen(a, figs),
+        section_methods(a, figs),
         section_strategies(a, figs),
     ]
     return Document(title, intro, [s for s in sections if s is not None])

@@ -306,6 +306,45 @@ def strategies(a: Analysis, out: Path) -> FigureFiles | None:
     return _save(fig, out, "strategies", "lab vs fast", "Configurations that ran under both strategies.")
 
 
+METHOD_STYLE = {"head only": ("#7f7f7f", "s"), "freezing": ("#1f77b4", "o"), "LoRA": ("#ff7f0e", "D"),
+                "full fine-tuning": ("#2ca02c", "^")}
+
+
+def methods(a: Analysis, out: Path) -> FigureFiles | None:
+    """Freezing, LoRA and full fine-tuning on one accuracy-against-cost chart (time where no cost was recorded)."""
+    mc = a.methods
+    if mc is None or not len(mc):
+        return None
+    x = "cost_usd" if mc["cost_usd"].notna().all() else "seconds_total"
+    g = a.groups.set_index("config_key")
+    fig, (ax,) = _new(8, 5)
+    for method, (color, marker) in METHOD_STYLE.items():
+        m = mc[mc["method"] == method]
+        if not len(m):
+            continue
+        lo, hi = g.loc[m["config_key"], x + "_min"].to_numpy(), g.loc[m["config_key"], x + "_max"].to_numpy()
+        ax.errorbar(m[x], m["val_accuracy"], xerr=[m[x] - lo, hi - m[x]],
+                    yerr=[m["val_accuracy"] - m["val_accuracy_min"], m["val_accuracy_max"] - m["val_accuracy"]],
+                    fmt=marker, ms=7, color=color, ecolor=color, elinewidth=1, alpha=0.9, label=method, zorder=2)
+        for _, r in m.iterrows():
+            ax.annotate(_short(r["method_label"], 36), (r[x], r["val_accuracy"]), textcoords="offset points",
+                        xytext=(6, 4), fontsize=7, color=color)
+    _maybe_log(ax, mc[x].tolist())
+    if x == "cost_usd" and ax.get_xscale() != "log":
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt.usd(v)))
+    what = "cost per trial (USD)" if x == "cost_usd" else "total time per trial, loading included (s)"
+    ax.set_xlabel(what + (" — log scale" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("validation accuracy (last epoch)")
+    _pct_axis(ax)
+    ax.set_title("Freezing, LoRA and full fine-tuning: accuracy vs " + ("cost" if x == "cost_usd" else "time"))
+    fig.legend(loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    return _save(fig, out, "methods", "Freezing, LoRA and full fine-tuning",
+                 "Each point is a configuration (median over its ok repeats; bars: min to max), coloured by what "
+                 "it trains.")
+
+
 def make_all(a: Analysis, out: Path) -> dict[str, FigureFiles]:
     """Every figure the data supports, keyed by name."""
     figs: dict[str, FigureFiles] = {}
@@ -318,6 +357,7 @@ def make_all(a: Analysis, out: Path) -> dict[str, FigureFiles]:
             lambda: time_vs_size(a, out),
             lambda: frozen_depth(a, out),
             lambda: strategies(a, out),
+            lambda: methods(a, out),
         ):
             f = make()
             if f is not None:
