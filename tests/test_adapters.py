@@ -248,6 +248,11 @@ device = ["cpu"]
 """
 
 
+def test_all_frozen_with_lora_is_the_head_only_trial() -> None:
+    both = expand(parse_grid(GRID.format(train="", grid='adapter = ["none", "lora"]').replace("[1, 0]", '["all"]')))
+    assert len(both) == 1 and "adapter" not in both[0].params
+
+
 def test_no_adapter_keeps_params_and_trial_ids() -> None:
     plain = expand(parse_grid(GRID.format(train="", grid="")))
     none = expand(parse_grid(GRID.format(train='adapter = "none"', grid="")))
@@ -306,15 +311,12 @@ def test_two_epoch_run_end_to_end(tmp_path: Path) -> None:
     from harness.cli import main
 
     path = tmp_path / "grid.toml"
-    path.write_text(GRID.format(train='optimizer = "adamw"\nlearning_rate = 0.01',
-                                grid='adapter = ["none", "lora"]').replace('[1, 0]', '["all", 1, 0]'))
+    path.write_text(GRID.format(train='optimizer = "adamw"\nlearning_rate = 0.01', grid='adapter = ["none", "lora"]'))
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--no-report"]) == 0
     recs = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
-    # "all" leaves no block to adapt: all x lora is the head-only trial, run once
-    assert len(recs) == 5 and all(r["status"] == "ok" and len(r["epochs"]) == 2 for r in recs), \
+    assert len(recs) == 4 and all(r["status"] == "ok" and len(r["epochs"]) == 2 for r in recs), \
         [(r["status"], r["error"]) for r in recs]
     by = {(r["params"]["frozen_layers"], r["params"].get("adapter", "none")): r for r in recs}
-    assert [r["adapter"] for r in recs if r["params"]["frozen_layers"] == "all"] == [None]
     for frozen in (1, 0):
         plain, ad = by[(frozen, "none")], by[(frozen, "lora")]
         assert plain["adapter"] is None
@@ -331,7 +333,6 @@ def test_two_epoch_run_end_to_end(tmp_path: Path) -> None:
     assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Freezing, LoRA and full fine-tuning" in text and "Freezing, LoRA and full fine-tuning:" in text
-    for label in ("LoRA r=8 above 1 frozen blocks", "LoRA r=8 in every block", "1 blocks frozen", "full fine-tuning",
-                  "head only"):
+    for label in ("LoRA r=8 above 1 frozen blocks", "LoRA r=8 in every block", "1 blocks frozen", "full fine-tuning"):
         assert label in text, label
     assert (tmp_path / "report" / "figures" / "methods.png").exists()

@@ -94,7 +94,8 @@ def short_name(col: str) -> str:
 
 
 def label(row: Any, cols: list[str]) -> str:
-    parts = [f"{short_name(c)}={fmt.value(row[c])}" for c in cols if c in row]
+    parts = [f"{short_name(c)}={'none' if c == 'adapter' and fmt.is_missing(row[c]) else fmt.value(row[c])}"
+             for c in cols if c in row]
     return ", ".join(parts) if parts else "all trials"
 
 
@@ -811,10 +812,18 @@ def method_label(row: Any) -> str:
     return method
 
 
-def method_comparison(groups: pd.DataFrame) -> pd.DataFrame | None:
+def wilson(p: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95 % interval of an accuracy `p` measured on `n` validation rows."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def method_comparison(groups: pd.DataFrame, trials: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """Configurations by method, when the trials include LoRA: accuracy (median, min and max over repeats),
     total time, time per epoch, peak memory, cost and trainable parameters, with `tied`: whether the
-    configuration's accuracy range overlaps the most accurate configuration's (no winner among those)."""
+    configuration's accuracy interval overlaps the most accurate configuration's (no winner among those).
+    The interval spans the repeats' range and the Wilson 95 % interval of the median on the validation rows."""
     if ADAPTER not in groups.columns or FROZEN not in groups.columns:
         return None
     g = groups[(groups["n_ok"] > 0) & groups["val_accuracy"].notna()].copy()
@@ -822,11 +831,20 @@ def method_comparison(groups: pd.DataFrame) -> pd.DataFrame | None:
         return None
     g["method"] = g.apply(method_of, axis=1)
     g["method_label"] = g.apply(method_label, axis=1)
+    n_val = {} if trials is None or "n_val" not in trials.columns else \
+        pd.to_numeric(trials["n_val"], errors="coerce").groupby(trials["config_key"]).median().to_dict()
+    lo, hi = [], []
+    for _, r in g.iterrows():
+        n = n_val.get(r["config_key"])
+        w = wilson(float(r["val_accuracy"]), float(n)) if n and n == n and n > 0 else (math.inf, -math.inf)
+        lo.append(min(float(r["val_accuracy_min"]), w[0]))
+        hi.append(max(float(r["val_accuracy_max"]), w[1]))
+    g["accuracy_low"], g["accuracy_high"] = lo, hi
     best = g.sort_values("val_accuracy", ascending=False, kind="mergesort").iloc[0]
-    g["tied"] = g["val_accuracy_max"] >= best["val_accuracy_min"]
+    g["tied"] = g["accuracy_high"] >= best["accuracy_low"]
     g["_order"] = g["method"].map(METHODS.index)
     cols = ["config_key", "label", "method", "method_label", "tied", "n_ok", "val_accuracy", "val_accuracy_min",
-            "val_accuracy_max", "seconds_total", "seconds_per_epoch", "cost_usd", "trainable_params",
+            "val_accuracy_max", "accuracy_low", "accuracy_high", "seconds_total", "seconds_per_epoch", "cost_usd", "trainable_params",
             memory_column(g) or "cpu_peak_rss_mib"]
     out = g.sort_values(["_order", "seconds_total"], kind="mergesort")[[c for c in cols if c in g.columns]]
     return out.rename(columns={memory_column(g) or "cpu_peak_rss_mib": "peak_mib"}).reset_index(drop=True)
@@ -838,9 +856,9 @@ def method_sentences(mc: pd.DataFrame) -> list[str]:
     by = "cost_usd" if mc["cost_usd"].notna().all() else "seconds_total"
     tied = mc[mc["tied"]]
     anchor = tied.sort_values([by, "val_accuracy"], ascending=[True, False], kind="mergesort").iloc[0]
-    out = [f"Freezing, LoRA and full fine-tuning: {len(tied)} of {len(mc)} configurations reach accuracies within the "
-           "spread of the most accurate (ranges over repeats overlap), so none of those is named the most accurate; "
-           f"the cheapest of them is {anchor['method_label']}."]
+    out = [f"Freezing, LoRA and full fine-tuning: {len(tied)} of {len(mc)} configurations reach accuracies whose "
+           "interval (range over repeats and Wilson 95 % on the validation rows) overlaps the most accurate's, so "
+           f"none of those is named the most accurate; the cheapest of them is {anchor['method_label']}."]
     for method in METHODS:
         m = mc[mc["method"] == method]
         if not len(m):
@@ -852,10 +870,10 @@ def method_sentences(mc: pd.DataFrame) -> list[str]:
         times = fmt.num(r["seconds_total"]) / fmt.num(anchor["seconds_total"]) \
             if fmt.num(r["seconds_total"]) and fmt.num(anchor["seconds_total"]) else None
         rel = f" ({fmt.ratio(times)} the time of the cheapest)" if times is not None and r["config_key"] != anchor["config_key"] else ""
-        out.append(f"{r['method_label']}: {fmt.pct(r['val_accuracy'])} ({fmt.pct(r['val_accuracy_min'])} – "
-                   f"{fmt.pct(r['val_accuracy_max'])}, n={int(r['n_ok'])}), {fmt.seconds(r['seconds_total'])} in total"
+        out.append(f"{r['method_label']}: {fmt.pct(r['val_accuracy'])} ({fmt.pct(r['accuracy_low'])} – "
+                   f"{fmt.pct(r['accuracy_high'])}, {int(r['n_ok'])} repeats), {fmt.seconds(r['seconds_total'])} in total"
                    f"{cost}{rel}, {fmt.count(r['trainable_params'])} trainable parameters"
-                   + ("" if bool(r["tied"]) else "; below the spread of the most accurate") + ".")
+                   + ("" if bool(r["tied"]) else "; below the most accurate's interval") + ".")
     return out
 
 
@@ -919,5 +937,5 @@ def analyse(df: pd.DataFrame, target_accuracy: float = DEFAULT_TARGET_ACCURACY,
         strategies=strategy_comparison(groups) if has else None,
         target_accuracy=target_accuracy,
         extrapolate_rows=extrapolate_rows,
-        methods=method_comparison(groups) if has else None,
+        methods=method_comparison(groups, trials) if has else None,
     )

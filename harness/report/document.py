@@ -591,15 +591,16 @@ def section_methods(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None
         rows.append([
             Cell(str(r["method"])), Cell(str(r["method_label"])), c_num(r["trainable_params"], fmt.count),
             c_num(r["val_accuracy"], fmt.pct),
-            Cell(f"{fmt.pct(r['val_accuracy_min'])} – {fmt.pct(r['val_accuracy_max'])}"),
+            Cell(f"{fmt.pct(r['accuracy_low'])} – {fmt.pct(r['accuracy_high'])}"),
             Cell("yes" if bool(r["tied"]) else "no"),
             c_num(r["seconds_total"], fmt.seconds), c_num(r["seconds_per_epoch"], fmt.seconds),
             c_num(r["peak_mib"], fmt.mib), c_num(r["cost_usd"], fmt.usd), c_num(r["n_ok"], fmt.count),
         ])
-    s.blocks.append(Table(["method", "configuration", "trainable parameters", "val accuracy", "range over repeats",
-                           "within the most accurate's range", "total time", "time per epoch", "peak memory", "cost",
+    s.blocks.append(Table(["method", "configuration", "trainable parameters", "val accuracy", "interval",
+                           "overlaps the most accurate's", "total time", "time per epoch", "peak memory", "cost",
                            "repeats"], rows, sortable=True,
-                          caption="Medians over ok repeats. LoRA keeps every weight of the encoder frozen and trains "
+                          caption="Medians over ok repeats; interval: the range over repeats widened by the Wilson "
+                                  "95 % interval on the validation rows. LoRA keeps every weight of the encoder frozen and trains "
                                   "low-rank adapters in the blocks above the frozen ones, and the head; with fast, the "
                                   "frozen blocks below run once (the cache)."))
     return s

@@ -324,7 +324,7 @@ def methods(a: Analysis, out: Path) -> FigureFiles | None:
             continue
         lo, hi = g.loc[m["config_key"], x + "_min"].to_numpy(), g.loc[m["config_key"], x + "_max"].to_numpy()
         ax.errorbar(m[x], m["val_accuracy"], xerr=[m[x] - lo, hi - m[x]],
-                    yerr=[m["val_accuracy"] - m["val_accuracy_min"], m["val_accuracy_max"] - m["val_accuracy"]],
+                    yerr=[m["val_accuracy"] - m["accuracy_low"], m["accuracy_high"] - m["val_accuracy"]],
                     fmt=marker, ms=7, color=color, ecolor=color, elinewidth=1, alpha=0.9, label=method, zorder=2)
         for _, r in m.iterrows():
             ax.annotate(_short(r["method_label"], 36), (r[x], r["val_accuracy"]), textcoords="offset points",
@@ -341,8 +341,9 @@ def methods(a: Analysis, out: Path) -> FigureFiles | None:
     ax.set_title("Freezing, LoRA and full fine-tuning: accuracy vs " + ("cost" if x == "cost_usd" else "time"))
     fig.legend(loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     return _save(fig, out, "methods", "Freezing, LoRA and full fine-tuning",
-                 "Each point is a configuration (median over its ok repeats; bars: min to max), coloured by what "
-                 "it trains.")
+                 "Each point is a configuration (median over its ok repeats), coloured by what it trains; bars: "
+                 "accuracy over the range of repeats widened by the Wilson 95 % interval on the validation rows, "
+                 "cost or time from the fastest to the slowest repeat.")
 
 
 def make_all(a: Analysis, out: Path) -> dict[str, FigureFiles]:
