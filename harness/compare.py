@@ -248,6 +248,8 @@ class Side:
     low: Optional[float] = None
     high: Optional[float] = None
     values: list[float] = field(default_factory=list)
+    interval: Optional[tuple[float, float]] = None  # accuracy: 95 % interval (validation rows, repeats)
+    se: Optional[float] = None  # accuracy: standard error of the mean
 
 
 @dataclass
@@ -317,7 +319,16 @@ def _side(records: list[dict[str, Any]], metric: Metric) -> Side:
     values = [v for v in (metric.get(r) for r in records) if v is not None]
     if not values:
         return Side(None, 0)
-    return Side(statistics.median(values), len(values), min(values), max(values), values)
+    side = Side(statistics.median(values), len(values), min(values), max(values), values)
+    if metric.gate == "accuracy":
+        from harness.report.forecast import accuracy_interval
+
+        pairs = [(metric.get(r), _as_number(r.get("n_val"))) for r in records]
+        pairs = [(v, n) for v, n in pairs if v is not None]
+        iv = accuracy_interval([v for v, _ in pairs], [n for _, n in pairs])
+        if iv is not None and (iv.n_val is not None or iv.n_repeats > 1):
+            side.interval, side.se = (iv.lo, iv.hi), iv.se
+    return side
 
 
 def _trial_ref(side: str, label: str, rec: dict[str, Any]) -> TrialRef:
@@ -385,6 +396,10 @@ def _compare_metric(config: str, metric: Metric, base: Side, new: Side, gating: 
     else:
         row.verdict = "ok"
 
+    if metric.gate == "accuracy" and base.se is not None and new.se is not None and row.verdict != "ok":
+        # The gate stays the threshold's; the note says when the difference is within the validation noise.
+        if abs(new.value - base.value) <= 1.959964 * math.hypot(base.se, new.se):
+            row.note = "within noise (95 %): more validation rows or repeats would tell"
     if base.n > 1 or new.n > 1:
         row.within_spread = (
             base.low <= new.value <= base.high  # type: ignore[operator]
@@ -493,6 +508,7 @@ def compare_runs(
                     result.reasons.append(
                         f"{label}: {m.label} dropped by {b.value - n.value:.4f} "  # type: ignore[operator]
                         f"({b.value:.4f} -> {n.value:.4f}; limit {th.max_accuracy_drop:.4f})"
+                        + (f"; {row.note}" if row.note else "")
                     )
                 else:
                     kind = "memory growth" if m.gate == "memory" else "slowdown"
@@ -528,6 +544,8 @@ def _side_text(side: Side, row: Row) -> str:
         lo = _fmt_num(side.low, row).removesuffix(f" {row.unit}")
         hi = _fmt_num(side.high, row).removesuffix(f" {row.unit}")
         text += f"\nmedian of {side.n}, " + (f"{lo}–{hi}" if side.low != side.high else "all equal")
+    if side.interval is not None:
+        text += f"\n95 % [{side.interval[0]:.4f}, {side.interval[1]:.4f}]"
     return text
 
 

@@ -365,6 +365,9 @@ class ReportSection(Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
     target_accuracy: float = Field(0.8, ge=0.0, le=1.0)
     extrapolate_rows: int = Field(56_000, ge=1, le=MAX_ROWS)
+    # What a budget buys (docs/forecast.md): hours of one trial on this machine and/or dollars.
+    budget_hours: Optional[float] = Field(None, gt=0.0, le=1e6)
+    budget_usd: Optional[float] = Field(None, gt=0.0, le=1e9)
 
 
 class GridFile(Strict):
