@@ -928,6 +928,14 @@ def _cost_line(g: pd.DataFrame) -> fc.Cost | None:
     return fc.Cost(fixed_s=max(float(intercept), 0.0), per_row_s=float(slope), usd_per_s=cps, source="measured")
 
 
+BOOT_FITS = 1200  # refits a whole report may spend on bootstraps (about 10 ms each on one free core)
+
+
+def _boot_share(n_curves: int) -> int:
+    """Bootstrap size per curve: the full N_BOOT for a few curves, fewer (at least 30) for a big grid."""
+    return max(30, min(fc.N_BOOT, BOOT_FITS // max(n_curves, 1)))
+
+
 def data_forecasts(trials: pd.DataFrame, extrapolate_rows: int, target: float, repeats: int = 1) -> list[DataForecast]:
     """A learning curve in rows for each group of configurations measured at two sizes or more (two sizes say
     "too few points"), predicting at `extrapolate_rows`, 2x and 4x the largest size."""
@@ -940,10 +948,12 @@ def data_forecasts(trials: pd.DataFrame, extrapolate_rows: int, target: float, r
     label_cols = label_columns(d, exclude=(SIZE,))
     d = d.assign(_g=d.apply(lambda r: _group_id(r, cols), axis=1))
     out = []
+    n_curves = sum(1 for _, g in d.groupby("_g", sort=False) if g[SIZE].nunique() >= fc.MIN_SIZES)
+    n_boot = _boot_share(n_curves)
     for _, g in d.groupby("_g", sort=False):
         if g[SIZE].nunique() < 2:
             continue
-        fit = fc.fit_data_curve(g, [extrapolate_rows], repeats=repeats)
+        fit = fc.fit_data_curve(g, [extrapolate_rows], repeats=repeats, n_boot=n_boot)
         f = DataForecast(label=label(g.iloc[0], label_cols) if label_cols else "all trials",
                          config_keys=sorted({str(k) for k in g["config_key"]}), fit=fit, cost=_cost_line(g))
         if fit.status == "fitted":
@@ -969,13 +979,14 @@ def epoch_forecasts(trials: pd.DataFrame, groups: pd.DataFrame) -> list[EpochFor
     out = []
     if not len(trials) or not len(groups):
         return out
+    n_boot = _boot_share(int((pd.to_numeric(groups["n_epochs_done"], errors="coerce") >= fc.MIN_EPOCHS).sum()))
     for _, row in groups.iterrows():
         ok = trials[(trials["config_key"] == row["config_key"]) & (trials["status"] == "ok")]
         if not len(ok):
             continue
         logs = [parse_epochs(v) for v in ok["epoch_log"]]
         n_val = pd.to_numeric(ok["n_val"], errors="coerce").tolist() if "n_val" in ok.columns else []
-        f = fc.fit_epoch_curve(logs, n_val)
+        f = fc.fit_epoch_curve(logs, n_val, n_boot=n_boot)
         spe = fmt.num(row["seconds_per_epoch"])
         extra_s = spe * f.epochs_run if spe is not None and f.epochs_run else None
         cps = _median(pd.to_numeric(ok["cost_usd"], errors="coerce") / pd.to_numeric(ok["seconds_total"], errors="coerce"))

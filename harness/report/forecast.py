@@ -31,7 +31,7 @@ from scipy import optimize, stats
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile: intervals on measured accuracies
 LEVEL = 0.8  # forecasts: the central 80 % of the bootstrap (10th to 90th percentile)
-N_BOOT = 200
+N_BOOT = 100
 MIN_SIZES = 3  # a three-parameter law through fewer sizes is not a fit
 MIN_EPOCHS = 4
 SCHEMA_VERSION = 1
@@ -132,6 +132,11 @@ def power_law(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
     return a + b * np.power(x, -c)
 
 
+def _power_law_jac(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    xc = np.power(x, -c)
+    return np.column_stack([np.ones_like(x), xc, -b * xc * np.log(x)])
+
+
 BOUNDS = ([0.0, 0.0, 0.01], [1.0, 2.0, 3.0])
 
 
@@ -153,7 +158,7 @@ def fit_power_law(x: np.ndarray, err: np.ndarray, sigma: np.ndarray | None = Non
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 params, cov = optimize.curve_fit(power_law, x, err, p0=p0, sigma=sigma, absolute_sigma=True,
-                                                 bounds=BOUNDS, max_nfev=2000)
+                                                 bounds=BOUNDS, max_nfev=2000, jac=_power_law_jac)
         except (RuntimeError, ValueError, optimize.OptimizeWarning):
             continue
         resid = (power_law(x, *params) - err) / (sigma if sigma is not None else 1.0)
@@ -321,39 +326,43 @@ def fit_curve(x: Sequence[float], accuracy: Sequence[float], n_val: Sequence[flo
 def _bootstrap(d: pd.DataFrame, x0: float, n_boot: int, seed: int, start: np.ndarray) -> np.ndarray:
     """Refits on resampled data. With `group` (epochs): whole trials drawn with replacement, or, for one trial,
     each epoch's accuracy redrawn from its binomial. Without (rows): at each size, the trials drawn with
-    replacement where there are two or more, a lone trial's accuracy redrawn from its binomial."""
+    replacement where there are two or more, then each one's accuracy redrawn from its binomial (three seeds
+    resampled alone understate the spread: on synthetic curves 6 of 12 80 % intervals covered the truth)."""
     rng = np.random.default_rng(seed)
     out = []
-    by_group = "group" in d.columns and d["group"].nunique() > 1
-    sizes = sorted(d["x"].unique())
+    if "group" in d.columns and d["group"].nunique() > 1:
+        names = d["group"].unique()
+        by = {g: d[d["group"] == g] for g in names}
+        for _ in range(n_boot):
+            sample = pd.concat([by[g] for g in rng.choice(names, size=len(names), replace=True)], ignore_index=True)
+            xs, errs, ses = _fit_means(sample, x0)
+            res = fit_power_law(xs, errs, ses, start=start) if len(xs) >= 3 else None
+            if res is not None:
+                out.append(res[0])
+        return np.array(out) if out else np.array([start])
+    cells = []
+    for x, g in d.groupby("x", sort=True):
+        cells.append((x / x0, g["acc"].to_numpy(float), g["n_val"].fillna(0).to_numpy(float),
+                      "group" not in d.columns and len(g) > 1))
+    xs = np.array([c[0] for c in cells])
     for _ in range(n_boot):
-        if by_group:
-            names = d["group"].unique()
-            pick = rng.choice(names, size=len(names), replace=True)
-            sample = pd.concat([d[d["group"] == g] for g in pick], ignore_index=True)
-        else:
-            parts = []
-            for s in sizes:
-                g = d[d["x"] == s]
-                if len(g) > 1 and "group" not in d.columns:
-                    parts.append(g.iloc[rng.integers(0, len(g), len(g))])
-                else:
-                    g = g.copy()
-                    n = g["n_val"].fillna(0).to_numpy(float)
-                    p = g["acc"].to_numpy(float)
-                    drawn = np.where(n > 0, rng.binomial(np.maximum(n, 1).astype(int), np.clip(p, 0, 1)) / np.maximum(n, 1), p)
-                    g["acc"] = drawn
-                    parts.append(g)
-            sample = pd.concat(parts, ignore_index=True)
-        xs, errs, ses = _fit_means(sample, x0)
-        if len(xs) < 3:
-            continue
-        res = fit_power_law(xs, errs, ses, start=start)
+        errs, ses = [], []
+        for _, acc, n, resample in cells:
+            if resample:
+                idx = rng.integers(0, len(acc), len(acc))
+                acc, n = acc[idx], n[idx]
+            safe = np.maximum(n, 1)
+            acc = np.where(n > 0, rng.binomial(safe.astype(int), np.clip(acc, 0, 1)) / safe, acc)
+            p = float(acc.mean())
+            total = float(n.sum())
+            se_b = math.sqrt(max(p * (1 - p), 0.25 / total) / total) if total else 0.05
+            se_t = float(acc.std(ddof=1)) / math.sqrt(len(acc)) if len(acc) > 1 else 0.0
+            errs.append(1 - p)
+            ses.append(max(se_b, se_t, 1e-3))
+        res = fit_power_law(xs, np.array(errs), np.array(ses), start=start)
         if res is not None:
             out.append(res[0])
-    if not out:
-        return np.array([start])
-    return np.array(out)
+    return np.array(out) if out else np.array([start])
 
 
 # -- data: accuracy against rows -------------------------------------------------------------------------------
