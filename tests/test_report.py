@@ -420,7 +420,8 @@ def test_print_summary_no_markup(report_one):
     print_summary(report_one, Console(file=out, width=300, color_system=None))
     text = out.getvalue()
     assert "Cheapest reaching 80.0 %: rows=800, batch=32, frozen=0, strategy=fast" in text
-    assert "Most accurate: rows=800, batch=32, frozen=0, strategy=lab" in text
+    # 20-80 validation rows per trial: the most accurate configurations are within noise of each other
+    assert "Most accurate: no winner, " in text and "within noise (95 %) of" in text
 
 
 CHROMIUM = Path("/usr/bin/chromium")
