@@ -63,9 +63,28 @@ def perf_env() -> dict[str, str]:
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith(PERF_ENV_PREFIXES)}
 
 
-def collect() -> dict[str, Any]:
-    from .core.trial import cpu_name
+def offline() -> None:
+    """No hub at trial time (the trial's child, preflight): models and data come from local files or package
+    folders, and nothing prints progress bars or warnings over the run's own lines."""
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(key, value)
 
+
+def cpu_name() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return name
+
+
+def collect() -> dict[str, Any]:
     info: dict[str, Any] = {
         "created_at": datetime.now(timezone.utc).isoformat(),
         "host": socket.gethostname(),

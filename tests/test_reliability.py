@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from grid_helpers import tiny_csv, tiny_grid
 from harness.cli import main
 from harness.config import load_grid
-from harness.core.trial import empty_record, now_iso
+from harness.record import TrialRecord, now_iso
 from harness.grid import Trial, expand
 from harness.store import REJECTED, TRIALS, RunStore, StoreError, default_run_dir, safe_name
 
@@ -45,7 +45,7 @@ def lines_of(path: Path) -> list[dict[str, Any]]:
 
 
 def fake_record(trial: Trial, status: str = "ok") -> dict[str, Any]:
-    rec = empty_record(trial)
+    rec = TrialRecord.empty(trial).dump()
     rec["status"] = status
     rec["finished_at"] = now_iso()
     rec["seconds_total"] = 1.0

@@ -15,7 +15,7 @@ import torch
 from harness.config import STRATEGIES, parse_grid
 from harness.core import train as T
 from harness.core.data import Encoded
-from harness.core.trial import run_trial
+from harness.trial import run_trial
 from harness.grid import expand, resolve
 
 

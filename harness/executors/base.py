@@ -5,10 +5,11 @@ An executor never touches the core or the store: it gets plain trials and hands 
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Protocol
 
 from ..grid import Trial
+from ..meters.cost import annotate_cost
+from ..record import Oom, TrialRecord, load_record, now_iso
 
 
 class Events(Protocol):
@@ -25,29 +26,25 @@ class Executor(Protocol):
     def stop(self) -> None: ...
 
 
-def finish_abnormal(trial: Trial, snapshot: dict[str, Any] | None, status: str, reason: str,
+def finish_abnormal(trial: Trial, snapshot: TrialRecord | dict[str, Any] | None, status: str, reason: str,
                     phase: str | None, epoch: int | None) -> dict[str, Any]:
     """Complete the last snapshot of a trial whose child could not finish its own record."""
-    from ..core.trial import empty_record, now_iso
-
-    rec = copy.deepcopy(snapshot) if snapshot is not None else empty_record(trial)
-    rec["status"] = status
-    rec["error"] = reason
-    rec["finished_at"] = now_iso()
+    if snapshot is None:
+        rec = TrialRecord.empty(trial)
+    else:
+        rec = load_record(snapshot.dump() if isinstance(snapshot, TrialRecord) else snapshot)
+    rec.status, rec.error, rec.finished_at = status, reason, now_iso()  # type: ignore[assignment]
     if status == "oom":
-        rec["oom"] = {"phase": phase, "epoch": epoch}
-    from ..meters.cost import annotate_cost
-
+        rec.oom = Oom(phase=phase, epoch=epoch)
     annotate_cost(rec, trial)  # the device time spent until the end, at the trial's price
     # The child never reached its end-of-trial figures: each null says why, as every null in a record must.
-    if rec.get("flops") is None and not rec.get("mfu_note"):
-        rec["mfu_note"] = f"FLOPs not counted: the child was stopped ({status}) before the end-of-trial count"
-    if not rec.get("memory_note"):
-        rec["memory_note"] = ("memory: the child was stopped before it sent any reading"
-                              if not any(v is not None for v in (rec.get("memory") or {}).values())
-                              else "memory: the child's last heartbeat before it was stopped")
-    if not rec.get("energy_note"):
-        rec["energy_note"] = "energy: the child was stopped before it sent any reading"
-    rec.setdefault("notes", []).append(
-        f"record completed by the parent from the child's last snapshot (phase {phase}, epoch {epoch})")
-    return rec
+    if rec.flops is None and not rec.mfu_note:
+        rec.mfu_note = f"FLOPs not counted: the child was stopped ({status}) before the end-of-trial count"
+    if not rec.memory_note:
+        measured = any(v is not None for v in rec.memory.model_dump().values())
+        rec.memory_note = ("memory: the child's last heartbeat before it was stopped" if measured
+                           else "memory: the child was stopped before it sent any reading")
+    if not rec.energy_note:
+        rec.energy_note = "energy: the child was stopped before it sent any reading"
+    rec.note(f"record completed by the parent from the child's last snapshot (phase {phase}, epoch {epoch})")
+    return rec.dump()

@@ -18,8 +18,14 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Iterable
 
+from ..env import offline
 from ..grid import Trial
+from ..record import (
+    BudgetEvent, BudgetExceededEvent, EpochEvent, HeartbeatEvent, PhaseEvent, RecordEvent, SnapshotEvent, TrialRecord,
+    load_record, now_iso, parse_event,
+)
 from .base import Events, finish_abnormal
+from .budget import Prepared, apply_budgets, prepare
 
 SPAWN = mp.get_context("spawn")
 
@@ -44,12 +50,8 @@ def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: dict[str, 
     # The parent handles Ctrl-C for the whole grid; a child must not die half-way through a write on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from ..core.budget import apply_budgets
-    from ..core.trial import run_trial
+    offline()
+    from ..trial import run_trial  # torch and the core: in the child only
 
     trial = Trial.from_dict(trial_dict)
     lock = threading.Lock()
@@ -61,18 +63,17 @@ def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: dict[str, 
             except (BrokenPipeError, OSError):
                 pass
 
-    try:  # `budget`: the cgroup the parent made for this child (core/budget.py), joined here
-        emit({"type": "budget", "memory_budget": apply_budgets(trial, report=emit, prepared=budget)})
+    try:  # `budget`: the cgroup the parent made for this child (budget.py), joined here
+        applied = apply_budgets(trial, report=emit, prepared=budget)
+        emit(BudgetEvent(memory_budget=applied.describe()).dump())
     except Exception as exc:  # a budget that cannot be enforced as asked: an error record, not a crash
-        from ..core.trial import empty_record, now_iso
-
-        record = empty_record(trial)
-        record.update(error=f"memory budget not applied: {exc}", finished_at=now_iso())
-        emit({"type": "record", "record": record})
+        record = TrialRecord.empty(trial)
+        record.error, record.finished_at = f"memory budget not applied: {exc}", now_iso()
+        emit(RecordEvent(record=record.dump()).dump())
         conn.close()
         return
-    record = run_trial(trial, emit)
-    emit({"type": "record", "record": record})
+    record = run_trial(trial, emit, budget=applied.describe(), rss_observers=applied.rss_observers())
+    emit(RecordEvent(record=record).dump())
     conn.close()
 
 
@@ -82,16 +83,16 @@ class ChildRun:
     def __init__(self, trial: Trial, on_event: Callable[[Trial, dict[str, Any]], None] | None = None):
         self.trial = trial
         self.on_event = on_event
-        self.snapshot: dict[str, Any] | None = None
+        self.snapshot: TrialRecord | None = None
         self.phase: str | None = "start"
         self.epoch: int | None = None
         self.process: Any = None
-        self.budget: Any = None  # core.budget.Prepared: the child's cgroup, removed in close()
+        self.budget: Prepared | None = None  # the child's cgroup, removed in close()
         self.budget_reason: str | None = None  # the CPU-budget watchdog's report, if it killed the child
-        self.last_heartbeat: dict[str, Any] | None = None
+        self.last_heartbeat: HeartbeatEvent | None = None
         self.budget_info: dict[str, Any] = {}  # how the child enforces its budgets ("budget" event)
         self.stopped = False  # killed by the executor's stop() (a SIGINT/SIGTERM of the grid)
-        self.epochs: list[dict[str, Any]] = []  # every finished epoch, from the child's "epoch" events
+        self.epochs: list[dict[str, Any]] = []  # every finished epoch, from the child's epoch events
 
     def start(self) -> None:
         parent_conn, child_conn = SPAWN.Pipe(duplex=False)
@@ -119,35 +120,33 @@ class ChildRun:
             if not ready:
                 continue
             try:
-                event = self.conn.recv()
+                raw = self.conn.recv()
             except Exception:  # EOF, or a message cut short by the child's death
                 return self._child_gone()
-            if not isinstance(event, dict):
-                continue
-            kind = event.get("type")
-            if kind == "record":
+            event = parse_event(raw)
+            if isinstance(event, RecordEvent):
                 self.process.join(timeout=30)
                 if self.process.is_alive():
                     self.kill()
-                return event["record"]
-            if kind == "snapshot":
-                self.snapshot = event["record"]
-                self._merge(self.last_heartbeat or {})
-            if kind == "heartbeat":
+                return event.record
+            if isinstance(event, SnapshotEvent):
+                self.snapshot = load_record(event.record)
+                self._merge(self.last_heartbeat)
+            elif isinstance(event, HeartbeatEvent):
                 self.last_heartbeat = event
                 self._merge(event)
-            if kind == "budget":
-                self.budget_info = event.get("memory_budget") or {}
-                self._merge({})
-            if kind == "budget_exceeded":
-                self.budget_reason = event.get("reason")
-                self._merge({"memory": {"cpu_peak_rss_mib": round(event.get("rss_bytes", 0) / 2**20, 1)}})
-            if kind == "epoch":
-                self.epochs.append({k: v for k, v in event.items() if k != "type"})
-            if kind == "phase":
-                self.phase, self.epoch = event.get("phase"), event.get("epoch")
-            if self.on_event is not None:
-                self.on_event(self.trial, event)
+            elif isinstance(event, BudgetEvent):
+                self.budget_info = event.memory_budget
+                self._merge(None)
+            elif isinstance(event, BudgetExceededEvent):
+                self.budget_reason = event.reason
+                self._merge(HeartbeatEvent(memory={"cpu_peak_rss_mib": round(event.rss_bytes / 2**20, 1)}))
+            elif isinstance(event, EpochEvent):
+                self.epochs.append(event.model_dump(exclude={"type"}))
+            elif isinstance(event, PhaseEvent):
+                self.phase, self.epoch = event.phase, event.epoch
+            if event is not None and self.on_event is not None:
+                self.on_event(self.trial, raw)
 
     def _child_gone(self) -> dict[str, Any]:
         self.process.join(timeout=10)
@@ -162,29 +161,25 @@ class ChildRun:
     def _abnormal(self, status: str, reason: str) -> dict[str, Any]:
         """The last snapshot completed by the parent, with every epoch the child reported finishing (an epoch
         that ended just before the kill may be in an "epoch" event but not yet in a snapshot)."""
-        rec = finish_abnormal(self.trial, self.snapshot, status, reason, self.phase, self.epoch)
-        if len(self.epochs) > len(rec.get("epochs") or []):
-            rec["epochs"] = [dict(e) for e in self.epochs]
-        return rec
+        if self.epochs and len(self.epochs) > len(self.snapshot.epochs if self.snapshot else []):
+            base = self.snapshot or TrialRecord.empty(self.trial)
+            self.snapshot = load_record({**base.dump(), "epochs": self.epochs})
+        return finish_abnormal(self.trial, self.snapshot, status, reason, self.phase, self.epoch)
 
     def _budget_for_child(self) -> dict[str, Any] | None:
-        from ..core.budget import prepare
-
         self.budget = prepare(self.trial)
         return self.budget.for_child()
 
-    def _merge(self, heartbeat: dict[str, Any]) -> None:
+    def _merge(self, heartbeat: HeartbeatEvent | None) -> None:
         """Fold the child's latest memory (and energy, time) into the snapshot the parent would complete."""
-        from ..core.trial import empty_record
-        from ..meters.record import merge_heartbeat
-
         if self.snapshot is None:
-            self.snapshot = empty_record(self.trial)
-        merge_heartbeat(self.snapshot, heartbeat)
+            self.snapshot = TrialRecord.empty(self.trial)
+        if heartbeat is not None:
+            self.snapshot.merge_heartbeat(heartbeat)
+            if heartbeat.phase is not None:
+                self.phase, self.epoch = heartbeat.phase, heartbeat.epoch
         if self.budget_info:
-            self.snapshot["memory_budget"] = {**(self.snapshot.get("memory_budget") or {}), **self.budget_info}
-        if heartbeat.get("phase") is not None:
-            self.phase, self.epoch = heartbeat["phase"], heartbeat.get("epoch")
+            self.snapshot.memory_budget = self.snapshot.memory_budget.model_copy(update=self.budget_info)
 
     def _sigkill_reason(self) -> str:
         if self.budget_reason:

@@ -49,6 +49,7 @@ import sys
 from typing import Any, Iterable, Iterator
 
 from ..grid import Trial
+from ..record import PhaseEvent, SnapshotEvent, WorkerEvent, load_record, one_line, parse_event
 from .base import Events, finish_abnormal
 
 INSTALL_HINT = 'the Ray executor needs Ray: pip install "harness[ray]" (or pip install "ray[default]")'
@@ -160,23 +161,22 @@ def trial_task(trial_dict: dict[str, Any], sink: Any) -> dict[str, Any]:
         except Exception:  # the driver's node is gone: the record still comes back as the result
             pass
 
-    send({"type": "worker", "host": socket.gethostname(), **where})
+    send(WorkerEvent(host=socket.gethostname(), **where).dump())
     run_as = _for_this_worker(trial)
     run = ChildRun(run_as, lambda _trial, event: send(event))
     try:
         with _bare_main():
             run.start()
-        record = run.wait()
+        record = load_record(run.wait())
     finally:
         run.close()
     if run_as is not trial:
-        record["params"] = trial.params
-        record.setdefault("notes", []).append(
-            f"device {trial.params['device']} ran as the GPU Ray assigned to the task (gpu_ids {where['gpu_ids']})")
-    record["ray"] = where
+        record.params = trial.params
+        record.note(f"device {trial.params['device']} ran as the GPU Ray assigned to the task (gpu_ids {where['gpu_ids']})")
+    record.ray = where
     if last[0] is not None:  # calls from one caller run in order: the last one done means all are
         ray.wait([last[0]], timeout=FLUSH_S)
-    return record
+    return record.dump()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,11 +192,6 @@ class _Watch:
     phase: str | None = "start"
     epoch: int | None = None
     where: dict[str, Any] | None = None
-
-
-def _one_line(exc: BaseException, limit: int = 400) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
 
 
 class RayExecutor:
@@ -314,13 +309,13 @@ class RayExecutor:
             watch = watches.get(trial_id)
             if watch is None:
                 continue
-            kind = event.get("type")
-            if kind == "worker":
+            typed = parse_event(event)
+            if isinstance(typed, WorkerEvent):
                 watch.where = {k: event.get(k) for k in ("host", "node_id", "node_ip", "worker_pid", "gpu_ids")}
-            elif kind == "snapshot":
-                watch.snapshot = event.get("record")
-            elif kind == "phase":
-                watch.phase, watch.epoch = event.get("phase"), event.get("epoch")
+            elif isinstance(typed, SnapshotEvent):
+                watch.snapshot = typed.record
+            elif isinstance(typed, PhaseEvent):
+                watch.phase, watch.epoch = typed.phase, typed.epoch
             if not watch.started:
                 watch.started = True
                 events.trial_started(watch.trial)
@@ -337,18 +332,18 @@ class RayExecutor:
         except rex.TaskCancelledError:
             return None
         except rex.OutOfMemoryError as exc:
-            record = self._abnormal(watch, "oom", f"killed by Ray's memory monitor ({_one_line(exc, 300)})")
+            record = self._abnormal(watch, "oom", f"killed by Ray's memory monitor ({one_line(exc, 300)})")
         except rex.RayError as exc:
             what = {"WorkerCrashedError": "the Ray worker running the trial died",
                     "NodeDiedError": "the node running the trial died",
                     "LocalRayletDiedError": "the node running the trial died"}.get(type(exc).__name__,
                                                                                    "the Ray task failed")
             cause = getattr(exc, "cause", None) if isinstance(exc, rex.RayTaskError) else None
-            detail = _one_line(cause) if isinstance(cause, BaseException) else _one_line(exc)
+            detail = one_line(cause, 400) if isinstance(cause, BaseException) else one_line(exc, 400)
             record = self._abnormal(watch, "error", f"{what} ({detail}); --resume runs it again")
             record["retry_on_resume"] = True
         record["params"] = watch.trial.params
-        return record
+        return load_record(record).dump()
 
     def _abnormal(self, watch: _Watch, status: str, reason: str) -> dict[str, Any]:
         where = watch.where or {}
@@ -357,7 +352,7 @@ class RayExecutor:
             reason = f"{reason} [on {on}]"
         record = finish_abnormal(watch.trial, watch.snapshot, status, reason, watch.phase, watch.epoch)
         if watch.snapshot is None:
-            # empty_record() filled in the driver's host name; the trial did not run here.
+            # TrialRecord.empty() filled in the driver's host name; the trial did not run here.
             record["host"] = where.get("host")
         if where:
             record["ray"] = {k: where.get(k) for k in ("node_id", "node_ip", "worker_pid", "gpu_ids")}
