@@ -7,7 +7,6 @@ runs, OOM, timeouts, errors): a missing figure is NaN / None, never an exception
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,10 +15,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness.record import REPEAT_KEYS, config_id, finite
 from harness.store import TRIALS, StoreError, read_records
 
-# Settings that differ between repeats of one configuration and so are not part of it.
-SEED_KEYS = frozenset({"seed", "data_seed"})
+SEED_KEYS = REPEAT_KEYS  # settings that tell the repeats of one configuration apart (record.py says why)
 
 ID_COLUMNS = ["run_name", "run_dir", "trial_id", "index", "repeat", "kind", "status", "config_key"]
 
@@ -91,11 +90,7 @@ def param_column_name(key: str) -> str:
     return f"param.{key}" if key in RESERVED else key
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+_num = finite
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -121,13 +116,6 @@ def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def config_key(params: dict[str, Any]) -> str:
-    """A short stable id of a configuration: every setting except the seeds."""
-    body = {k: v for k, v in params.items() if k not in SEED_KEYS}
-    text = json.dumps(body, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
 
 
 def _last(values: list[float | None]) -> float | None:
@@ -164,7 +152,7 @@ def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) ->
         "repeat": _num(rec.get("repeat")),
         "kind": _text(rec.get("kind")),  # "train", or "probe" for a step of the largest-batch search
         "status": str(rec.get("status")),
-        "config_key": config_key(params),
+        "config_key": config_id(params),
     }
     for key, value in _flatten(params).items():
         row[param_column_name(key)] = value
