@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from harness.record import REPEAT_KEYS, configuration, finite
+from harness.record import REPEAT_KEYS, finite
 from harness.record import config_key as _config_key
 from harness.store import SCHEMA_VERSION, StoreError, read_env, read_records
 
@@ -105,11 +105,6 @@ class Thresholds:
 # --------------------------------------------------------------------------------------------------
 # Configurations (shared with harness.export)
 # --------------------------------------------------------------------------------------------------
-def config_params(record: dict[str, Any], ignore: Iterable[str] = ()) -> dict[str, Any]:
-    """A record's settings without the volatile keys (and without `ignore`)."""
-    return configuration(record.get("params"), ignore)
-
-
 def config_key(record: dict[str, Any], ignore: Iterable[str] = ()) -> str:
     """A canonical string for a record's configuration: equal for the repeats of one configuration."""
     return _config_key(record.get("params"), ignore)

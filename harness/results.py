@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from harness.record import REPEAT_KEYS, config_id, finite
+from harness.record import REPEAT_KEYS, MiB, config_id, finite
 from harness.store import TRIALS, StoreError, read_records
 
 SEED_KEYS = REPEAT_KEYS  # settings that tell the repeats of one configuration apart (record.py says why)
@@ -77,7 +77,6 @@ TEXT_COLUMNS = [
     "started_at", "finished_at", "memory_note", "energy_note", "cost_note", "mfu_note", "phases", "epoch_log",
 ]
 
-_MIB = 1024.0 * 1024.0
 
 
 def param_columns(df: pd.DataFrame) -> list[str]:
@@ -142,7 +141,7 @@ def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) ->
 
     def mib(nbytes: Any) -> float | None:
         n = _num(nbytes)
-        return None if n is None else n / _MIB
+        return None if n is None else n / MiB
 
     row: dict[str, Any] = {
         "run_name": _text(rec.get("run_name")),

