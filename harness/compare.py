@@ -152,16 +152,13 @@ def group_by_config(records: Iterable[dict[str, Any]], ignore: Iterable[str] = (
     for rec in records:
         groups.setdefault(config_key(rec, ignore), []).append(rec)
     for recs in groups.values():
-        recs.sort(key=lambda r: (_as_number(r.get("repeat")) or 0, str(r.get("trial_id"))))
+        recs.sort(key=lambda r: (finite(r.get("repeat")) or 0, str(r.get("trial_id"))))
     return groups
 
 
 # --------------------------------------------------------------------------------------------------
 # Metrics of one trial
 # --------------------------------------------------------------------------------------------------
-_as_number = finite
-
-
 def _epochs(record: dict[str, Any]) -> list[dict[str, Any]]:
     epochs = record.get("epochs")
     return [e for e in epochs if isinstance(e, dict)] if isinstance(epochs, list) else []
@@ -171,7 +168,7 @@ def epoch_seconds(record: dict[str, Any]) -> list[float]:
     """The measured `seconds` of a record's finished epochs (missing ones skipped)."""
     out = []
     for e in _epochs(record):
-        s = _as_number(e.get("seconds"))
+        s = finite(e.get("seconds"))
         if s is not None:
             out.append(s)
     return out
@@ -184,19 +181,19 @@ def time_per_epoch(record: dict[str, Any]) -> Optional[float]:
 
 def final_val_accuracy(record: dict[str, Any]) -> Optional[float]:
     epochs = _epochs(record)
-    return _as_number(epochs[-1].get("val_accuracy")) if epochs else None
+    return finite(epochs[-1].get("val_accuracy")) if epochs else None
 
 
 def _memory(name: str) -> Callable[[dict[str, Any]], Optional[float]]:
     def get(record: dict[str, Any]) -> Optional[float]:
         mem = record.get("memory")
-        return _as_number(mem.get(name)) if isinstance(mem, dict) else None
+        return finite(mem.get(name)) if isinstance(mem, dict) else None
 
     return get
 
 
 def _top(name: str) -> Callable[[dict[str, Any]], Optional[float]]:
-    return lambda record: _as_number(record.get(name))
+    return lambda record: finite(record.get(name))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import statistics
 from collections import Counter
@@ -36,13 +37,12 @@ from typing import Any, Optional
 
 from harness import __version__ as HARNESS_VERSION
 from harness.compare import (
-    _as_number,
     config_labels,
     epoch_seconds,
     final_val_accuracy,
     group_by_config,
 )
-from harness.record import configuration, json_safe
+from harness.record import configuration, finite, json_safe
 from harness.store import StoreError, read_env, read_records, safe_name
 
 
@@ -84,12 +84,14 @@ def _python_version(env: dict[str, Any]) -> Optional[str]:
 
 
 def machine_id(env: dict[str, Any]) -> str:
-    """pytest-benchmark's machine id (`System-Implementation-X.Y-bits`) of the machine that ran the trials;
-    where the run's env.json predates a field, the part is "unknown" (never this machine's)."""
-    version = _python_version(env)
-    parts = [_text(env, "system"), _text(env, "python_implementation"),
-             ".".join(version.split(".")[:2]) if version else None, _text(env, "bits")]
-    return "-".join(p if p and re.fullmatch(r"[\w.]+", p) else "unknown" for p in parts)
+    """pytest-benchmark's machine id (`System-Implementation-X.Y-bits`) of the machine that ran the trials.
+    Only for a run whose env.json predates a field does that part of the folder name come from the machine
+    that exports (`machine_info` leaves it null)."""
+    version = _python_version(env) or platform.python_version()
+    parts = [(_text(env, "system"), platform.system()),
+             (_text(env, "python_implementation"), platform.python_implementation()),
+             (".".join(version.split(".")[:2]), ""), (_text(env, "bits"), platform.architecture()[0])]
+    return "-".join(p if p and re.fullmatch(r"[\w.]+", p) else fallback for p, fallback in parts)
 
 
 def machine_info(env: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,7 +146,7 @@ def _max(values: list[Optional[float]]) -> Optional[float]:
 
 def _mem(rec: dict[str, Any], name: str) -> Optional[float]:
     mem = rec.get("memory")
-    return _as_number(mem.get(name)) if isinstance(mem, dict) else None
+    return finite(mem.get(name)) if isinstance(mem, dict) else None
 
 
 def _status(records: list[dict[str, Any]]) -> str:
@@ -163,7 +165,7 @@ def _benchmark(run_name: str, label: str, records: list[dict[str, Any]]) -> Opti
     params = configuration(records[0].get("params"))
     param_id = label.replace(", ", "-")
     name = f"{BENCHMARK_FUNC}[{param_id}]"
-    costs = [_as_number(r.get("cost_usd")) for r in records]
+    costs = [finite(r.get("cost_usd")) for r in records]
     known_costs = [c for c in costs if c is not None]
     extra_info = {
         "status": _status(records),
@@ -177,9 +179,9 @@ def _benchmark(run_name: str, label: str, records: list[dict[str, Any]]) -> Opti
         "cpu_peak_rss_mib": _max([_mem(r, "cpu_peak_rss_mib") for r in measured]),
         "gpu_peak_used_mib": _max([_mem(r, "gpu_peak_used_mib") for r in measured]),
         "cuda_peak_allocated_mib": _max([_mem(r, "cuda_peak_allocated_mib") for r in measured]),
-        "tokens_per_s": _median([_as_number(r.get("tokens_per_s")) for r in ok]),
-        "samples_per_s": _median([_as_number(r.get("samples_per_s")) for r in ok]),
-        "seconds_total": _median([_as_number(r.get("seconds_total")) for r in ok]),
+        "tokens_per_s": _median([finite(r.get("tokens_per_s")) for r in ok]),
+        "samples_per_s": _median([finite(r.get("samples_per_s")) for r in ok]),
+        "seconds_total": _median([finite(r.get("seconds_total")) for r in ok]),
         "cost_usd": sum(known_costs) if known_costs else None,
         "cost_usd_per_trial": _median(costs),
         "device_name": next((r.get("device_name") for r in records if r.get("device_name")), None),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from datetime import datetime, timezone
 from typing import Annotated, Any, Iterable, Literal, Optional, Union
 
@@ -31,8 +32,8 @@ def now_iso() -> str:
 
 
 def finite(value: Any) -> float | None:
-    """A real number as float, or None (bools, text, NaN and infinities are not measurements)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A real number (numpy's included) as float, or None (bools, text, NaN and infinities are not measurements)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
@@ -95,9 +96,12 @@ def config_id(params: Any) -> str:
 # The record
 # --------------------------------------------------------------------------------------------------
 class _Part(BaseModel):
-    """A nested part of the record; keys a later version adds are kept, not dropped."""
+    """A part of the record, or an event; keys a later version adds are kept, not dropped."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=False)
+    model_config = ConfigDict(extra="allow")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
 class Memory(_Part):
@@ -324,14 +328,7 @@ def normalise(raw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Events from a trial's child to its parent (over the pipe, and through Ray's event sink)
 # --------------------------------------------------------------------------------------------------
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump()
-
-
-class PhaseEvent(_Event):
+class PhaseEvent(_Part):
     """The trial entered a phase (load_data, load_model, tokenize, cache, train, eval)."""
 
     type: Literal["phase"] = "phase"
@@ -344,11 +341,8 @@ class EpochEvent(EpochRecord):
 
     type: Literal["epoch"] = "epoch"
 
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump()
 
-
-class SnapshotEvent(_Event):
+class SnapshotEvent(_Part):
     """The record so far, for a parent whose child dies or times out later."""
 
     type: Literal["snapshot"] = "snapshot"
@@ -357,7 +351,7 @@ class SnapshotEvent(_Event):
     epoch: Optional[int] = None
 
 
-class HeartbeatEvent(_Event):
+class HeartbeatEvent(_Part):
     """Memory and energy so far, sent every few seconds by the meters' thread."""
 
     type: Literal["heartbeat"] = "heartbeat"
@@ -371,14 +365,14 @@ class HeartbeatEvent(_Event):
     seconds_total: Optional[float] = None
 
 
-class BudgetEvent(_Event):
+class BudgetEvent(_Part):
     """How the child enforces its memory budgets (sent before the trial starts)."""
 
     type: Literal["budget"] = "budget"
     memory_budget: dict[str, Any] = Field(default_factory=dict)
 
 
-class BudgetExceededEvent(_Event):
+class BudgetExceededEvent(_Part):
     """The CPU-budget watchdog is about to SIGKILL the child's tree."""
 
     type: Literal["budget_exceeded"] = "budget_exceeded"
@@ -386,14 +380,14 @@ class BudgetExceededEvent(_Event):
     reason: str
 
 
-class RecordEvent(_Event):
+class RecordEvent(_Part):
     """The child's finished record: the last event."""
 
     type: Literal["record"] = "record"
     record: dict[str, Any]
 
 
-class WorkerEvent(_Event):
+class WorkerEvent(_Part):
     """Ray executor: the worker that took the trial."""
 
     type: Literal["worker"] = "worker"

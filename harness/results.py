@@ -89,9 +89,6 @@ def param_column_name(key: str) -> str:
     return f"param.{key}" if key in RESERVED else key
 
 
-_num = finite
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -132,23 +129,20 @@ def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) ->
     budget = _dict(rec.get("memory_budget"))
     energy = _dict(rec.get("energy_j"))
     oom = _dict(rec.get("oom"))
-    val_acc = [_num(e.get("val_accuracy")) for e in epochs]
-    secs = [s for s in (_num(e.get("seconds")) for e in epochs) if s is not None]
+    val_acc = [finite(e.get("val_accuracy")) for e in epochs]
+    secs = [s for s in (finite(e.get("seconds")) for e in epochs) if s is not None]
     known_acc = [v for v in val_acc if v is not None]
-    max_batch = _num(rec.get("max_batch"))
-    if max_batch is None:
-        max_batch = _num(_dict(rec.get("result")).get("max_batch"))
 
     def mib(nbytes: Any) -> float | None:
-        n = _num(nbytes)
+        n = finite(nbytes)
         return None if n is None else n / MiB
 
     row: dict[str, Any] = {
         "run_name": _text(rec.get("run_name")),
         "run_dir": None if run_dir is None else str(run_dir),
         "trial_id": str(rec.get("trial_id")),
-        "index": _num(rec.get("index")),
-        "repeat": _num(rec.get("repeat")),
+        "index": finite(rec.get("index")),
+        "repeat": finite(rec.get("repeat")),
         "kind": _text(rec.get("kind")),  # "train", or "probe" for a step of the largest-batch search
         "status": str(rec.get("status")),
         "config_key": config_id(params),
@@ -158,37 +152,37 @@ def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) ->
     row.update({
         "val_accuracy": _last(val_acc),
         "best_val_accuracy": max(known_acc) if known_acc else None,
-        "val_loss": _last([_num(e.get("val_loss")) for e in epochs]),
-        "train_loss": _last([_num(e.get("train_loss")) for e in epochs]),
-        "train_accuracy": _last([_num(e.get("train_accuracy")) for e in epochs]),
+        "val_loss": _last([finite(e.get("val_loss")) for e in epochs]),
+        "train_loss": _last([finite(e.get("train_loss")) for e in epochs]),
+        "train_accuracy": _last([finite(e.get("train_accuracy")) for e in epochs]),
         "n_epochs_done": len(epochs),
         "seconds_per_epoch": sum(secs) / len(secs) if secs else None,
-        "seconds_total": _num(rec.get("seconds_total")),
-        "samples_per_s": _num(rec.get("samples_per_s")),
-        "tokens_per_s": _num(rec.get("tokens_per_s")),
-        "padded_tokens_per_s": _num(rec.get("padded_tokens_per_s")),
-        "n_train": _num(rec.get("n_train")),
-        "n_val": _num(rec.get("n_val")),
-        "num_labels": _num(rec.get("num_labels")),
-        "trainable_params": _num(rec.get("trainable_params")),
-        "total_params": _num(rec.get("total_params")),
-        "cpu_peak_rss_mib": _num(mem.get("cpu_peak_rss_mib")),
-        "cpu_baseline_rss_mib": _num(mem.get("cpu_baseline_rss_mib")),
-        "cpu_maxrss_mib": _num(mem.get("cpu_maxrss_mib")),
-        "gpu_peak_used_mib": _num(mem.get("gpu_peak_used_mib")),
-        "gpu_total_mib": _num(mem.get("gpu_total_mib")),
-        "cuda_peak_allocated_mib": _num(mem.get("cuda_peak_allocated_mib")),
-        "cuda_peak_reserved_mib": _num(mem.get("cuda_peak_reserved_mib")),
+        "seconds_total": finite(rec.get("seconds_total")),
+        "samples_per_s": finite(rec.get("samples_per_s")),
+        "tokens_per_s": finite(rec.get("tokens_per_s")),
+        "padded_tokens_per_s": finite(rec.get("padded_tokens_per_s")),
+        "n_train": finite(rec.get("n_train")),
+        "n_val": finite(rec.get("n_val")),
+        "num_labels": finite(rec.get("num_labels")),
+        "trainable_params": finite(rec.get("trainable_params")),
+        "total_params": finite(rec.get("total_params")),
+        "cpu_peak_rss_mib": finite(mem.get("cpu_peak_rss_mib")),
+        "cpu_baseline_rss_mib": finite(mem.get("cpu_baseline_rss_mib")),
+        "cpu_maxrss_mib": finite(mem.get("cpu_maxrss_mib")),
+        "gpu_peak_used_mib": finite(mem.get("gpu_peak_used_mib")),
+        "gpu_total_mib": finite(mem.get("gpu_total_mib")),
+        "cuda_peak_allocated_mib": finite(mem.get("cuda_peak_allocated_mib")),
+        "cuda_peak_reserved_mib": finite(mem.get("cuda_peak_reserved_mib")),
         "memory_budget_cpu_mib": mib(budget.get("cpu_bytes")),
         "memory_budget_gpu_mib": mib(budget.get("gpu_bytes")),
-        "energy_cpu_j": _num(energy.get("cpu")),
-        "energy_gpu_j": _num(energy.get("gpu")),
-        "cost_usd": _num(rec.get("cost_usd")),
-        "flops": _num(rec.get("flops")),
-        "mfu": _num(rec.get("mfu")),
-        "max_batch": max_batch,
+        "energy_cpu_j": finite(energy.get("cpu")),
+        "energy_gpu_j": finite(energy.get("gpu")),
+        "cost_usd": finite(rec.get("cost_usd")),
+        "flops": finite(rec.get("flops")),
+        "mfu": finite(rec.get("mfu")),
+        "max_batch": finite(rec.get("max_batch")),  # an older run's `result.max_batch`: moved by the loader
         "oom_phase": _text(oom.get("phase")),
-        "oom_epoch": _num(oom.get("epoch")),
+        "oom_epoch": finite(oom.get("epoch")),
         "error": _text(rec.get("error")),
         "host": _text(rec.get("host")),
         "device_name": _text(rec.get("device_name")),

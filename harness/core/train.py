@@ -190,7 +190,8 @@ class WorkReport:
 
 @dataclass
 class TrainResult:
-    precision: str = "fp32"
+    """What the strategy's switches came to (the record's `strategy_detail`)."""
+
     optimizer_impl: str = "for-loop"
     cache_used: bool = False
     cache_bytes: int = 0
@@ -216,6 +217,8 @@ class Trainer:
         self.device = device
         self.parts: Anatomy = anatomy(model)
         self.depth = frozen_depth(params["frozen_layers"], self.parts.num_layers, params["model"])
+        # Precision is decided here, once: everything below (autocast, the scaler, the cache's dtype, the
+        # record's strategy_detail, the MFU's peak) reads self.precision.
         self.precision = resolve_precision(params["precision"], device)
         self.autocast = autocast_for(self.precision, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
@@ -225,7 +228,7 @@ class Trainer:
         self.optimizer, impl = make_optimizer(params["optimizer"], self._param_groups(model, params),
                                               params["learning_rate"], params["momentum"], params["weight_decay"],
                                               params["fused_optimizer"], device)
-        self.result = TrainResult(precision=self.precision, optimizer_impl=impl)
+        self.result = TrainResult(optimizer_impl=impl)
         # The cache applies where something is frozen below a trained part.
         self.cached = bool(params["cache_frozen"]) and (self.depth is None or self.depth > 0)
         self.work = WorkReport(self.depth)

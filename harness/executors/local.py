@@ -20,11 +20,8 @@ from typing import Any, Callable, Iterable
 
 from ..env import offline
 from ..grid import Trial
-from ..record import (
-    BudgetEvent, BudgetExceededEvent, EpochEvent, HeartbeatEvent, PhaseEvent, RecordEvent, SnapshotEvent, TrialRecord,
-    load_record, now_iso, parse_event,
-)
-from .base import Events, finish_abnormal
+from ..record import BudgetEvent, RecordEvent, TrialRecord, now_iso
+from .base import Events, Watch, finish_abnormal
 from .budget import Prepared, apply_budgets, prepare
 
 SPAWN = mp.get_context("spawn")
@@ -83,16 +80,10 @@ class ChildRun:
     def __init__(self, trial: Trial, on_event: Callable[[Trial, dict[str, Any]], None] | None = None):
         self.trial = trial
         self.on_event = on_event
-        self.snapshot: TrialRecord | None = None
-        self.phase: str | None = "start"
-        self.epoch: int | None = None
+        self.watch = Watch(trial)
         self.process: Any = None
         self.budget: Prepared | None = None  # the child's cgroup, removed in close()
-        self.budget_reason: str | None = None  # the CPU-budget watchdog's report, if it killed the child
-        self.last_heartbeat: HeartbeatEvent | None = None
-        self.budget_info: dict[str, Any] = {}  # how the child enforces its budgets ("budget" event)
         self.stopped = False  # killed by the executor's stop() (a SIGINT/SIGTERM of the grid)
-        self.epochs: list[dict[str, Any]] = []  # every finished epoch, from the child's epoch events
 
     def start(self) -> None:
         parent_conn, child_conn = SPAWN.Pipe(duplex=False)
@@ -112,7 +103,7 @@ class ChildRun:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
-                return self._abnormal("timeout", f"trial exceeded trial_timeout_s = {timeout:g} s")
+                return self.watch.complete("timeout", f"trial exceeded trial_timeout_s = {timeout:g} s")
             try:
                 ready = self.conn.poll(min(remaining, 5.0))
             except Exception:
@@ -123,28 +114,12 @@ class ChildRun:
                 raw = self.conn.recv()
             except Exception:  # EOF, or a message cut short by the child's death
                 return self._child_gone()
-            event = parse_event(raw)
+            event = self.watch.fold(raw)
             if isinstance(event, RecordEvent):
                 self.process.join(timeout=30)
                 if self.process.is_alive():
                     self.kill()
                 return event.record
-            if isinstance(event, SnapshotEvent):
-                self.snapshot = load_record(event.record)
-                self._merge(self.last_heartbeat)
-            elif isinstance(event, HeartbeatEvent):
-                self.last_heartbeat = event
-                self._merge(event)
-            elif isinstance(event, BudgetEvent):
-                self.budget_info = event.memory_budget
-                self._merge(None)
-            elif isinstance(event, BudgetExceededEvent):
-                self.budget_reason = event.reason
-                self._merge(HeartbeatEvent(memory={"cpu_peak_rss_mib": round(event.rss_bytes / 2**20, 1)}))
-            elif isinstance(event, EpochEvent):
-                self.epochs.append(event.model_dump(exclude={"type"}))
-            elif isinstance(event, PhaseEvent):
-                self.phase, self.epoch = event.phase, event.epoch
             if event is not None and self.on_event is not None:
                 self.on_event(self.trial, raw)
 
@@ -152,38 +127,19 @@ class ChildRun:
         self.process.join(timeout=10)
         code = self.process.exitcode
         if code == -signal.SIGKILL:
-            return self._abnormal("oom", self._sigkill_reason())
+            return self.watch.complete("oom", self._sigkill_reason())
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            return self._abnormal("error", f"child process killed by {name}")
-        return self._abnormal("error", f"child process exited with code {code} before sending its record")
-
-    def _abnormal(self, status: str, reason: str) -> dict[str, Any]:
-        """The last snapshot completed by the parent, with every epoch the child reported finishing (an epoch
-        that ended just before the kill may be in an "epoch" event but not yet in a snapshot)."""
-        if self.epochs and len(self.epochs) > len(self.snapshot.epochs if self.snapshot else []):
-            base = self.snapshot or TrialRecord.empty(self.trial)
-            self.snapshot = load_record({**base.dump(), "epochs": self.epochs})
-        return finish_abnormal(self.trial, self.snapshot, status, reason, self.phase, self.epoch)
+            return self.watch.complete("error", f"child process killed by {name}")
+        return self.watch.complete("error", f"child process exited with code {code} before sending its record")
 
     def _budget_for_child(self) -> dict[str, Any] | None:
         self.budget = prepare(self.trial)
         return self.budget.for_child()
 
-    def _merge(self, heartbeat: HeartbeatEvent | None) -> None:
-        """Fold the child's latest memory (and energy, time) into the snapshot the parent would complete."""
-        if self.snapshot is None:
-            self.snapshot = TrialRecord.empty(self.trial)
-        if heartbeat is not None:
-            self.snapshot.merge_heartbeat(heartbeat)
-            if heartbeat.phase is not None:
-                self.phase, self.epoch = heartbeat.phase, heartbeat.epoch
-        if self.budget_info:
-            self.snapshot.memory_budget = self.snapshot.memory_budget.model_copy(update=self.budget_info)
-
     def _sigkill_reason(self) -> str:
-        if self.budget_reason:
-            return self.budget_reason
+        if self.watch.budget_reason:
+            return self.watch.budget_reason
         known = self.budget.explain_kill() if self.budget is not None else None
         return known or "child process killed by SIGKILL (the kernel's OOM killer sends this)"
 

@@ -49,8 +49,8 @@ import sys
 from typing import Any, Iterable, Iterator
 
 from ..grid import Trial
-from ..record import PhaseEvent, SnapshotEvent, WorkerEvent, load_record, one_line, parse_event
-from .base import Events, finish_abnormal
+from ..record import WorkerEvent, load_record, one_line
+from .base import Events, Watch
 
 INSTALL_HINT = 'the Ray executor needs Ray: pip install "harness[ray]" (or pip install "ray[default]")'
 POLL_S = 0.5          # the driver's ray.wait timeout: how soon a stop or an event is noticed
@@ -183,14 +183,10 @@ def trial_task(trial_dict: dict[str, Any], sink: Any) -> dict[str, Any]:
 # The driver side
 # --------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class _Watch:
+class _Watch(Watch):
     """What the driver knows of one running trial, from its forwarded events."""
 
-    trial: Trial
     started: bool = False
-    snapshot: dict[str, Any] | None = None
-    phase: str | None = "start"
-    epoch: int | None = None
     where: dict[str, Any] | None = None
 
 
@@ -309,13 +305,8 @@ class RayExecutor:
             watch = watches.get(trial_id)
             if watch is None:
                 continue
-            typed = parse_event(event)
-            if isinstance(typed, WorkerEvent):
+            if isinstance(watch.fold(event), WorkerEvent):
                 watch.where = {k: event.get(k) for k in ("host", "node_id", "node_ip", "worker_pid", "gpu_ids")}
-            elif isinstance(typed, SnapshotEvent):
-                watch.snapshot = typed.record
-            elif isinstance(typed, PhaseEvent):
-                watch.phase, watch.epoch = typed.phase, typed.epoch
             if not watch.started:
                 watch.started = True
                 events.trial_started(watch.trial)
@@ -350,9 +341,8 @@ class RayExecutor:
         on = where.get("host") or where.get("node_ip")
         if on:
             reason = f"{reason} [on {on}]"
-        record = finish_abnormal(watch.trial, watch.snapshot, status, reason, watch.phase, watch.epoch)
-        if watch.snapshot is None:
-            # TrialRecord.empty() filled in the driver's host name; the trial did not run here.
+        record = watch.complete(status, reason)
+        if where.get("host") or watch.snapshot is None:  # the trial ran on the worker, not on this driver
             record["host"] = where.get("host")
         if where:
             record["ray"] = {k: where.get(k) for k in ("node_id", "node_ip", "worker_pid", "gpu_ids")}
