@@ -188,7 +188,7 @@ class LimitsSection(Strict):
     trial_timeout_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
     cpu_memory: Optional[ByteSize] = None
     gpu_memory: Optional[ByteSize] = None
-    # How cpu_memory is enforced (harness/core/budget.py, measured in docs/meters.md): "auto" is a watchdog on
+    # How cpu_memory is enforced (harness/executors/budget.py, measured in docs/meters.md): "auto" is a watchdog on
     # the process tree's RSS with a memory cgroup as kernel backstop where one can be made; "rlimit" (address
     # space) only for comparison.
     cpu_memory_method: Literal["auto", "cgroup", "watchdog", "rlimit"] = "auto"

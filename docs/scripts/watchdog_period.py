@@ -40,7 +40,7 @@ def run(seconds: float, busy: bool) -> None:
 
     dog.observe = stamped
     dog.start()
-    meters = Meters("cpu")
+    meters = Meters("cpu", rss_observers=(dog.observe,))  # as the trial's child wires them (executors/budget.py)
     with meters:
         t0 = time.monotonic()
         if busy:
