@@ -123,7 +123,7 @@ PEAK_KEYS = ("cpu_peak_rss_mib", "cpu_maxrss_mib", "cuda_peak_allocated_mib", "c
 class Energy(_Part):
     """Energy over the trial, joules; null where no counter could be read (`energy_note` says why)."""
 
-    cpu: Optional[float] = Field(None, description="joules, RAPL package + DRAM counters over the trial")
+    cpu: Optional[float] = Field(None, description="joules, RAPL package counters over the trial (every process on the CPU)")
     gpu: Optional[float] = Field(None, description="joules, NVML energy counter over the trial")
 
 

@@ -8,6 +8,7 @@ a trial that is killed or times out.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -62,12 +63,9 @@ def epoch_record(epoch: int, train_s: float, eval_s: float, fit: Any, val: Any) 
 
 
 def strategy_detail(trainer: Trainer) -> StrategyDetail:
-    r = trainer.result
-    return StrategyDetail(precision=trainer.precision, optimizer_impl=r.optimizer_impl, cache_used=r.cache_used,
-                          cache_mib=round(r.cache_bytes / 2**20, 2) if r.cache_used else None,
-                          cache_where=r.cache_where, cache_note=r.cache_note,
-                          cache_check_rel_diff=r.cache_max_rel_diff, compiled=r.compiled,
-                          compiled_part=r.compiled_part, pad_to=trainer.train_set.pad_to)
+    r = dataclasses.asdict(trainer.result)
+    cache_mib = round(r.pop("cache_bytes") / 2**20, 2) if r["cache_used"] else None
+    return StrategyDetail(**r, precision=trainer.precision, cache_mib=cache_mib, pad_to=trainer.train_set.pad_to)
 
 
 def run_trial(trial: Trial, emit: Emit | None = None, budget: dict[str, Any] | None = None,

@@ -96,19 +96,6 @@ class Collator:
                 "index": idx}
 
 
-def collate(enc: Encoded, index: np.ndarray) -> dict[str, torch.Tensor]:
-    """One batch of `enc` (see `Collator`, which does the same without rebuilding the matrix each call)."""
-    rows = [enc.ids[i] for i in index]
-    length = enc.pad_to or max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), enc.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for j, r in enumerate(rows):
-        ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[j, : len(r)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor(np.asarray(enc.labels)[index]),
-            "index": torch.as_tensor(index, dtype=torch.long)}
-
-
 # --------------------------------------------------------------------------------------------------
 # Precision and optimiser
 # --------------------------------------------------------------------------------------------------
@@ -197,7 +184,7 @@ class TrainResult:
     cache_bytes: int = 0
     cache_where: str | None = None
     cache_note: str | None = None
-    cache_max_rel_diff: float | None = None
+    cache_check_rel_diff: float | None = None
     compiled: bool = False
     compiled_part: str | None = None
 
@@ -340,7 +327,7 @@ class Trainer:
                     diffs.append(float((a - b).abs().max() / a.abs().max().clamp(min=1e-12)))
         finally:
             self.model.train(was_training)
-        self.result.cache_max_rel_diff = max(diffs)
+        self.result.cache_check_rel_diff = max(diffs)
         return max(diffs)
 
     def check_cache(self) -> None:
