@@ -152,13 +152,6 @@ class CgroupLimit:
             raise BudgetError(f"cannot set the memory limit of cgroup {path} ({exc.strerror})") from None
         return cg
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "path": str(self.path), "limit": self.limit}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CgroupLimit":
-        return cls(d["version"], Path(d["path"]), d["limit"])
-
     def join(self, pid: int | None = None) -> None:
         (self.path / "cgroup.procs").write_text(str(pid or os.getpid()))
 
@@ -272,15 +265,11 @@ def _kill_tree(pids: list[int]) -> None:
 # Parent side
 # --------------------------------------------------------------------------------------------------
 class Prepared:
-    """What the parent set up for one child: a cgroup, or the reason there is none."""
+    """What the parent set up for one child: a cgroup, or the reason there is none. The child gets a copy
+    (pickled with its arguments) to join the cgroup; only the parent removes it."""
 
     def __init__(self, cgroup: CgroupLimit | None = None, reason: str | None = None, error: str | None = None):
         self.cgroup, self.reason, self.error = cgroup, reason, error
-
-    def for_child(self) -> dict[str, Any] | None:
-        if self.cgroup is None and self.reason is None and self.error is None:
-            return None
-        return {"cgroup": self.cgroup.to_dict() if self.cgroup else None, "reason": self.reason, "error": self.error}
 
     def explain_kill(self) -> str | None:
         """Why a SIGKILLed child died, where the cgroup can tell."""
@@ -342,7 +331,7 @@ class Applied:
         return (self.watchdog.observe,) if self.watchdog is not None else ()
 
 
-def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: dict[str, Any] | None = None,
+def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: Prepared | None = None,
                      report: Callable[[dict[str, Any]], None] | None = None) -> tuple[str | None, RssWatchdog | None]:
     """Enforce the CPU budget on this process; returns how (for the record) and the watchdog, if one runs.
 
@@ -352,13 +341,13 @@ def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: di
     what grows faster than one 20 ms sampling period."""
     if not limit_bytes:
         return None, None
-    prepared = prepared or {}
-    if prepared.get("error"):
-        raise BudgetError(prepared["error"])
+    prepared = prepared or Prepared()
+    if prepared.error:
+        raise BudgetError(prepared.error)
     joined: str | None = None
-    why = prepared.get("reason")
-    if method in ("auto", "cgroup") and prepared.get("cgroup"):
-        cg = CgroupLimit.from_dict(prepared["cgroup"])
+    why = prepared.reason
+    if method in ("auto", "cgroup") and prepared.cgroup is not None:
+        cg = prepared.cgroup
         try:
             cg.join()
             joined = cg.describe()
@@ -403,7 +392,7 @@ def apply_gpu_budget(limit_bytes: int | None, device: str) -> str | None:
 
 
 def apply_budgets(trial: Any, report: Callable[[dict[str, Any]], None] | None = None,
-                  prepared: dict[str, Any] | None = None) -> Applied:
+                  prepared: Prepared | None = None) -> Applied:
     """Child side, before the trial: enforce both budgets; returns how they are enforced."""
     cpu, dog = apply_cpu_budget(trial.limits.get("cpu_memory"), cpu_method(trial.limits), prepared, report)
     gpu = apply_gpu_budget(trial.limits.get("gpu_memory"), trial.params["device"])

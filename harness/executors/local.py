@@ -42,7 +42,7 @@ def _die_with_parent() -> None:
         os._exit(1)  # the parent died before the line above took effect
 
 
-def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: dict[str, Any] | None = None) -> None:
+def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: Prepared | None = None) -> None:
     """Entry point of the child process: apply the memory budget, run the trial, send the record."""
     # The parent handles Ctrl-C for the whole grid; a child must not die half-way through a write on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -133,9 +133,9 @@ class ChildRun:
             return self.watch.complete("error", f"child process killed by {name}")
         return self.watch.complete("error", f"child process exited with code {code} before sending its record")
 
-    def _budget_for_child(self) -> dict[str, Any] | None:
+    def _budget_for_child(self) -> Prepared:
         self.budget = prepare(self.trial)
-        return self.budget.for_child()
+        return self.budget
 
     def _sigkill_reason(self) -> str:
         if self.watch.budget_reason:
