@@ -22,55 +22,6 @@ SEED_KEYS = REPEAT_KEYS  # settings that tell the repeats of one configuration a
 
 ID_COLUMNS = ["run_name", "run_dir", "trial_id", "index", "repeat", "kind", "status", "config_key"]
 
-MEASURE_COLUMNS = [
-    "val_accuracy",  # last finished epoch
-    "best_val_accuracy",
-    "val_loss",  # last finished epoch
-    "train_loss",
-    "train_accuracy",
-    "n_epochs_done",
-    "seconds_per_epoch",  # mean over finished epochs
-    "seconds_total",
-    "samples_per_s",
-    "tokens_per_s",
-    "padded_tokens_per_s",
-    "n_train",
-    "n_val",
-    "num_labels",
-    "trainable_params",
-    "total_params",
-    "cpu_peak_rss_mib",
-    "cpu_baseline_rss_mib",
-    "cpu_maxrss_mib",
-    "gpu_peak_used_mib",
-    "gpu_total_mib",
-    "cuda_peak_allocated_mib",
-    "cuda_peak_reserved_mib",
-    "memory_budget_cpu_mib",
-    "memory_budget_gpu_mib",
-    "energy_cpu_j",
-    "energy_gpu_j",
-    "cost_usd",
-    "flops",
-    "mfu",
-    "max_batch",
-    "oom_phase",
-    "oom_epoch",
-    "error",
-    "host",
-    "device_name",
-    "started_at",
-    "finished_at",
-    "memory_note",
-    "energy_note",
-    "cost_note",
-    "mfu_note",
-    "phases",  # JSON object: phase name -> seconds
-    "epoch_log",  # JSON list of the per-epoch dicts (learning curves survive CSV / Parquet)
-]
-
-RESERVED = frozenset(ID_COLUMNS) | frozenset(MEASURE_COLUMNS)
-
 # Columns that are text whatever their content looks like (a hex id such as "1e5a..." is not a number).
 TEXT_COLUMNS = [
     "run_name", "run_dir", "trial_id", "kind", "status", "config_key", "oom_phase", "error", "host", "device_name",
@@ -121,22 +72,18 @@ def _last(values: list[float | None]) -> float | None:
     return None
 
 
+# Columns copied from the record as they are, in the table's order.
+_NUMBERS = ("seconds_total", "samples_per_s", "tokens_per_s", "padded_tokens_per_s", "n_train", "n_val", "num_labels",
+            "trainable_params", "total_params")
+_MEMORY = ("cpu_peak_rss_mib", "cpu_baseline_rss_mib", "cpu_maxrss_mib", "gpu_peak_used_mib", "gpu_total_mib",
+           "cuda_peak_allocated_mib", "cuda_peak_reserved_mib")
+_TEXTS = ("error", "host", "device_name", "started_at", "finished_at", "memory_note", "energy_note", "cost_note",
+          "mfu_note")
+
+
 def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """One record as one flat row (settings under their own names, then the measures)."""
     params = _dict(rec.get("params"))
-    epochs = [e for e in (rec.get("epochs") or []) if isinstance(e, dict)] if isinstance(rec.get("epochs"), list) else []
-    mem = _dict(rec.get("memory"))
-    budget = _dict(rec.get("memory_budget"))
-    energy = _dict(rec.get("energy_j"))
-    oom = _dict(rec.get("oom"))
-    val_acc = [finite(e.get("val_accuracy")) for e in epochs]
-    secs = [s for s in (finite(e.get("seconds")) for e in epochs) if s is not None]
-    known_acc = [v for v in val_acc if v is not None]
-
-    def mib(nbytes: Any) -> float | None:
-        n = finite(nbytes)
-        return None if n is None else n / MiB
-
     row: dict[str, Any] = {
         "run_name": _text(rec.get("run_name")),
         "run_dir": None if run_dir is None else str(run_dir),
@@ -149,30 +96,31 @@ def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) ->
     }
     for key, value in _flatten(params).items():
         row[param_column_name(key)] = value
-    row.update({
-        "val_accuracy": _last(val_acc),
+    return {**row, **_measures(rec)}
+
+
+def _measures(rec: dict[str, Any]) -> dict[str, Any]:
+    """The measured columns of a record (MEASURE_COLUMNS is their list, read off an empty record)."""
+    epochs = [e for e in (rec.get("epochs") or []) if isinstance(e, dict)] if isinstance(rec.get("epochs"), list) else []
+    mem, budget, energy, oom = (_dict(rec.get(k)) for k in ("memory", "memory_budget", "energy_j", "oom"))
+    val_acc = [finite(e.get("val_accuracy")) for e in epochs]
+    secs = [s for s in (finite(e.get("seconds")) for e in epochs) if s is not None]
+    known_acc = [v for v in val_acc if v is not None]
+
+    def mib(nbytes: Any) -> float | None:
+        n = finite(nbytes)
+        return None if n is None else n / MiB
+
+    return {
+        "val_accuracy": _last(val_acc),  # last finished epoch
         "best_val_accuracy": max(known_acc) if known_acc else None,
-        "val_loss": _last([finite(e.get("val_loss")) for e in epochs]),
+        "val_loss": _last([finite(e.get("val_loss")) for e in epochs]),  # last finished epoch
         "train_loss": _last([finite(e.get("train_loss")) for e in epochs]),
         "train_accuracy": _last([finite(e.get("train_accuracy")) for e in epochs]),
         "n_epochs_done": len(epochs),
-        "seconds_per_epoch": sum(secs) / len(secs) if secs else None,
-        "seconds_total": finite(rec.get("seconds_total")),
-        "samples_per_s": finite(rec.get("samples_per_s")),
-        "tokens_per_s": finite(rec.get("tokens_per_s")),
-        "padded_tokens_per_s": finite(rec.get("padded_tokens_per_s")),
-        "n_train": finite(rec.get("n_train")),
-        "n_val": finite(rec.get("n_val")),
-        "num_labels": finite(rec.get("num_labels")),
-        "trainable_params": finite(rec.get("trainable_params")),
-        "total_params": finite(rec.get("total_params")),
-        "cpu_peak_rss_mib": finite(mem.get("cpu_peak_rss_mib")),
-        "cpu_baseline_rss_mib": finite(mem.get("cpu_baseline_rss_mib")),
-        "cpu_maxrss_mib": finite(mem.get("cpu_maxrss_mib")),
-        "gpu_peak_used_mib": finite(mem.get("gpu_peak_used_mib")),
-        "gpu_total_mib": finite(mem.get("gpu_total_mib")),
-        "cuda_peak_allocated_mib": finite(mem.get("cuda_peak_allocated_mib")),
-        "cuda_peak_reserved_mib": finite(mem.get("cuda_peak_reserved_mib")),
+        "seconds_per_epoch": sum(secs) / len(secs) if secs else None,  # mean over finished epochs
+        **{k: finite(rec.get(k)) for k in _NUMBERS},
+        **{k: finite(mem.get(k)) for k in _MEMORY},
         "memory_budget_cpu_mib": mib(budget.get("cpu_bytes")),
         "memory_budget_gpu_mib": mib(budget.get("gpu_bytes")),
         "energy_cpu_j": finite(energy.get("cpu")),
@@ -183,19 +131,14 @@ def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) ->
         "max_batch": finite(rec.get("max_batch")),  # an older run's `result.max_batch`: moved by the loader
         "oom_phase": _text(oom.get("phase")),
         "oom_epoch": finite(oom.get("epoch")),
-        "error": _text(rec.get("error")),
-        "host": _text(rec.get("host")),
-        "device_name": _text(rec.get("device_name")),
-        "started_at": _text(rec.get("started_at")),
-        "finished_at": _text(rec.get("finished_at")),
-        "memory_note": _text(rec.get("memory_note")),
-        "energy_note": _text(rec.get("energy_note")),
-        "cost_note": _text(rec.get("cost_note")),
-        "mfu_note": _text(rec.get("mfu_note")),
-        "phases": json.dumps(rec["phases"], default=str) if isinstance(rec.get("phases"), dict) else None,
-        "epoch_log": json.dumps(epochs, default=str),
-    })
-    return row
+        **{k: _text(rec.get(k)) for k in _TEXTS},
+        "phases": json.dumps(rec["phases"], default=str) if isinstance(rec.get("phases"), dict) else None,  # name -> s
+        "epoch_log": json.dumps(epochs, default=str),  # the per-epoch dicts: learning curves survive CSV / Parquet
+    }
+
+
+MEASURE_COLUMNS = list(_measures({}))
+RESERVED = frozenset(ID_COLUMNS) | frozenset(MEASURE_COLUMNS)
 
 
 def _normalise_mixed(rows: list[dict[str, Any]], columns: list[str]) -> None:
