@@ -22,33 +22,51 @@ import os
 # child asked the kernel to kill it with its parent (executors/local.py).
 SERVER_PID = os.getpid()
 
+# What a trial's child sets before it loads anything (local.py): transformers reads some at import, which
+# happens here, once, for every child.
+for _name, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
+                      ("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+    os.environ.setdefault(_name, _value)
+
 import numpy  # noqa: E402,F401
 import pandas  # noqa: E402,F401
 import psutil  # noqa: E402,F401
 import torch  # noqa: E402,F401
-import transformers  # noqa: E402,F401
-
-# transformers loads its classes lazily, on first use; these are what the embedded and `random:` models use.
-from transformers import (  # noqa: E402,F401
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BertForSequenceClassification,
-    BertModel,
-    BertTokenizerFast,
-    DistilBertForSequenceClassification,
-    RobertaForSequenceClassification,
-)
-from transformers.modeling_outputs import BaseModelOutputWithPooling  # noqa: E402,F401
 
 from ..core import budget, cache, data, models, reviews, train, trial  # noqa: E402,F401
 from ..meters import Meters, record  # noqa: E402,F401
 from ..meters import flops  # noqa: E402,F401
 from . import local  # noqa: E402,F401
 
-reviews.cached()  # the embedded review set, made once here rather than in every trial (0.6 s each)
+# The rest only saves time: a failure here must not take the server down (every trial would then fail to
+# start), so it is left for the trial to meet, and report, itself.
+try:
+    import sklearn.model_selection  # noqa: F401  (the stratified split, core/data.py)
+    import transformers  # noqa: F401
 
-try:  # scikit-learn: the stratified split (core/data.py); optional here, as everything else is
-    import sklearn.model_selection  # noqa: E402,F401
-except ImportError:  # pragma: no cover
+    # transformers loads its classes lazily, on first use: these are what the embedded and `random:` models use.
+    from transformers import (  # noqa: F401
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertForSequenceClassification,
+        BertModel,
+        BertTokenizerFast,
+        DistilBertForSequenceClassification,
+        RobertaForSequenceClassification,
+    )
+    from transformers.modeling_outputs import BaseModelOutputWithPooling  # noqa: F401
+except Exception:  # pragma: no cover - a transformers without one of these classes
     pass
+
+try:
+    reviews.cached()  # the embedded review set, made once here rather than in every trial (0.6 s each)
+except Exception:  # pragma: no cover
+    pass
+
+# Everything loaded so far lives as long as the server: out of the garbage collector's sight (gc.freeze), so
+# that a child's collections do not walk, and copy page by page, the millions of objects it inherited.
+import gc  # noqa: E402
+
+gc.collect()
+gc.freeze()
