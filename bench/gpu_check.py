@@ -91,12 +91,12 @@ def write_grid(source: Path, dest: Path, *overrides: dict[str, Any]) -> Path:
     return dest
 
 
-def run_command(cmd: list[str], log: Path, timeout_s: float) -> dict[str, Any]:
-    """Run `cmd` from the repository root with its output into `log`; its exit code and wall time."""
+def run_command(cmd: list[str], log: Path, timeout_s: float, cwd: Path = REPO) -> dict[str, Any]:
+    """Run `cmd` (from the repository root by default) with its output into `log`; its exit code and wall time."""
     t0 = time.monotonic()
     with open(log, "w") as out:
         try:
-            code = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+            code = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
         except subprocess.TimeoutExpired:
             code = None
     return {"command": shlex.join(cmd), "exit_code": code, "wall_s": round(time.monotonic() - t0, 1),
@@ -169,8 +169,9 @@ def step_lab_vs_fast(ctx: dict[str, Any]) -> dict[str, Any]:
     if ctx["dry_run"]:
         grid = write_grid(grid, ctx["out"] / "gpu_tiny.toml", TINY)
     run_dir, report_dir = ctx["out"] / "runs" / "gpu", ctx["out"] / "reports" / "gpu"
+    # From --out: the report lands in --out/reports/gpu/, not in the repository.
     result = run_command(harness_cmd("run", str(grid), "--out", str(run_dir)), ctx["out"] / "lab_vs_fast.log",
-                         ctx["timeout"](300))
+                         ctx["timeout"](300), cwd=ctx["out"])
     if not (run_dir / "trials.jsonl").exists():
         raise StepFailed(result, f"no trials.jsonl (exit code {result['exit_code']})")
     rows = []
@@ -200,7 +201,7 @@ def step_lab_vs_fast(ctx: dict[str, Any]) -> dict[str, Any]:
     result["fast_all_vs_lab_24_5_s"] = ratio(LAB_SECONDS_10_EPOCHS, result["fast_all_train_s"])
     result["fast_target_met"] = (result["fast_all_train_s"] is not None
                                  and result["fast_all_train_s"] <= FAST_TARGET_SECONDS) if not ctx["dry_run"] else None
-    result["report"] = str(report_dir)
+    result["report"] = str(report_dir) if (report_dir / "report.md").exists() else None
     bad = [r for r in rows if r["status"] != "ok"]
     if result["exit_code"] != 0 or bad or len(rows) != 4:
         raise StepFailed(result, f"exit code {result['exit_code']}, {len(rows)} trials, not ok: "

@@ -20,6 +20,9 @@ if [[ $dry == 0 && -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null; then
         || { echo "gpu_check: could not install the wheels in .whl/" >&2; exit 1; }
     export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 fi
+if [[ $dry == 0 && -d .whl/site ]]; then  # packages carried as folders (bench/gpu_wheels.sh)
+    export PYTHONPATH=$repo/.whl/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 exec "$python" bench/gpu_check.py "$@"

@@ -12,6 +12,10 @@ killed when it reaches its first training step (what follows is training, not st
 - `to_first_step_s`: from `start()` to the child's "train" phase event, i.e. everything before the first
   training step: process start, imports, reading the rows and the weights (90 MiB of safetensors), building
   the model, tokenising;
+- `cpu_to_first_step_s`: the CPU time (user + system, all threads) the child had used when it reached its
+  first training step, read by the parent (psutil). On a shared machine wall times wait for a core; this
+  does not, and on an idle machine the wall time before the first step is at most about this (less where
+  threads run in parallel);
 - `weights_read_s` (once, in this process): `safetensors.torch.load_file` of the model's weights, the part of
   `load_model` that is reading the trial's own weights.
 The first forkserver trial also starts the server (once per run); it is reported apart (`server_start_s`)
@@ -54,6 +58,8 @@ trial_timeout_s = 600
 
 
 def one_trial(trial: Any, method: str) -> dict[str, Any]:
+    import psutil
+
     from harness.executors.local import ChildRun
 
     marks: dict[str, float] = {}
@@ -61,6 +67,11 @@ def one_trial(trial: Any, method: str) -> dict[str, Any]:
     def on_event(_trial: Any, event: dict[str, Any]) -> None:
         if event.get("type") == "phase" and event.get("phase") == "train" and "train" not in marks:
             marks["train"] = time.monotonic()
+            try:  # the CPU the child used until now: what a quiet machine's wall time would be, at most
+                cpu = psutil.Process(run.process.pid).cpu_times()
+                marks["cpu"] = cpu.user + cpu.system
+            except psutil.Error:
+                pass
             run.kill()  # what follows is training, not start-up: the record is completed from the snapshot
 
     run = ChildRun(trial, on_event, method=method)
@@ -78,6 +89,7 @@ def one_trial(trial: Any, method: str) -> dict[str, Any]:
         "load_model_s": phases.get("load_model"),
         "tokenize_s": phases.get("tokenize"),
         "to_first_step_s": round(marks["train"] - run.started, 3) if "train" in marks else None,
+        "cpu_to_first_step_s": round(marks["cpu"], 3) if "cpu" in marks else None,
     }
 
 
@@ -117,13 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         if method == "forkserver":  # the first one started the server too
             summary["server_start_s"] = rows[0]["start_s"]
             rows = rows[1:]
-        for key in ("start_s", "load_data_s", "load_model_s", "tokenize_s", "to_first_step_s"):
+        for key in ("start_s", "load_data_s", "load_model_s", "tokenize_s", "to_first_step_s", "cpu_to_first_step_s"):
             summary[f"median_{key}"] = median(rows, key)
             values = [r[key] for r in rows if r.get(key) is not None]
             summary[f"range_{key}"] = [min(values), max(values)] if values else None
         out["methods"][method] = summary
         print(f"{method:>10}: " + ", ".join(f"{k} {summary[f'median_{k}']} s (range {summary[f'range_{k}']})"
-                                         for k in ("start_s", "load_data_s", "load_model_s", "to_first_step_s")))
+                                         for k in ("start_s", "load_data_s", "load_model_s", "to_first_step_s",
+                                                   "cpu_to_first_step_s")))
         if "server_start_s" in summary:
             print(f"{'':>10}  server start (first trial, once per run): {summary['server_start_s']} s")
     out["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
