@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -66,18 +67,12 @@ def trial_context(method: str | None = None) -> Any:
     return context
 
 
-def _leave_server() -> int | None:
+def _leave_server() -> int:
     """In a child forked from the trial server: drop the server's end of its 'parent alive' pipe (else the
     server outlives a killed driver for as long as the trial runs, and the trial with it); return the
     server's pid, the parent this child should have."""
-    try:
-        from multiprocessing import forkserver
+    from multiprocessing import forkserver
 
-        from . import preload
-    except ImportError:
-        return None
-    if os.getpid() == preload.SERVER_PID:
-        return None
     fd = forkserver._forkserver._forkserver_alive_fd
     if fd is not None:
         try:
@@ -85,7 +80,8 @@ def _leave_server() -> int | None:
         except OSError:
             pass
         forkserver._forkserver._forkserver_alive_fd = None
-    return preload.SERVER_PID
+    preload = sys.modules.get("harness.executors.preload")  # imported by the server, never here
+    return preload.SERVER_PID if preload is not None else os.getppid()
 
 
 def _die_with_parent(parent_pid: int | None = None, driver_pid: int | None = None) -> None:
@@ -119,11 +115,15 @@ def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: dict[str, 
     """Entry point of the child process: apply the memory budget, run the trial, send the record."""
     # The parent handles Ctrl-C for the whole grid; a child must not die half-way through a write on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if environ is not None:  # forked from the server: the driver's environment now, not the server's at its start
+    forked = environ is not None
+    if forked:  # from the server: the driver's environment now, not the server's at its start
         os.environ.clear()
         os.environ.update(environ)
-    _die_with_parent(_leave_server(), driver_pid)
-    conn.send({"type": "started", "monotonic": time.monotonic()})
+    _die_with_parent(_leave_server() if forked else None, driver_pid)
+    try:
+        conn.send({"type": "started", "monotonic": time.monotonic()})
+    except (BrokenPipeError, OSError):
+        return  # the parent is gone
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
