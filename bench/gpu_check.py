@@ -18,7 +18,10 @@ any failed):
 5. `plan`: `harness plan` against step 4's run, where the command exists (issue 13); skipped otherwise.
 
 It writes `gpu_check.json` and `gpu.md` into --out, and the figures with the exact command into --doc
-(default docs/gpu.md; a dry run writes it into --out only). Runs folders go under --out too.
+(default docs/gpu.md; a dry run writes it into --out only). Runs folders go under --out too. Where $OUT is
+set (the device tool's folder, from which at most 8 files come back), gpu.md, gpu_check.json and one
+gpu_check_runs.tar.gz of the runs, reports and logs are copied there. With the device tool:
+`run(command="bash bench/gpu_check.sh", carry=[".whl"], timeout_s=600)`.
 """
 
 from __future__ import annotations
@@ -344,11 +347,11 @@ def markdown(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="the same steps on CPU at tiny shapes")
-    parser.add_argument("--out", help="folder for runs, logs and gpu_check.json (default $OUT or /tmp/gpu_check)")
+    parser.add_argument("--out", help="folder for runs, logs and gpu_check.json (default /tmp/gpu_check)")
     parser.add_argument("--doc", help="where the figures go (default docs/gpu.md; --out/gpu.md for a dry run)")
     parser.add_argument("--steps", default=",".join(n for n, _ in STEPS), help="comma-separated subset")
     args = parser.parse_args(argv)
-    out = Path(args.out or os.environ.get("OUT") or "/tmp/gpu_check").resolve()
+    out = Path(args.out or "/tmp/gpu_check").resolve()
     out.mkdir(parents=True, exist_ok=True)
     doc = Path(args.doc) if args.doc else (out / "gpu.md" if args.dry_run else REPO / "docs" / "gpu.md")
     t0 = time.monotonic()
@@ -359,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             return 3 * wanted
         return max(10.0, min(wanted, deadline - time.monotonic()))
 
-    command = "bash bench/gpu_check.sh" + (" --dry-run" if args.dry_run else "") + (f" --out {args.out}" if args.out else "")
+    command = " ".join(["bash bench/gpu_check.sh", *(argv if argv is not None else sys.argv[1:])])
     summary: dict[str, Any] = {"command": command, "dry_run": args.dry_run,
                                "started_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "steps": {}}
     ctx = {"dry_run": args.dry_run, "out": out, "timeout": timeout}
@@ -390,6 +393,17 @@ def main(argv: list[str] | None = None) -> int:
     if doc.resolve() != (out / "gpu.md"):
         doc.parent.mkdir(parents=True, exist_ok=True)
         doc.write_text(text)
+    collect = os.environ.get("OUT")  # the device tool's folder: only a few files come back from it
+    if collect and Path(collect).resolve() != out:
+        import shutil
+        import tarfile
+
+        for name in ("gpu.md", "gpu_check.json"):
+            shutil.copy(out / name, Path(collect) / name)
+        with tarfile.open(Path(collect) / "gpu_check_runs.tar.gz", "w:gz") as tar:  # runs, reports and logs
+            for path in sorted(out.iterdir()):
+                if path.name not in ("gpu.md", "gpu_check.json"):
+                    tar.add(path, arcname=path.name)
     failed = [n for n, s in summary["steps"].items() if s["status"] == "failed"]
     print(f"gpu_check: {summary['wall_s']} s; " + (f"FAILED: {', '.join(failed)}" if failed else "all steps ok or skipped")
           + f"; figures in {doc}")
