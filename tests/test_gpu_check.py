@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -18,9 +19,17 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path):
     before = (REPO / "docs" / "gpu.md").read_bytes() if (REPO / "docs" / "gpu.md").exists() else None
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("OUT", None)
-    res = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # A session of its own, so that a timeout ends the check's runs too, not only the script.
+    proc = subprocess.Popen(["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=850)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"the dry run took over 850 s: {out[-2000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     steps = summary["steps"]
     assert list(steps) == ["env", "cuda_tests", "lab_vs_fast", "budget_16gib", "plan"]
