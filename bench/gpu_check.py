@@ -226,12 +226,12 @@ def step_budget_16gib(ctx: dict[str, Any]) -> dict[str, Any]:
                          "cuda_peak_allocated_mib": (r.get("memory") or {}).get("cuda_peak_allocated_mib"),
                          "cuda_peak_reserved_mib": (r.get("memory") or {}).get("cuda_peak_reserved_mib"),
                          "oom_phase": (r.get("oom") or {}).get("phase")}
-                        for r in recs if r.get("kind") in (None, "trial")]
+                        for r in recs if r.get("kind") not in ("max_batch", "probe")]
     result["largest_batch"] = [{"frozen": param(r, "frozen_layers"), "status": r["status"], "max_batch": r.get("max_batch"),
                                 "smallest_oom_batch": r.get("smallest_oom_batch"), "error": r.get("error")}
                                for r in recs if r.get("kind") == "max_batch"]
     errors = [t for t in result["trials"] if t["status"] not in ("ok", "oom")]
-    if result["exit_code"] != 0 or errors or not result["largest_batch"]:
+    if result["exit_code"] != 0 or errors or not result["trials"] or not result["largest_batch"]:
         raise StepFailed(result, f"exit code {result['exit_code']}, {len(errors)} trials neither ok nor oom, "
                          f"{len(result['largest_batch'])} largest-batch records")
     return result

@@ -41,6 +41,7 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path):
     assert all(t["status"] == "ok" and t["epochs"] == 2 and t["train_s"] for t in lab["trials"])
     assert lab["fast_speedup"]["all"]["train"] and lab["fast_speedup"]["0"]["total"]
     budget = steps["budget_16gib"]["result"]
+    assert {(t["frozen"], t["batch"]) for t in budget["trials"]} == {(f, b) for f in (0, "all") for b in (4, 8)}
     assert {b["frozen"] for b in budget["largest_batch"]} == {0, "all"}
     assert all(b["max_batch"] for b in budget["largest_batch"])
     doc = (tmp_path / "gpu.md").read_text()
