@@ -328,6 +328,13 @@ def normalise(raw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Events from a trial's child to its parent (over the pipe, and through Ray's event sink)
 # --------------------------------------------------------------------------------------------------
+class StartedEvent(_Part):
+    """The child's first line ran (its start-up, from the parent's start(), is measured against `monotonic`)."""
+
+    type: Literal["started"] = "started"
+    monotonic: float
+
+
 class PhaseEvent(_Part):
     """The trial entered a phase (load_data, load_model, tokenize, cache, train, eval)."""
 
@@ -394,7 +401,7 @@ class WorkerEvent(_Part):
     host: Optional[str] = None
 
 
-Event = Annotated[Union[PhaseEvent, EpochEvent, SnapshotEvent, HeartbeatEvent, BudgetEvent, BudgetExceededEvent,
+Event = Annotated[Union[StartedEvent, PhaseEvent, EpochEvent, SnapshotEvent, HeartbeatEvent, BudgetEvent, BudgetExceededEvent,
                         RecordEvent, WorkerEvent], Field(discriminator="type")]
 EVENTS = TypeAdapter(Event)
 

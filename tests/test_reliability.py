@@ -109,13 +109,18 @@ def grid6(tmp_path: Path, **overrides: Any) -> Path:
     return tiny_grid(tmp_path, **overrides)
 
 
+
+def is_trial_process(proc: psutil.Process) -> bool:
+    """A trial's child: forked from the trial server (named harness-trial) or spawned (spawn_main)."""
+    return proc.name() == "harness-trial" or "spawn_main" in " ".join(proc.cmdline())
+
 def trial_children(pid: int) -> list[psutil.Process]:
     """The spawned trial children of a `harness run` process."""
     out = []
     try:
         for child in psutil.Process(pid).children(recursive=True):
             try:
-                if "spawn_main" in " ".join(child.cmdline()):
+                if is_trial_process(child):
                     out.append(child)
             except psutil.Error:
                 pass
@@ -494,8 +499,8 @@ def test_a_killed_child_becomes_a_record_and_the_parent_goes_on(tmp_path):
 
     def on_event(t: Trial, event: dict[str, Any]) -> None:
         if event.get("type") == "epoch" and event.get("epoch") == 2:
-            for child in psutil.Process().children():
-                if "spawn_main" in " ".join(child.cmdline()):
+            for child in psutil.Process().children(recursive=True):
+                if is_trial_process(child):
                     child.kill()
 
     rec = run_in_child(trial, on_event)

@@ -101,9 +101,9 @@ def _load_dataset(name: str, split: str) -> pd.DataFrame:
 
 def load_frame(source: str, split: str = "train") -> pd.DataFrame:
     if source == "embedded:reviews":
-        from .reviews import generate
+        from .reviews import cached
 
-        return generate()
+        return cached()
     if source.startswith("embedded:"):
         raise DataError(f"{source}: unknown embedded data set; expected embedded:reviews")
     path = Path(source).expanduser()

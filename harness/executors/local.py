@@ -1,7 +1,11 @@
-"""Run each trial in its own spawned child process, with a timeout.
+"""Run each trial in its own child process, with a timeout.
 
-A trial's crash, kill or memory use never touches the next trial or the grid: the child is a fresh
-interpreter (`spawn`, not `fork`, so no CUDA or thread state is inherited). The child streams events and
+A trial's crash, kill or memory use never touches the next trial or the grid: each trial gets a fresh
+process. By default it is forked from an idle trial server (`multiprocessing`'s forkserver) that has
+imported torch, transformers and the core once (`preload.py`) and has never run a trial, a thread or CUDA:
+the child starts with the imports done (tenths of a second instead of seconds) and nothing of any other
+trial. `HARNESS_START_METHOD=spawn` starts each child as a bare interpreter instead (what the Ray executor
+does inside its own workers). The child streams events and
 snapshots of its record over a pipe; the parent blocks on the pipe (no busy loop) until the final record
 arrives, the child dies, or the timeout passes. When the child cannot finish its own record, the parent
 completes the last snapshot: `timeout` keeps the epochs that finished; a child killed by SIGKILL (what
@@ -13,6 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -20,35 +25,110 @@ from typing import Any, Callable, Iterable
 
 from ..env import offline
 from ..grid import Trial
-from ..record import BudgetEvent, RecordEvent, TrialRecord, now_iso
+from ..record import BudgetEvent, RecordEvent, StartedEvent, TrialRecord, now_iso
 from .base import Events, Watch, finish_abnormal
 from .budget import Prepared, apply_budgets, prepare
 
 SPAWN = mp.get_context("spawn")
+START_METHODS = ("forkserver", "spawn")
+TRIAL_PROCESS_NAME = "harness-trial"  # the child's name in ps/top (and how tests tell trials from the server)
+_SERVER_LOCK = threading.Lock()
 
 
-def _die_with_parent() -> None:
+def start_method() -> str:
+    method = os.environ.get("HARNESS_START_METHOD", "forkserver").strip() or "forkserver"
+    if method not in START_METHODS or method not in mp.get_all_start_methods():
+        return "spawn"
+    return method
+
+
+def trial_context(method: str | None = None) -> Any:
+    """The multiprocessing context a trial's child is started from; for the forkserver, the server is made
+    sure to run first, with harness importable as this process imports it."""
+    method = method or start_method()
+    if method == "spawn":
+        return SPAWN
+    from multiprocessing import forkserver
+
+    context = mp.get_context("forkserver")
+    with _SERVER_LOCK:
+        # '__main__' first, as the standard library's default: a script's main module is imported once in
+        # the server, not again in every child. Then the trial's imports (preload.py).
+        context.set_forkserver_preload(["__main__", "harness.executors.preload"])
+        # The server is a new interpreter that finds modules through PYTHONPATH, not through this process's
+        # sys.path: put this harness first, so that the server preloads the code this process runs.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = root + (os.pathsep + saved if saved else "")
+        try:
+            forkserver.ensure_running()  # (re)starts a server that is not running; else nothing
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+    return context
+
+
+def _leave_server() -> int:
+    """In a child forked from the trial server: drop the server's end of its 'parent alive' pipe (else the
+    server outlives a killed driver for as long as the trial runs, and the trial with it); return the
+    server's pid, the parent this child should have."""
+    from multiprocessing import forkserver
+
+    fd = forkserver._forkserver._forkserver_alive_fd
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        forkserver._forkserver._forkserver_alive_fd = None
+    preload = sys.modules.get("harness.executors.preload")  # imported by the server, never here
+    return preload.SERVER_PID if preload is not None else os.getppid()
+
+
+def _die_with_parent(parent_pid: int | None = None, driver_pid: int | None = None) -> None:
     """Linux: have the kernel SIGKILL this child when its parent dies (a driver killed with SIGKILL, a Ray
-    worker cancelled with force=True), so that no orphaned trial keeps loading the machine."""
+    worker cancelled with force=True), so that no orphaned trial keeps loading the machine. Under the trial
+    server the parent is the server, which exits when the driver does."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc.prctl(15, TRIAL_PROCESS_NAME.encode(), 0, 0, 0)  # PR_SET_NAME
     except Exception:
         return
-    parent = mp.parent_process()
-    if parent is not None and parent.pid is not None and os.getppid() != parent.pid:
+    if parent_pid is None:
+        parent = mp.parent_process()
+        parent_pid = parent.pid if parent is not None else None
+    if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)  # the parent died before the line above took effect
+    if driver_pid is not None:
+        try:
+            os.kill(driver_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)  # the driver died while this child was being forked
+        except OSError:
+            pass
 
 
-def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: Prepared | None = None) -> None:
+def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: Prepared | None = None,
+                environ: dict[str, str] | None = None, driver_pid: int | None = None) -> None:
     """Entry point of the child process: apply the memory budget, run the trial, send the record."""
     # The parent handles Ctrl-C for the whole grid; a child must not die half-way through a write on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    forked = environ is not None
+    if forked:  # from the server: the driver's environment now, not the server's at its start
+        os.environ.clear()
+        os.environ.update(environ)
+    _die_with_parent(_leave_server() if forked else None, driver_pid)
+    try:
+        conn.send(StartedEvent(monotonic=time.monotonic()).model_dump())
+    except (BrokenPipeError, OSError):
+        return  # the parent is gone
     offline()
-    from ..trial import run_trial  # torch and the core: in the child only
+    from ..trial import run_trial  # torch and the core: in the child only (preloaded by the trial server)
 
     trial = Trial.from_dict(trial_dict)
     lock = threading.Lock()
@@ -77,8 +157,11 @@ def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: Prepared |
 class ChildRun:
     """One trial in one child process, watched by the parent."""
 
-    def __init__(self, trial: Trial, on_event: Callable[[Trial, dict[str, Any]], None] | None = None):
+    def __init__(self, trial: Trial, on_event: Callable[[Trial, dict[str, Any]], None] | None = None,
+                 method: str | None = None):
         self.trial = trial
+        self.method = method  # "forkserver" | "spawn"; None: start_method()
+        self.start_seconds: float | None = None  # from start() to the child's first line (bench/startup.py)
         self.on_event = on_event
         self.watch = Watch(trial)
         self.process: Any = None
@@ -86,11 +169,15 @@ class ChildRun:
         self.stopped = False  # killed by the executor's stop() (a SIGINT/SIGTERM of the grid)
 
     def start(self) -> None:
-        parent_conn, child_conn = SPAWN.Pipe(duplex=False)
-        self.conn = parent_conn
-        self.process = SPAWN.Process(target=_child_main, args=(self.trial.to_dict(), child_conn, self._budget_for_child()),
-                                     daemon=True, name=f"trial-{self.trial.trial_id}")
+        budget = self._budget_for_child()
         self.started = time.monotonic()
+        context = trial_context(self.method)
+        parent_conn, child_conn = context.Pipe(duplex=False)
+        self.conn = parent_conn
+        forked = context is not SPAWN
+        args = (self.trial.to_dict(), child_conn, budget, dict(os.environ) if forked else None,
+                os.getpid() if forked else None)
+        self.process = context.Process(target=_child_main, args=args, daemon=True, name=f"trial-{self.trial.trial_id}")
         try:
             self.process.start()
         finally:
@@ -120,6 +207,9 @@ class ChildRun:
                 if self.process.is_alive():
                     self.kill()
                 return event.record
+            if isinstance(event, StartedEvent):
+                self.start_seconds = event.monotonic - self.started
+                continue
             if event is not None and self.on_event is not None:
                 self.on_event(self.trial, raw)
 

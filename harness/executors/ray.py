@@ -163,7 +163,7 @@ def trial_task(trial_dict: dict[str, Any], sink: Any) -> dict[str, Any]:
 
     send(WorkerEvent(host=socket.gethostname(), **where).dump())
     run_as = _for_this_worker(trial)
-    run = ChildRun(run_as, lambda _trial, event: send(event))
+    run = ChildRun(run_as, lambda _trial, event: send(event), method="spawn")
     try:
         with _bare_main():
             run.start()
