@@ -401,8 +401,10 @@ class WorkerEvent(_Part):
     host: Optional[str] = None
 
 
-Event = Annotated[Union[StartedEvent, PhaseEvent, EpochEvent, SnapshotEvent, HeartbeatEvent, BudgetEvent, BudgetExceededEvent,
-                        RecordEvent, WorkerEvent], Field(discriminator="type")]
+# Every kind of event, in the order a trial sends them (docs/record.md's table is generated from this).
+EVENT_MODELS = (StartedEvent, PhaseEvent, EpochEvent, SnapshotEvent, HeartbeatEvent, BudgetEvent, BudgetExceededEvent,
+                RecordEvent, WorkerEvent)
+Event = Annotated[Union[EVENT_MODELS], Field(discriminator="type")]
 EVENTS = TypeAdapter(Event)
 
 
