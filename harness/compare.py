@@ -7,8 +7,8 @@ Pure functions for `harness compare BASE NEW`:
   `harness.store`) and decides; `CompareResult.failed` is the exit status the CLI should give.
 - `print_comparison(result, console)` prints the table, the trials that were not compared and a verdict line.
 
-Pairing. A trial's configuration is its `params` without the volatile keys (`seed`, `repeat`; the repeat
-index is a top-level field of the record anyway), so the repeats of one configuration form a group. Groups
+Pairing. A trial's configuration is its `params` without what tells repeats apart (`seed` and `data_seed`,
+`record.REPEAT_KEYS`, as in the report and the export), so the repeats of one configuration form a group. Groups
 with the same configuration in both runs are compared; a configuration found in one run only is listed and
 is not fatal.
 
@@ -41,10 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from harness.record import REPEAT_KEYS, finite
+from harness.record import config_key as _config_key
 from harness.store import SCHEMA_VERSION, StoreError, read_env, read_records
 
-#: Keys of `params` that differ between repeats of one configuration and are left out of the pairing key.
-VOLATILE_KEYS = frozenset({"seed", "repeat"})
+#: Keys of `params` that differ between repeats of one configuration and are left out of the pairing key
+#: (`record.REPEAT_KEYS`: the seed and the data seed, the one definition report and export use too).
+VOLATILE_KEYS = REPEAT_KEYS
 
 #: Shown in a label when no setting varies between the configurations being compared.
 _LABEL_FALLBACK_KEYS = ("model", "batch_size")
@@ -102,18 +105,9 @@ class Thresholds:
 # --------------------------------------------------------------------------------------------------
 # Configurations (shared with harness.export)
 # --------------------------------------------------------------------------------------------------
-def config_params(record: dict[str, Any], ignore: Iterable[str] = ()) -> dict[str, Any]:
-    """A record's settings without the volatile keys (and without `ignore`)."""
-    params = record.get("params")
-    if not isinstance(params, dict):
-        return {}
-    drop = VOLATILE_KEYS | set(ignore)
-    return {k: v for k, v in params.items() if k not in drop}
-
-
 def config_key(record: dict[str, Any], ignore: Iterable[str] = ()) -> str:
     """A canonical string for a record's configuration: equal for the repeats of one configuration."""
-    return json.dumps(config_params(record, ignore), sort_keys=True, default=str)
+    return _config_key(record.get("params"), ignore)
 
 
 def _fmt_value(value: Any) -> str:
@@ -158,20 +152,13 @@ def group_by_config(records: Iterable[dict[str, Any]], ignore: Iterable[str] = (
     for rec in records:
         groups.setdefault(config_key(rec, ignore), []).append(rec)
     for recs in groups.values():
-        recs.sort(key=lambda r: (_as_number(r.get("repeat")) or 0, str(r.get("trial_id"))))
+        recs.sort(key=lambda r: (finite(r.get("repeat")) or 0, str(r.get("trial_id"))))
     return groups
 
 
 # --------------------------------------------------------------------------------------------------
 # Metrics of one trial
 # --------------------------------------------------------------------------------------------------
-def _as_number(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _epochs(record: dict[str, Any]) -> list[dict[str, Any]]:
     epochs = record.get("epochs")
     return [e for e in epochs if isinstance(e, dict)] if isinstance(epochs, list) else []
@@ -181,7 +168,7 @@ def epoch_seconds(record: dict[str, Any]) -> list[float]:
     """The measured `seconds` of a record's finished epochs (missing ones skipped)."""
     out = []
     for e in _epochs(record):
-        s = _as_number(e.get("seconds"))
+        s = finite(e.get("seconds"))
         if s is not None:
             out.append(s)
     return out
@@ -194,19 +181,19 @@ def time_per_epoch(record: dict[str, Any]) -> Optional[float]:
 
 def final_val_accuracy(record: dict[str, Any]) -> Optional[float]:
     epochs = _epochs(record)
-    return _as_number(epochs[-1].get("val_accuracy")) if epochs else None
+    return finite(epochs[-1].get("val_accuracy")) if epochs else None
 
 
 def _memory(name: str) -> Callable[[dict[str, Any]], Optional[float]]:
     def get(record: dict[str, Any]) -> Optional[float]:
         mem = record.get("memory")
-        return _as_number(mem.get(name)) if isinstance(mem, dict) else None
+        return finite(mem.get(name)) if isinstance(mem, dict) else None
 
     return get
 
 
 def _top(name: str) -> Callable[[dict[str, Any]], Optional[float]]:
-    return lambda record: _as_number(record.get(name))
+    return lambda record: finite(record.get(name))
 
 
 @dataclass(frozen=True)

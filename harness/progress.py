@@ -167,7 +167,3 @@ def summary_table(records: list[dict[str, Any]]) -> Table:
                       "-" if r.get("seconds_total") is None else f"{r['seconds_total']:.1f}",
                       "-" if mem is None else f"{mem:.0f}")
     return table
-
-
-def is_terminal() -> bool:
-    return sys.stdout.isatty()

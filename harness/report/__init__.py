@@ -70,10 +70,6 @@ class ReportResult:
     run_dirs: list[Path]
     analysis: Analysis = field(repr=False)
 
-    @property
-    def figure_paths(self) -> list[Path]:
-        return [p for f in self.figures.values() for p in (f.png, f.svg)]
-
 
 def _report_settings(run_dirs: list[Path]) -> dict[str, Any]:
     """The first `[report]` table found in the runs' grid copies (a grid that does not parse is skipped)."""

@@ -172,14 +172,9 @@ def _group_id(row: Any, cols: list[str]) -> str:
     return json.dumps([fmt.value(row[c]) for c in cols])
 
 
-def _median(s: pd.Series) -> float | None:
-    s = pd.to_numeric(s, errors="coerce").dropna()
+def _median(s: Any) -> float | None:
+    s = pd.to_numeric(pd.Series(s, dtype=object), errors="coerce").dropna()
     return float(s.median()) if len(s) else None
-
-
-def _nanfloat(v: Any) -> float:
-    f = fmt.num(v)
-    return float("nan") if f is None else f
 
 
 # -- configurations -------------------------------------------------------------------------------------------
@@ -746,10 +741,6 @@ class Curve:
         return d_acc, d_loss, "unlikely: flat"
 
 
-def _median_or_none(values: list[float]) -> float | None:
-    return float(np.median(values)) if values else None
-
-
 def learning_curves(trials: pd.DataFrame, varying: list[str]) -> list[Curve]:
     curves = []
     if not len(trials):
@@ -775,9 +766,9 @@ def learning_curves(trials: pd.DataFrame, varying: list[str]) -> list[Curve]:
             config_key=str(key),
             label=label(g.iloc[0], varying),
             epochs=epochs,
-            val_accuracy=[_median_or_none(per_epoch[e]["val_accuracy"]) for e in epochs],
-            val_loss=[_median_or_none(per_epoch[e]["val_loss"]) for e in epochs],
-            train_loss=[_median_or_none(per_epoch[e]["train_loss"]) for e in epochs],
+            val_accuracy=[_median(per_epoch[e]["val_accuracy"]) for e in epochs],
+            val_loss=[_median(per_epoch[e]["val_loss"]) for e in epochs],
+            train_loss=[_median(per_epoch[e]["train_loss"]) for e in epochs],
             n_trials=n,
             final_val_accuracy=None,
         )
@@ -841,9 +832,9 @@ def frozen_effect(groups: pd.DataFrame) -> pd.DataFrame | None:
             "peak_mib": _median(sub[mem]) if mem else None,
             "memory_measure": mem,
             "trainable_params": _median(sub["trainable_params"]),
-            "accuracy_change": _median_or_none(d_acc),
-            "time_saved": _median_or_none(t_saved),
-            "memory_saved": _median_or_none(m_saved),
+            "accuracy_change": _median(d_acc),
+            "time_saved": _median(t_saved),
+            "memory_saved": _median(m_saved),
             "n_matched": len(d_acc) if depth != base_depth else len(sub),
         })
     return pd.DataFrame(rows)

@@ -91,11 +91,6 @@ class Document:
 
 
 # -- cells ----------------------------------------------------------------------------------------------------
-def c_text(v: Any) -> Cell:
-    text = fmt.value(v)
-    return Cell(text, None if fmt.is_missing(v) else text)
-
-
 def c_setting(v: Any) -> Cell:
     """A setting's value; sorts numerically where it is a number, 'all' after every number."""
     text = fmt.value(v)
