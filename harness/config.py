@@ -206,7 +206,7 @@ class LimitsSection(Strict):
     trial_timeout_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
     cpu_memory: Optional[ByteSize] = None
     gpu_memory: Optional[ByteSize] = None
-    # How cpu_memory is enforced (harness/core/budget.py, measured in docs/meters.md): "auto" is a watchdog on
+    # How cpu_memory is enforced (harness/executors/budget.py, measured in docs/meters.md): "auto" is a watchdog on
     # the process tree's RSS with a memory cgroup as kernel backstop where one can be made; "rlimit" (address
     # space) only for comparison.
     cpu_memory_method: Literal["auto", "cgroup", "watchdog", "rlimit"] = "auto"
@@ -293,6 +293,23 @@ DEFAULT_DEVICE_HOUR_USD: dict[str, float] = {
 }
 
 
+# Dense peak TFLOP/s per precision (NVIDIA datasheets; "with sparsity" figures halved). "fp32" is the
+# non-tensor-core rate; "tf32" applies to fp32 matmuls when torch allows TF32. A precision missing for a
+# device (bf16 on a T4) means no peak is known.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "t4": {"fp32": 8.1, "fp16": 65.0},
+    "a10g": {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0, "fp16": 125.0},
+    "l4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0},
+    "a100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
+    "h100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    "h100 pcie": {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0},
+    "h100 nvl": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
+    "h200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    "h200 nvl": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
+}
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
 def device_key(name: str) -> str:
     """A device name as the price and peak tables key it: lower case, runs of blanks as one space."""
     return " ".join(name.lower().split())
@@ -312,8 +329,6 @@ class CostSection(Strict):
     @field_validator("add_devices", mode="before")
     @classmethod
     def _added(cls, v: Any) -> Any:
-        from .meters.flops import PEAK_TFLOPS
-
         if not isinstance(v, (list, tuple)) or not all(isinstance(d, str) and d.strip() for d in v):
             raise ValueError('expected a list of device names, e.g. ["rtx a6000"]')
         out = tuple(device_key(d) for d in v)
@@ -326,8 +341,6 @@ class CostSection(Strict):
     @field_validator("peak_tflops", mode="before")
     @classmethod
     def _peaks(cls, v: Any, info: ValidationInfo) -> Any:
-        from .meters.flops import PEAK_TFLOPS, PRECISIONS
-
         if not isinstance(v, dict):
             raise ValueError("expected a table of device name = {precision = TFLOP/s}")
         known = sorted(set(DEFAULT_DEVICE_HOUR_USD) | set(PEAK_TFLOPS) | set(info.data.get("add_devices", ())))
@@ -383,6 +396,9 @@ class ReportSection(Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
     target_accuracy: float = Field(0.8, ge=0.0, le=1.0)
     extrapolate_rows: int = Field(56_000, ge=1, le=MAX_ROWS)
+    # What a budget buys (docs/forecast.md): hours of one trial on this machine and/or dollars.
+    budget_hours: Optional[float] = Field(None, gt=0.0, le=1e6)
+    budget_usd: Optional[float] = Field(None, gt=0.0, le=1e9)
 
 
 class GridFile(Strict):

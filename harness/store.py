@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import re
 import shutil
@@ -16,25 +15,15 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from .record import SCHEMA_VERSION, TrialRecord, json_safe, normalise  # noqa: F401 (SCHEMA_VERSION re-exported)
 
 TRIALS = "trials.jsonl"
 REJECTED = "trials.rejected.jsonl"
 ENV = "env.json"
 GRID = "grid.toml"
 LOCK = ".harness.lock"
-SCHEMA_VERSION = 1
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities become null: JSON has no spelling for them and a diverged loss is not a number."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 class StoreError(Exception):
@@ -81,7 +70,8 @@ def _read_lines(path: Path) -> ReadResult:
 
 
 def read_records(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every complete record of a run folder, in the order written. A torn line is skipped.
+    """Every complete record of a run folder, in the order written, each read through `record.load_record`
+    (so that a record an older run wrote reads like a new one). A torn line is skipped.
 
     Where a trial id appears more than once (it should not), the last record wins.
     """
@@ -95,7 +85,7 @@ def read_records(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     for rec in result.records:
         by_id.pop(rec["trial_id"], None)
         by_id[rec["trial_id"]] = rec
-    return list(by_id.values())
+    return [normalise(rec) for rec in by_id.values()]
 
 
 def read_env(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -239,11 +229,12 @@ class RunStore:
             last[r["trial_id"]] = r
         return {tid for tid, r in last.items() if r.get("retry_on_resume") is not True}
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: TrialRecord | dict[str, Any]) -> None:
         """One `os.write` of one line, then fsync. If the write fails or is short (a full disk), the file is
         cut back to its length before the write, so no torn line is left behind; if even that fails, the
         torn line is set aside by `repair()` on `--resume`."""
-        line = json.dumps(json_safe(record), default=str, allow_nan=False).encode("utf-8") + b"\n"
+        data = record.dump() if isinstance(record, TrialRecord) else normalise(record)
+        line = json.dumps(json_safe(data), default=str, allow_nan=False).encode("utf-8") + b"\n"
         try:
             fd = os.open(self.trials_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -274,12 +265,3 @@ class RunStore:
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.run_dir)
 
-
-def iter_run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    out = []
-    for p in paths:
-        path = Path(p)
-        if not (path / TRIALS).exists():
-            raise StoreError(f"{path}: not a run folder (no {TRIALS})")
-        out.append(path)
-    return out

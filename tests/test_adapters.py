@@ -23,7 +23,8 @@ from harness.core.data import Encoded  # noqa: E402
 from harness.core.models import RANDOM_SHAPES, ModelError, anatomy, freeze  # noqa: E402
 from harness.core.train import Trainer  # noqa: E402
 from harness.grid import LORA_DEFAULTS, expand  # noqa: E402
-from harness.meters.flops import Work, shape_of, trial_flops  # noqa: E402
+from harness.core.models import encoder_shape as shape_of  # noqa: E402
+from harness.meters.flops import Work, trial_flops  # noqa: E402
 
 ARCHS = ["bert-tiny", "distilbert-tiny", "roberta-tiny"]
 # What peft's own LoraConfig adds for a sequence classifier, per family: the head modules it trains in full
@@ -307,7 +308,18 @@ def test_missing_peft_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------------------------------
 # A whole run, 2 epochs, and its report
 # --------------------------------------------------------------------------------------------------
-def test_two_epoch_run_end_to_end(tmp_path: Path) -> None:
+@pytest.fixture
+def trial_server_stopped_after():
+    """The run leaves its trial server (a forkserver child of this process) idle for the next run; stop it, so
+    that later tests in this process see a process tree of their own (test_meters compares the tree's RSS
+    with the kernel's ru_maxrss of one process)."""
+    yield
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()
+
+
+def test_two_epoch_run_end_to_end(tmp_path: Path, trial_server_stopped_after: None) -> None:
     from harness.cli import main
 
     path = tmp_path / "grid.toml"

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from grid_helpers import tiny_csv, tiny_grid
 from harness.cli import main
 from harness.config import load_grid
-from harness.core.trial import empty_record, now_iso
+from harness.record import TrialRecord, now_iso
 from harness.grid import Trial, expand
 from harness.store import REJECTED, TRIALS, RunStore, StoreError, default_run_dir, safe_name
 
@@ -45,7 +45,7 @@ def lines_of(path: Path) -> list[dict[str, Any]]:
 
 
 def fake_record(trial: Trial, status: str = "ok") -> dict[str, Any]:
-    rec = empty_record(trial)
+    rec = TrialRecord.empty(trial).dump()
     rec["status"] = status
     rec["finished_at"] = now_iso()
     rec["seconds_total"] = 1.0
@@ -109,13 +109,18 @@ def grid6(tmp_path: Path, **overrides: Any) -> Path:
     return tiny_grid(tmp_path, **overrides)
 
 
+
+def is_trial_process(proc: psutil.Process) -> bool:
+    """A trial's child: forked from the trial server (named harness-trial) or spawned (spawn_main)."""
+    return proc.name() == "harness-trial" or "spawn_main" in " ".join(proc.cmdline())
+
 def trial_children(pid: int) -> list[psutil.Process]:
     """The spawned trial children of a `harness run` process."""
     out = []
     try:
         for child in psutil.Process(pid).children(recursive=True):
             try:
-                if "spawn_main" in " ".join(child.cmdline()):
+                if is_trial_process(child):
                     out.append(child)
             except psutil.Error:
                 pass
@@ -494,8 +499,8 @@ def test_a_killed_child_becomes_a_record_and_the_parent_goes_on(tmp_path):
 
     def on_event(t: Trial, event: dict[str, Any]) -> None:
         if event.get("type") == "epoch" and event.get("epoch") == 2:
-            for child in psutil.Process().children():
-                if "spawn_main" in " ".join(child.cmdline()):
+            for child in psutil.Process().children(recursive=True):
+                if is_trial_process(child):
                     child.kill()
 
     rec = run_in_child(trial, on_event)

@@ -66,12 +66,17 @@ class Chaos(threading.Thread):
         self.join(10)
 
 
+
+def is_trial_process(proc: psutil.Process) -> bool:
+    """A trial's child: forked from the trial server (named harness-trial) or spawned (spawn_main)."""
+    return proc.name() == "harness-trial" or "spawn_main" in " ".join(proc.cmdline())
+
 def trial_children(pid: int) -> list[psutil.Process]:
     out = []
     try:
         for child in psutil.Process(pid).children(recursive=True):
             try:
-                if "spawn_main" in " ".join(child.cmdline()):
+                if is_trial_process(child):
                     out.append(child)
             except psutil.Error:
                 pass

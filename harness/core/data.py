@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ..record import first_line
+
 FILE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 MAX_TEXT_CHARS = 1_000_000
 
@@ -48,11 +50,9 @@ def _read_file(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; expected a header and rows") from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot be read as {kind} ({first})") from None
+        raise DataError(f"{path}: cannot be read as {kind} ({first_line(exc, 10**6)})") from None
     except Exception as exc:  # pyarrow raises its own types for a corrupt parquet file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot be read as {kind} ({first})") from None
+        raise DataError(f"{path}: cannot be read as {kind} ({first_line(exc, 10**6)})") from None
 
 
 def _first_bad_utf8(path: Path, exc: UnicodeDecodeError) -> str:
@@ -93,18 +93,17 @@ def _load_dataset(name: str, split: str) -> pd.DataFrame:
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"{name}: not a local file and could not be loaded with datasets.load_dataset(split={split!r}) ({first[:200]})"
+            f"{name}: not a local file and could not be loaded with datasets.load_dataset(split={split!r}) ({first_line(exc, 200)})"
         ) from None
     return ds.to_pandas()
 
 
 def load_frame(source: str, split: str = "train") -> pd.DataFrame:
     if source == "embedded:reviews":
-        from .reviews import generate
+        from .reviews import cached
 
-        return generate()
+        return cached()
     if source.startswith("embedded:"):
         raise DataError(f"{source}: unknown embedded data set; expected embedded:reviews")
     path = Path(source).expanduser()

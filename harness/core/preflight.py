@@ -35,11 +35,6 @@ def _max_positions(config: dict[str, Any]) -> int | None:
     return None
 
 
-def model_layers(name: str, trust_remote_code: bool, allow_pickle: bool) -> int | None:
-    """The model's block count, checking on the way that it can be found without a network."""
-    return _num_layers(model_config(name, trust_remote_code, allow_pickle))
-
-
 def model_config(name: str, trust_remote_code: bool, allow_pickle: bool) -> dict[str, Any]:
     """The model's config as a dict, checking on the way that it can be found without a network."""
     if name.startswith("random:"):
