@@ -209,7 +209,7 @@ CASES: dict[str, Builder] = {
     "text column missing": data_case("review,label\n" + ROWS, ["text_column 'text' is not a column", "review, label"]),
     "unknown file type": data_case("text,label\n" + ROWS, ["unknown file type '.txt'"], suffix=".txt"),
     "corrupt parquet": data_case(b"PAR1 not really", ["cannot be read as parquet"], suffix=".parquet"),
-    "broken jsonl": data_case('{"text": "a", "label": 1}\n{"text": \n', ["cannot be read as jsonl"], suffix=".jsonl"),
+    "broken jsonl": data_case('{"text": "a", "label": 1}\n{"text": \n', ["line 2: not valid JSON", "one JSON object per line"], suffix=".jsonl"),
     # -- models ----------------------------------------------------------------------------------------
     "unknown random shape": grid_case(["[model] name", "random:nope", "unknown random shape", "bert-tiny"],
                                       model__name="random:nope"),

@@ -275,7 +275,7 @@ def test_two_runs_never_write_one_folder(tmp_path):
     first = RunStore(tmp_path / "run")
     first.create(text, {})
     second = RunStore(tmp_path / "run")
-    with pytest.raises(StoreError, match="another harness run is writing to this folder"):
+    with pytest.raises(StoreError, match="another harness run holds this folder"):
         second.create(text, {}, resume=True)
     first.close()
     second.create(text, {}, resume=True)  # free again once the first is done (or dead: the kernel drops it)
@@ -499,8 +499,10 @@ def test_a_killed_child_becomes_a_record_and_the_parent_goes_on(tmp_path):
                     child.kill()
 
     rec = run_in_child(trial, on_event)
-    assert rec["status"] == "oom" and "SIGKILL" in rec["error"]
-    assert len(rec["epochs"]) >= 2 and rec["oom"]["phase"] in {"train", "eval"}
+    # A kill from outside with no sign of memory (no budget, the kernel's oom_kill counters still) is an error
+    # that names the signal, not `oom` (issue 15, class 8: tests/test_reliability.py's table covers the rest).
+    assert rec["status"] == "error" and "SIGKILL" in rec["error"] and "from outside" in rec["error"]
+    assert len(rec["epochs"]) >= 2 and rec["oom"] is None
 
 
 def test_a_child_that_cannot_start_becomes_an_error_record(tmp_path, monkeypatch):
