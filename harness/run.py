@@ -125,9 +125,6 @@ def prepare(grid_path: str, out: str | None, resume: str | None, check_devices: 
     from .core.preflight import check  # imports torch: only once the grid file itself is known to be good
 
     check(trials, grid_path, check_devices=check_devices, cfg=cfg)
-    long = duration_note(cfg, trials)
-    if long:
-        notes.append(long)
     return cfg, text, trials, run_dir
 
 
@@ -196,23 +193,30 @@ def _grid_dir_of(grid_path: str, run_dir: Path) -> Path:
     return given.parent
 
 
-# A trial's child imports torch and transformers and loads its model before it trains: a floor under any
-# trial's time. Measured on the 2-core test machine (cold start of a spawned child to its first epoch with
-# random:bert-tiny, docs/reliability.md); a faster machine does better, so the note says "about".
-TRIAL_START_S = 6.0
+# A grid this long gets a rough duration before it starts (issue 13 plans a real estimate). Each trial's child
+# imports torch and transformers and builds its model before it trains: 30 to 44 s to the first training step
+# for random:bert-tiny measured on the 2-core test machine under a load of 25 (docs/reliability.md), a few
+# seconds on an idle one. So the note gives the total at two per-trial times, not a prediction.
 LONG_GRID_TRIALS = 200
 
 
-def duration_note(cfg: GridFile, trials: list[Trial]) -> str | None:
-    """For a grid of many trials, a rough lower bound on how long it takes, said before it starts."""
-    if len(trials) < LONG_GRID_TRIALS:
+def _span(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds / 60:.0f} minutes"
+
+
+def duration_note(n_trials: int, workers: int = 1) -> str | None:
+    """For a grid of many trials, how long it would take at 10 s and at 1 min a trial, said before it starts."""
+    if n_trials < LONG_GRID_TRIALS:
         return None
-    floor_s = len(trials) * TRIAL_START_S
-    hours = floor_s / 3600
-    span = f"{hours:.0f} hours" if hours >= 2 else f"{floor_s / 60:.0f} minutes"
-    return (f"{len(trials)} trials: at least {span} on one worker, at the ~{TRIAL_START_S:g} s each trial's child "
-            f"takes to start before it trains (training comes on top); the progress line estimates the rest "
-            f"once trials finish. Ctrl-C stops, --resume continues")
+    rounds = -(-n_trials // max(1, workers))
+    on = f"{workers} workers" if workers > 1 else "one worker"
+    return (f"{n_trials} trials: at 10 s a trial (a tiny model; each trial starts a fresh process that imports "
+            f"torch and loads its model) that is {_span(rounds * 10)} on {on}, at 1 min a trial {_span(rounds * 60)}; "
+            "the progress line estimates from the trials that finish. Ctrl-C stops, --resume continues")
 
 
 def run_grid(grid_path: str, out: str | None = None, resume: str | None = None, executor: str = "local",
@@ -227,7 +231,8 @@ def run_grid(grid_path: str, out: str | None = None, resume: str | None = None, 
     if resume is None:  # where relative data paths were read from, for a resume with the folder's grid copy
         env["grid_dir"] = str(Path(grid_path).resolve().parent)
     store.create(text, env, resume=resume is not None, unique=not out and resume is None)
-    for note in notes:
+    long = duration_note(len(trials), workers if executor == "local" else 1)
+    for note in notes + ([long] if long else []):
         console.print(f"[yellow]{escape(note)}[/yellow]")
     try:
         return _run_in(store, cfg, trials, ex, resume, console, report, max_batch)
