@@ -120,8 +120,9 @@ def prepare(grid_path: str, out: str | None, resume: str | None, check_devices: 
         grid_dir = Path(grid_path).resolve().parent
     from .core.data import resolve_data_path  # pandas: only once the grid file itself is known to be good
 
-    trials = [dataclasses.replace(t, data_path=resolve_data_path(t.params["source"], grid_dir, notes))
-              for t in expand(cfg)]
+    trials = expand(cfg)
+    paths = {source: resolve_data_path(source, grid_dir, notes) for source in sorted({t.params["source"] for t in trials})}
+    trials = [dataclasses.replace(t, data_path=paths[t.params["source"]]) for t in trials]
     from .core.preflight import check  # imports torch: only once the grid file itself is known to be good
 
     check(trials, grid_path, check_devices=check_devices, cfg=cfg)

@@ -929,3 +929,14 @@ def test_a_relative_data_path_found_only_in_the_working_folder_still_runs_with_a
     said = " ".join(capsys.readouterr().out.split())
     assert "not in the grid file's folder" in said and "read from the working folder" in said
     assert len(ex.ran) == 1
+
+
+def test_default_folders_of_one_name_in_one_second_are_claimed_not_shared(tmp_path):
+    """Without --out, a folder that exists (another run's, made in the same second) is never entered."""
+    base = tmp_path / "results" / "tiny-20260101T000000Z"
+    stores = [RunStore(base) for _ in range(3)]
+    for s in stores:
+        s.create('name = "tiny"\n', {}, unique=True)
+    assert [s.run_dir.name for s in stores] == [base.name, f"{base.name}-2", f"{base.name}-3"]
+    for s in stores:
+        s.close()
