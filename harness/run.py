@@ -196,8 +196,8 @@ def _grid_dir_of(grid_path: str, run_dir: Path) -> Path:
 
 # A grid this long gets a rough duration before it starts (issue 13 plans a real estimate). Each trial's child
 # imports torch and transformers and builds its model before it trains: 30 to 44 s to the first training step
-# for random:bert-tiny measured on the 2-core test machine under a load of 25 (docs/reliability.md), a few
-# seconds on an idle one. So the note gives the total at two per-trial times, not a prediction.
+# for random:bert-tiny measured on the 2-core test machine under a load of 25 (docs/scripts/trial_startup.py),
+# less on an idle machine. So the note gives the total at two per-trial times, not a prediction.
 LONG_GRID_TRIALS = 200
 
 

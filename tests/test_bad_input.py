@@ -501,7 +501,8 @@ CASES.update(ROUND_TWO)
 
 # Run again as real subprocesses: grid, data, model, output and command-line mistakes.
 SUBPROCESS_CASES = ["unknown key in a section", "non-UTF-8 bytes", "model folder with pickled weights only",
-                    "missing grid file", "unknown command", "hub id not available offline"]
+                    "missing grid file", "unknown command", "hub id not available offline",
+                    "texts are lists (parquet)", "--out holds the user's grid.toml", "--resume of an empty name"]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
