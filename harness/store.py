@@ -68,12 +68,8 @@ def _read_lines(path: Path) -> ReadResult:
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            out.bad_lines.append(raw.decode("utf-8", "replace"))
-            continue
-        if isinstance(rec, dict) and "trial_id" in rec and "status" in rec:
+        rec = _parse_record(raw)
+        if rec is not None:
             out.records.append(rec)
         else:
             out.bad_lines.append(raw.decode("utf-8", "replace"))
@@ -101,27 +97,20 @@ def read_records(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 def unreadable_lines(run_dir: str | os.PathLike) -> list[int]:
     """Line numbers (1-based) of trials.jsonl lines that are not complete records: a torn last line, or
     garbage. Readers skip them; a report says that it did."""
-    path = Path(run_dir) / TRIALS
     try:
-        data = path.read_bytes()
+        data = (Path(run_dir) / TRIALS).read_bytes()
     except OSError:
         return []
-    bad = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if raw.strip() and not _read_lines_of(raw).records:
-            bad.append(number)
-    return bad
+    return [n for n, raw in enumerate(data.split(b"\n"), start=1) if raw.strip() and _parse_record(raw) is None]
 
 
-def _read_lines_of(raw: bytes) -> ReadResult:
-    out = ReadResult()
+def _parse_record(raw: bytes) -> dict[str, Any] | None:
+    """One line of trials.jsonl as a record, or None where it is not one."""
     try:
         rec = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return out
-    if isinstance(rec, dict) and "trial_id" in rec and "status" in rec:
-        out.records.append(rec)
-    return out
+        return None
+    return rec if isinstance(rec, dict) and "trial_id" in rec and "status" in rec else None
 
 
 def read_env(run_dir: str | os.PathLike) -> dict[str, Any]:
