@@ -415,6 +415,21 @@ def _env_flat(env: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_ignored(ignore: tuple[str, ...], records: list[dict[str, Any]]) -> None:
+    """A name given to --ignore must be a setting of the runs' trials (a typo would silently change nothing)."""
+    known: set[str] = set()
+    for rec in records:
+        if isinstance(rec.get("params"), dict):
+            known.update(rec["params"])
+    for name in ignore:
+        if known and name not in known:
+            import difflib
+
+            near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}?" if near else f"expected one of {', '.join(sorted(known))}"
+            raise ValueError(f"--ignore {name}: not a setting of these runs; {hint}")
+
+
 def compare_runs(
     base_dir: str | os.PathLike,
     new_dir: str | os.PathLike,
@@ -430,6 +445,7 @@ def compare_runs(
     base_dir, new_dir = Path(base_dir), Path(new_dir)
     base_records, new_records = _read(base_dir), _read(new_dir)
     ignore = tuple(ignore)
+    _check_ignored(ignore, base_records + new_records)
     base_groups = group_by_config(base_records, ignore)
     new_groups = group_by_config(new_records, ignore)
     labels = config_labels(list(base_groups) + list(new_groups))

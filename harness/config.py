@@ -482,6 +482,10 @@ def _expected(err: Any) -> str | None:
         return None
 
 
+# Settings that are fractions from 0 to 1: a value from 1 to 100 was almost surely meant as a percentage.
+FRACTIONS = frozenset({"target_accuracy", "val_fraction", "momentum"})
+
+
 def _first_error(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
     loc = _where(tuple(err.get("loc", ())))
@@ -489,7 +493,7 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     msg = msg.removeprefix("Value error, ")
     msg = _expected(err) or msg
     if err.get("type") == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _belongs_elsewhere(loc)
     elif err.get("type") == "missing":
         msg = "required key is missing"
     got = err.get("input")
@@ -498,15 +502,52 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
         if len(shown) > 60:
             shown = shown[:57] + "..."
         msg = f"{msg}, got {shown}"
+    field_name = loc.rpartition(".")[2]
+    if (field_name in FRACTIONS and err.get("type") in _BOUNDS and isinstance(got, (int, float))
+            and not isinstance(got, bool) and 1 < got <= 100):
+        msg = f"{msg} (a fraction from 0 to 1, not a percentage: did you mean {got / 100:g}?)"
     return loc, msg
 
 
-def _check_flat_value(path: str, flat: str, value: Any) -> None:
-    """Validate one setting value by building its section with just that field."""
+def _homes() -> dict[str, list[str]]:
+    """key -> the places a grid file takes it ("[train]", "top level"), over every section and run-wide table."""
+    homes: dict[str, list[str]] = {}
+    for name, info in GridFile.model_fields.items():
+        model = info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for key in model.model_fields:
+                homes.setdefault(key, []).append(f"[{name}]")
+        elif name != "grid":
+            homes.setdefault(name, []).append("the top level (before any [section])")
+    for flat, (section, field_name) in flat_names().items():
+        if flat != field_name:  # `model`, `source`, `data_seed`: spelt so only in [grid]
+            homes.setdefault(flat, []).append(f"[grid] (as [{section}] {field_name} otherwise)")
+    return homes
+
+
+def _belongs_elsewhere(loc: str) -> str:
+    """For an unknown key: the section it belongs in, or the known key it is a typo of."""
+    section, _, key = loc.rpartition(".")
+    here = f"[{section}]" if section else "the top level (before any [section])"
+    homes = [h for h in _homes().get(key, []) if h != here]
+    if homes:
+        return f"; {key} belongs in {' or '.join(homes)}"
+    import difflib
+
+    known = (list(SECTIONS[section][0].model_fields) if section in SECTIONS
+             else list(GridFile.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
+             if section in GridFile.model_fields and section != "grid" else list(GridFile.model_fields))
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return f"; did you mean {near[0]}?" if near else ""
+
+
+def _check_flat_value(path: str, flat: str, value: Any) -> Any:
+    """Validate one setting value by building its section with just that field; returns what it means (the
+    validated value: 1 for a rate is 1.0)."""
     section, field_name = flat_names()[flat]
     model = SECTIONS[section][0]
     try:
-        model.model_validate({field_name: value})
+        return getattr(model.model_validate({field_name: value}), field_name)
     except ValidationError as exc:
         _, msg = _first_error(exc)
         raise ConfigError(f"{path}: [grid] {flat}: {msg}") from None
@@ -526,6 +567,10 @@ def parse_grid(text: str, path: str = "<grid>") -> GridFile:
     for key, values in grid.items():
         if key not in names:
             near = ", ".join(sorted(names))
+            homes = [h for h in _homes().get(key, []) if not h.startswith("[grid]")]
+            if homes:
+                raise ConfigError(f"{path}: [grid] {key}: not a setting that can be swept; {key} is set once for "
+                                  f"the run in {' or '.join(homes)}")
             raise ConfigError(f"{path}: [grid] {key}: unknown setting; expected one of {near}")
         if not isinstance(values, list):
             values = [values]
@@ -533,12 +578,15 @@ def parse_grid(text: str, path: str = "<grid>") -> GridFile:
             raise ConfigError(f"{path}: [grid] {key}: empty list; give at least one value")
         if len(values) > 1000:
             raise ConfigError(f"{path}: [grid] {key}: {len(values)} values; expected at most 1000")
-        seen = []
+        seen: list[tuple[Any, Any]] = []  # (as written, as meant)
         for v in values:
-            _check_flat_value(path, key, v)
-            if v in seen and type(v) is type(seen[seen.index(v)]):
-                raise ConfigError(f"{path}: [grid] {key}: value {v!r} is given twice")
-            seen.append(v)
+            meant = _check_flat_value(path, key, v)
+            for written, other in seen:  # compared by meaning: 1 and 1.0 are one learning rate
+                if other == meant and type(other) is type(meant):
+                    same = f"value {v!r} is given twice" if written == v and type(written) is type(v) else \
+                        f"{written!r} and {v!r} are the same value"
+                    raise ConfigError(f"{path}: [grid] {key}: {same}; each value makes its own trials")
+            seen.append((v, meant))
         grid[key] = list(values)
     raw["grid"] = grid
     try:

@@ -107,7 +107,7 @@ def run_trial(trial: Trial, emit: Emit | None = None, budget: dict[str, Any] | N
         with meters:
             enter("load_data")
             with meters.phase("load_data"):
-                rows = data.load_rows(p["source"], p["text_column"], p["label_column"], p["split"])
+                rows = data.load_rows(trial.data_path or p["source"], p["text_column"], p["label_column"], p["split"])
                 train_idx, val_idx = data.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"],
                                                            p["source"])
             rec.n_train, rec.n_val, rec.num_labels = len(train_idx), len(val_idx), len(rows.label_names)

@@ -255,7 +255,7 @@ def test_a_budget_between_two_batches_gives_one_oom_and_one_ok_and_the_grid_fini
     assert ok["flops"] > 0 and ok["mfu"] is None and "CPU" in ok["mfu_note"]
 
 
-def test_a_child_killed_with_sigkill_is_recorded_as_oom_with_its_phase(tmp_path):
+def test_a_child_killed_with_sigkill_from_outside_is_an_error_with_its_phase(tmp_path):
     from harness.executors.local import ChildRun
 
     src = long_csv(tmp_path / "long.csv", long_rows=36)  # every batch 512 tokens wide: training lasts seconds
@@ -274,13 +274,15 @@ def test_a_child_killed_with_sigkill_is_recorded_as_oom_with_its_phase(tmp_path)
     finally:
         run.close()
     assert killed, "the trial finished before a heartbeat in training came"
-    assert rec["status"] == "oom" and "SIGKILL" in rec["error"]
-    assert rec["oom"] == {"phase": "train", "epoch": killed[0]["epoch"]}
+    # no budget and the kernel's oom_kill counters still: not memory, an error naming the signal (issue 15)
+    assert rec["status"] == "error" and "SIGKILL" in rec["error"] and "from outside" in rec["error"]
+    assert rec["oom"] is None
+    assert f"(phase train, epoch {killed[0]['epoch']})" in rec["notes"][-1]
     assert rec["memory"]["cpu_peak_rss_mib"] >= killed[0]["memory"]["cpu_peak_rss_mib"]
     assert rec["seconds_total"] >= killed[0]["seconds_total"]
     assert rec["cost_usd"] is not None  # the time spent until the kill, priced
     # Every null the parent leaves says why, and the figures it kept say how they were taken.
-    assert rec["flops"] is None and rec["mfu"] is None and "stopped (oom)" in rec["mfu_note"]
+    assert rec["flops"] is None and rec["mfu"] is None and "stopped (error)" in rec["mfu_note"]
     assert rec["memory_note"].startswith("cpu: peak RSS of the trial's process tree")
     assert rec["energy_note"]
 

@@ -8,8 +8,11 @@ trial. `HARNESS_START_METHOD=spawn` starts each child as a bare interpreter inst
 does inside its own workers). The child streams events and
 snapshots of its record over a pipe; the parent blocks on the pipe (no busy loop) until the final record
 arrives, the child dies, or the timeout passes. When the child cannot finish its own record, the parent
-completes the last snapshot: `timeout` keeps the epochs that finished; a child killed by SIGKILL (what
-the kernel's OOM killer sends) is recorded as `oom` with the phase and epoch it was in.
+completes the last snapshot: `timeout` keeps the epochs that finished. A child killed by SIGKILL is recorded
+as `oom` (with the phase and epoch it was in) only on evidence of memory: the budget's watchdog killed it, its
+cgroup's `oom_kill` counter moved, or the kernel's OOM killer ran while it died (`oom_kill` in /proc/vmstat
+or in the cgroup harness runs in). A SIGKILL without such evidence (a user's `kill -9`, a scheduler) and any
+other signal are an `error` that names the signal.
 """
 
 from __future__ import annotations
@@ -169,6 +172,7 @@ class ChildRun:
         self.stopped = False  # killed by the executor's stop() (a SIGINT/SIGTERM of the grid)
 
     def start(self) -> None:
+        self.oom_kills_before = kernel_oom_kills()
         budget = self._budget_for_child()
         self.started = time.monotonic()
         context = trial_context(self.method)
@@ -217,7 +221,12 @@ class ChildRun:
         self.process.join(timeout=10)
         code = self.process.exitcode
         if code == -signal.SIGKILL:
-            return self.watch.complete("oom", self._sigkill_reason())
+            memory = self._memory_evidence()
+            if memory:
+                return self.watch.complete("oom", memory)
+            return self.watch.complete("error", "child process killed by SIGKILL from outside the harness (a user, a "
+                                       "scheduler): no sign of memory exhaustion (no memory budget kill, the kernel's "
+                                       "oom_kill counters did not move)")
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             return self.watch.complete("error", f"child process killed by {name}")
@@ -227,11 +236,20 @@ class ChildRun:
         self.budget = prepare(self.trial)
         return self.budget
 
-    def _sigkill_reason(self) -> str:
-        if self.watch.budget_reason:
+    def _memory_evidence(self) -> str | None:
+        """Why a SIGKILLed child died of memory, or None where nothing says it did."""
+        if self.watch.budget_reason:  # the CPU-budget watchdog killed it
             return self.watch.budget_reason
-        known = self.budget.explain_kill() if self.budget is not None else None
-        return known or "child process killed by SIGKILL (the kernel's OOM killer sends this)"
+        known = self.budget.explain_kill() if self.budget is not None else None  # its cgroup's oom_kill moved
+        if known:
+            return known
+        before, after = getattr(self, "oom_kills_before", {}), kernel_oom_kills()
+        moved = [f"{where} {before[where]} -> {after[where]}" for where in sorted(set(before) & set(after))
+                 if after[where] > before[where]]
+        if moved:
+            return ("child process killed by SIGKILL while the kernel's OOM killer ran (oom_kill "
+                    f"{', '.join(moved)}): out of memory")
+        return None
 
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():
@@ -246,6 +264,46 @@ class ChildRun:
             self.conn.close()
         except Exception:
             pass
+
+
+def kernel_oom_kills() -> dict[str, int]:
+    """The kernel's OOM-kill counters that can be read here: machine-wide (`oom_kill` in /proc/vmstat, Linux
+    4.13+) and of the cgroup v2 this process runs in (`memory.events`). A trial child SIGKILLed while one of
+    them moved was killed for memory."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    out["/proc/vmstat"] = int(line.split()[1])
+                    break
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:  # v2 "0::/path" -> memory.events; v1 "4:memory:/path" -> memory.oom_control
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if controllers == "" and path:
+            candidates = [f"/sys/fs/cgroup{path.rstrip('/')}/memory.events"]
+        elif "memory" in controllers.split(","):
+            candidates = [f"/sys/fs/cgroup/memory{path.rstrip('/')}/memory.oom_control",
+                          "/sys/fs/cgroup/memory/memory.oom_control"]  # a container sees its own cgroup as root
+        else:
+            continue
+        for events in candidates:
+            try:
+                with open(events) as ev:
+                    for row in ev:
+                        key, _, value = row.partition(" ")
+                        if key == "oom_kill":
+                            out[events] = int(value)
+                break
+            except (OSError, ValueError):
+                continue
+    return out
 
 
 def run_in_child(trial: Trial, on_event: Callable[[Trial, dict[str, Any]], None] | None = None) -> dict[str, Any]:

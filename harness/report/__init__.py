@@ -34,7 +34,7 @@ from harness.report.analysis import (
     Recommendation,
 )
 from harness.report.figures import FigureFiles
-from harness.store import StoreError, read_env, read_grid_text, safe_name
+from harness.store import TRIALS, StoreError, read_env, read_grid_text, safe_name, unreadable_lines
 
 __all__ = [
     "ReportResult",
@@ -69,6 +69,7 @@ class ReportResult:
     status_counts: dict[str, int]
     run_dirs: list[Path]
     analysis: Analysis = field(repr=False)
+    warnings: list[str] = field(default_factory=list)  # what the reader must know (lines skipped)
 
 
 def _report_settings(run_dirs: list[Path]) -> dict[str, Any]:
@@ -104,6 +105,22 @@ def _run_name(df: pd.DataFrame) -> str | None:
     return None
 
 
+def _refuse_repeats(dirs: list[Path]) -> None:
+    """One run given twice (or as its folder and its trials.jsonl) would count every trial twice."""
+    seen: dict[Path, Path] = {}
+    for d in dirs:
+        if not str(d).strip():
+            raise StoreError("a run folder was given as an empty name (an unset shell variable?)")
+        folder = d.parent if d.name == "trials.jsonl" else d
+        try:
+            key = folder.resolve()
+        except OSError:
+            continue
+        if key in seen:
+            raise StoreError(f"{d}: the same run as {seen[key]}, given twice; each run counts once (give it once)")
+        seen[key] = d
+
+
 def render_report(
     run_dirs: Iterable[str | os.PathLike] | str | os.PathLike,
     out_dir: Path | None = None,
@@ -120,12 +137,15 @@ def render_report(
     dirs = [Path(p) for p in run_dirs]
     if not dirs:
         raise StoreError("no run folder given")
+    _refuse_repeats(dirs)
     frames, runs = [], []
     for d in dirs:
         df = results.load(d)
         frames.append(df)
+        folder = d.parent if d.name == TRIALS else d
         runs.append(_document.RunInfo(str(d), _run_name(df), read_env(d) if d.is_dir() else {},
-                                      read_grid_text(d) if d.is_dir() else None))
+                                      read_grid_text(d) if d.is_dir() else None,
+                                      unreadable_lines(folder) if folder.is_dir() else []))
     df = results.merge_frames(frames)
 
     grid = _report_settings(dirs)
@@ -187,6 +207,7 @@ def render_report(
         status_counts=a.status_counts,
         run_dirs=dirs,
         analysis=a,
+        warnings=[_document.skipped_sentence(r) for r in runs if r.skipped_lines],
     )
 
 
@@ -228,6 +249,8 @@ def print_summary(result: ReportResult, console: Any) -> None:
     console.print(Text.assemble(("Report: ", "bold"), str(result.html_path),
                                 f"  (also report.md, {len(result.figures)} figures, trials.csv/.parquet)"))
     console.print(Text(f"Trials: {counts}"))
+    for warning in result.warnings:
+        console.print(Text(warning, style="yellow"))
     for line in result.recommendation.lines():
         console.print(Text(line))
     if result.analysis.budget is not None:

@@ -81,6 +81,7 @@ class RunInfo:
     run_name: str | None
     env: dict[str, Any]
     grid_text: str | None
+    skipped_lines: list[int] = field(default_factory=list)  # trials.jsonl lines that are not records
 
 
 @dataclass
@@ -704,6 +705,14 @@ def section_strategies(a: Analysis, figs: dict[str, FigureFiles]) -> Section | N
     return s
 
 
+def skipped_sentence(run: RunInfo) -> str:
+    lines = run.skipped_lines
+    shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if len(lines) > 10 else "")
+    return (f"{run.run_dir}: {len(lines)} line{'s' if len(lines) != 1 else ''} of trials.jsonl "
+            f"{'are' if len(lines) != 1 else 'is'} not a complete record and {'were' if len(lines) != 1 else 'was'} "
+            f"skipped (line {shown}); `harness run --resume` sets such lines aside in trials.rejected.jsonl.")
+
+
 def build(a: Analysis, runs: list[RunInfo], figs: dict[str, FigureFiles], *, target_source: str,
           rows_source: str) -> Document:
     names = []
@@ -721,6 +730,7 @@ def build(a: Analysis, runs: list[RunInfo], figs: dict[str, FigureFiles], *, tar
         f"{a.extrapolate_rows:,} rows ({rows_source}).",
         "Generated " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + ".",
     ]
+    intro += [skipped_sentence(r) for r in runs if r.skipped_lines]
     sections = [
         section_recommendation(a),
         section_setup(a, runs),
