@@ -287,6 +287,8 @@ class TrialRecord(BaseModel):
     def dump(self) -> dict[str, Any]:
         """The record as the plain JSON object trials.jsonl holds."""
         out = self.model_dump(by_alias=True)
+        # A phase that did not run is absent, not null (a trial without the cache has no `cache` phase).
+        out["phases"] = {name: seconds for name, seconds in (out.get("phases") or {}).items() if seconds is not None}
         for key in _ONLY_WHERE_SET:
             if out.get(key) is None:
                 out.pop(key, None)
