@@ -213,6 +213,8 @@ def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) ->
         "mfu_note": _text(rec.get("mfu_note")),
         "phases": json.dumps(rec["phases"], default=str) if isinstance(rec.get("phases"), dict) else None,
         "epoch_log": json.dumps(epochs, default=str),
+        # `harness run --plan`: the plan's prediction for this trial (harness/plan/score.py reads it back)
+        "predicted": json.dumps(rec["predicted"], default=str) if isinstance(rec.get("predicted"), dict) else None,
     })
     return row
 
