@@ -41,6 +41,19 @@ def probe_result(tmp_path_factory):
     return p, res
 
 
+def fake_children(res):
+    """Stands in for `probe.run_in_child`: hands out the in-process probe's shapes one per call, as the
+    per-shape children would."""
+    calls = {"n": 0}
+
+    def child(spec, timeout_s=0):
+        i = calls["n"] % len(res["shapes"])
+        calls["n"] += 1
+        return dict(res, shapes=[res["shapes"][i]], wall_s=1.0, spawn_to_ready_s=res["ready_s"] + 0.5)
+
+    return child
+
+
 # -- batches --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("strategy,frozen", [("lab", 0), ("lab", "all"), ("fast", 1), ("fast", "all")])
 def test_replayed_batches_are_the_trainers_own(tmp_path, strategy, frozen):
@@ -149,10 +162,7 @@ def test_plan_with_a_stored_calibration_runs_no_probe(tmp_path, probe_result, mo
     p, res = probe_result
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
 
-    def fake_child(spec, timeout_s=0):
-        return dict(res, wall_s=1.0, spawn_to_ready_s=res["ready_s"] + 0.5)
-
-    monkeypatch.setattr("harness.plan.probe.run_in_child", fake_child)
+    monkeypatch.setattr("harness.plan.probe.run_in_child", fake_children(res))
     grid = tiny_grid(tmp_path, train__optimizer="adamw", grid__dataset_size=[60], grid__batch_size=[4, 16],
                      grid__frozen_layers=["all", 0], limits__cpu_memory="640MiB")
     first = plan_grid(str(grid))
@@ -208,7 +218,7 @@ def test_plan_check_needs_a_run_folder(tmp_path, capsys):
 def test_max_hours_refuses_before_anything_is_written(tmp_path, probe_result, monkeypatch, capsys):
     p, res = probe_result
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("harness.plan.probe.run_in_child", lambda spec, timeout_s=0: dict(res, wall_s=1.0))
+    monkeypatch.setattr("harness.plan.probe.run_in_child", fake_children(res))
     grid = tiny_grid(tmp_path, train__optimizer="adamw", grid__dataset_size=[60])
     out = tmp_path / "run"
     assert main(["run", str(grid), "--out", str(out), "--max-hours", "0.00001"]) == 2
@@ -225,7 +235,7 @@ def test_run_with_plan_records_predicted_and_the_report_scores_it(tmp_path, prob
 
     p, res = probe_result
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("harness.plan.probe.run_in_child", lambda spec, timeout_s=0: dict(res, wall_s=1.0))
+    monkeypatch.setattr("harness.plan.probe.run_in_child", fake_children(res))
     grid = tiny_grid(tmp_path, train__optimizer="adamw", grid__dataset_size=[60], grid__frozen_layers=["all", 0])
     out = tmp_path / "run"
     assert main(["run", str(grid), "--out", str(out), "--plan", "--no-report"]) == 0
@@ -248,3 +258,26 @@ def test_probes_run_in_a_child(tmp_path):
     assert res["shapes"][0]["cpu_peak_rss_bytes"] > 0
     assert res["wall_s"] >= res["ready_s"] > 0
     assert np.isfinite(res["anatomy"]["block_a"])
+
+
+def test_a_key_whose_probes_fail_is_cannot_predict_and_the_rest_is_planned(tmp_path, probe_result, monkeypatch):
+    from harness.plan.planner import plan_grid
+    from harness.plan.probe import ProbeFailed
+
+    p, res = probe_result
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    good = fake_children(res)
+
+    def child(spec, timeout_s=0):
+        if spec["params"]["strategy"] == "fast":
+            raise ProbeFailed("RuntimeError: no such kernel")
+        return good(spec, timeout_s)
+
+    monkeypatch.setattr("harness.plan.probe.run_in_child", child)
+    grid = tiny_grid(tmp_path, train__optimizer="adamw", grid__dataset_size=[60], grid__strategy=["lab", "fast"])
+    plan = plan_grid(str(grid))
+    by = {r["params"]["strategy"]: r for r in plan.rows}
+    assert by["lab"]["status"] == "predicted"
+    assert by["fast"]["status"] == "cannot predict"
+    assert by["fast"]["reason"].startswith("cannot predict: the calibration probes failed (RuntimeError: no such kernel")
+    assert plan.totals()["cannot_predict"] == 1

@@ -8,7 +8,7 @@ export PYTHONPATH=$PWD
 OUT=bench/plan/runs
 mkdir -p "$OUT"
 grids=("$@")
-[ ${#grids[@]} -eq 0 ] && grids=(bench/plan/heldout_minilm.toml bench/plan/heldout_distilbert.toml bench/plan/spread.toml)
+[ ${#grids[@]} -eq 0 ] && grids=(bench/plan/heldout_minilm.toml bench/plan/heldout_distilbert.toml)
 for g in "${grids[@]}"; do
   name=$(basename "$g" .toml)
   echo "== $name start $(date -u +%FT%TZ) uptime: $(uptime)" >> "$OUT/uptime.log"

@@ -63,6 +63,9 @@ class Anatomy:
     all0: float
     all1: float
     flops_shape: dict[str, Any] = field(default_factory=dict)
+    # Bytes per token live at once in a block's forward without a graph (evaluation, frozen blocks, the
+    # cache build): the FFN's intermediate plus a few hidden-size tensors, in the compute dtype.
+    fwd_a: float = 0.0
 
     def encoder_shape(self) -> EncoderShape:
         s = self.flops_shape
@@ -78,9 +81,12 @@ class Anatomy:
         return self.head_params + self.base_other_params + top + emb
 
     # -- activations -------------------------------------------------------------------------------
+    def forward_bytes(self, n: int, length: int) -> float:
+        """Transient bytes of one block's forward without a graph over n examples padded to `length`."""
+        return n * length * self.fwd_a
+
     def block_bytes(self, n: int, length: int) -> float:
-        """What one trained block keeps for backward over a batch of n examples padded to `length`; also the
-        account's measure of one block's transient forward without a graph."""
+        """What one trained block keeps for backward over a batch of n examples padded to `length`."""
         return n * (self.block_a * length + self.block_b * length * length)
 
     def saved_bytes(self, n: int, length: int, depth: int | None, cached: bool) -> float:
@@ -134,6 +140,7 @@ class Coefficients:
     te0: float = 0.0         # per evaluation batch
     kf: float = 0.0          # per evaluation FLOP
     kc: float = 0.0          # per cache FLOP
+    warmup_s: float = 0.0    # the first training batch's extra seconds (kernels chosen, pages first touched)
     fixed_s: float = 0.0     # per trial: child start, imports, data and model loading
     tokenize_s_per_row: float = 0.0
 
@@ -170,7 +177,9 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
     weights = a.total_params * a.param_bytes
     grads = p_train * a.param_bytes
     opt = optimizer_slots(s) * p_train * 4
-    data = 8 * (b.n_train * b.width_train + b.n_val * b.width_val) + PY_TOKEN_BYTES * b.n_tokens
+    # Token ids live in host memory: part of a CPU trial's RSS, not of CUDA's allocated bytes.
+    on_gpu = s.device.startswith("cuda")
+    data = 0.0 if on_gpu else 8 * (b.n_train * b.width_train + b.n_val * b.width_val) + PY_TOKEN_BYTES * b.n_tokens
     cache = 0.0
     uncached_frozen = (not s.cached) and (s.depth is None or s.depth > 0)
     if s.cached:
@@ -187,26 +196,27 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
             for n, length in epoch:
                 act = a.saved_bytes(n, length, s.depth, s.cached)
                 if uncached_frozen:  # the frozen blocks' forward runs below, without a graph
-                    act = max(act, a.block_bytes(n, length))
+                    act = max(act, a.forward_bytes(n, length) / max(co.k_act, 1e-9))
                 train_act = max(train_act, act)
         phases["train"], raw["train"] = state + co.k_act * train_act, train_act
         phases["optimizer step"], raw["optimizer step"] = state + (p_train * 4 if s.multi_tensor else 0), 0.0
     eval_act = 0.0
     runs_blocks = not (s.cached and s.depth is None)
     for n, length in b.eval:
-        eval_act = max(eval_act, a.block_bytes(n, length) if runs_blocks else n * a.all0)
-    phases["eval"], raw["eval"] = state + co.k_act * eval_act, eval_act
+        eval_act = max(eval_act, a.forward_bytes(n, length) if runs_blocks else n * a.all0)
+    phases["eval"], raw["eval"] = state + eval_act, eval_act
     if b.cache:
-        build = max(a.block_bytes(n, length) for n, length in b.cache)
+        build = max(a.forward_bytes(n, length) for n, length in b.cache)
         # The cache-building Collator holds a second copy of all token ids while it runs.
-        phases["cache build"] = co.k_act * build + 8 * b.n_examples * max(b.width_train, b.width_val)
-        raw["cache build"] = build
+        phases["cache build"] = build + (0.0 if on_gpu else 8 * b.n_examples * max(b.width_train, b.width_val))
+        raw["cache build"] = 0.0
     phase = max(phases, key=lambda k: phases[k])
     dyn = phases[phase]
     has_state = include_train and phase != "cache build"
     g, o = (grads, opt) if has_state else (0.0, 0.0)
     over = (co.k_state - 1.0) * (g + o)
-    return MemoryParts(co.c_bytes, weights, data, cache, g, o, dyn - g - o - over, phase, over, raw[phase])
+    k_raw = raw[phase] if phase == "train" else 0.0  # only training activations carry the fitted k
+    return MemoryParts(co.c_bytes, weights, data, cache, g, o, dyn - g - o - over, phase, over, k_raw)
 
 
 @dataclass
@@ -267,9 +277,10 @@ def time_features(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: l
 
 def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
     train_epochs = []
-    for epoch in b.train:
+    for i, epoch in enumerate(b.train):
         f = time_features(a, s, epoch, [], [])
-        train_epochs.append(co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.ko * f["train_param_steps"])
+        warm = co.warmup_s if i == 0 and epoch else 0.0
+        train_epochs.append(warm + co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.ko * f["train_param_steps"])
     fe = time_features(a, s, [], b.eval, [])
     eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"]
     cache_s = co.kc * cache_flops(a, s, b.cache) if b.cache else 0.0

@@ -23,7 +23,7 @@ import numpy as np
 from .account import Anatomy, Batches, Coefficients, Setting, memory, time_features
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 1
+ACCOUNT_VERSION = 2
 PROBE_MAX_ROWS = 160
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
@@ -98,14 +98,20 @@ class Store:
         return self._load()["environments"].get(env_id(env), {}).get("calibrations", {}).get(key_id(key))
 
     def put(self, env: dict[str, Any], cal: dict[str, Any]) -> None:
-        data = self._load()
-        slot = data["environments"].setdefault(env_id(env), {"env": env, "calibrations": {}})
-        slot["calibrations"][cal["key_id"]] = cal
+        """Add one calibration: read, update and replace the file under an exclusive lock, so that two
+        plans calibrating at once keep both entries."""
+        import fcntl
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-            os.replace(tmp, self.path)
+            with open(self.path.with_suffix(".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                data = self._load()
+                slot = data["environments"].setdefault(env_id(env), {"env": env, "calibrations": {}})
+                slot["calibrations"][cal["key_id"]] = cal
+                tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+                os.replace(tmp, self.path)
         except OSError:
             pass  # a read-only home: the calibration is still used for this plan, just not kept
 
@@ -158,7 +164,8 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
         for sh, s, b, measured in rows:
             parts = memory(anat, s, b, co)
             X.append([1.0, parts.grads + parts.optimizer_state, parts.raw_activations])
-            y.append(measured - parts.weights - parts.data - parts.cache)
+            fixed_act = parts.activations - co.k_act * parts.raw_activations  # transient bytes carry no k
+            y.append(measured - parts.weights - parts.data - parts.cache - fixed_act)
         X_, y_ = np.asarray(X), np.asarray(y)
         scale = np.max(np.abs(X_), axis=0) + 1.0
         if cuda:  # allocated memory has no process constant beyond what the account counts
@@ -172,12 +179,15 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
 
     Xt, yt, Xe, ye, cache_s, cache_f = [], [], [], [], 0.0, 0.0
     for sh, s, b, _ in rows:
-        ft = time_features(anat, s, b.train[0], [], [])
-        Xt.append([ft["train_batches"], ft["train_flops"], ft["train_param_steps"]])
-        yt.append(sh["train_seconds"])
-        fe = time_features(anat, s, [], b.eval, [])
-        Xe.append([fe["eval_batches"], fe["eval_flops"]])
-        ye.append(sh["eval_seconds"])
+        # Steady state: every batch after the first of each pass, one row per batch.
+        for batch, secs in list(zip(b.train[0], sh["train_step_seconds"]))[1:]:
+            ft = time_features(anat, s, [batch], [], [])
+            Xt.append([ft["train_batches"], ft["train_flops"], ft["train_param_steps"]])
+            yt.append(secs)
+        for batch, secs in list(zip(b.eval, sh["eval_step_seconds"]))[1:]:
+            fe = time_features(anat, s, [], [batch], [])
+            Xe.append([fe["eval_batches"], fe["eval_flops"]])
+            ye.append(secs)
         if sh.get("cache_seconds") and b.cache:
             cache_s += sh["cache_seconds"]
             cache_f += time_features(anat, s, [], [], b.cache)["cache_flops"]
@@ -187,6 +197,14 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     scale_e = np.max(np.abs(Xe), axis=0) + 1e-30
     sol_e, _ = nnls(np.asarray(Xe) / scale_e, np.asarray(ye))
     co.te0, co.kf = (float(v) for v in sol_e / scale_e)
+    # Warm-up: what the first batch of a trial costs beyond a steady one (median over the probes).
+    warm = []
+    for sh, s, b, _ in rows:
+        if sh["train_step_seconds"] and b.train[0]:
+            ft = time_features(anat, s, [b.train[0][0]], [], [])
+            steady = co.t0 * ft["train_batches"] + co.kt * ft["train_flops"] + co.ko * ft["train_param_steps"]
+            warm.append(max(0.0, sh["train_step_seconds"][0] - steady))
+    co.warmup_s = float(np.median(warm)) if warm else 0.0
     co.kc = cache_s / cache_f if cache_f > 0 else co.kf
     co.fixed_s = float(probe["ready_s"])
     n_rows = max(1, int(probe["n_rows"]))
@@ -195,7 +213,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     for sh, s, b, measured in rows:
         pred = memory(anat, s, b, co).total
         f = time_features(anat, s, b.train[0], b.eval, [])
-        t_pred = co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.ko * f["train_param_steps"]
+        t_pred = co.warmup_s + co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.ko * f["train_param_steps"]
         table.append({"frozen_layers": sh["frozen_layers"], "batch_size": sh["batch_size"], "max_length": sh["max_length"],
                       "measured_mib": round(measured / 2**20, 1), "fitted_mib": round(pred / 2**20, 1),
                       "train_seconds": round(sh["train_seconds"], 4), "fitted_train_seconds": round(t_pred, 4),
@@ -213,8 +231,16 @@ def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0) 
     q = dict(p)
     q["dataset_size"] = min(int(p["dataset_size"]), PROBE_MAX_ROWS)
     q["epochs"] = 1
+    from .probe import SHAPES
+
     started = time.monotonic()
-    probe = run_in_child({"params": q}, timeout_s=timeout_s)
+    parts = []
+    for i, shape in enumerate(SHAPES):  # one fresh child per shape: each peak is a new process's, like a trial's
+        parts.append(run_in_child({"params": q, "shapes": [shape], "anatomy": i == 0}, timeout_s=timeout_s))
+    probe = dict(parts[0])
+    probe["shapes"] = [sh for r in parts for sh in r["shapes"]]
+    probe["ready_s"] = float(np.median([r["ready_s"] for r in parts]))
+    probe["spawn_to_ready_s"] = float(np.median([r.get("spawn_to_ready_s") or r["ready_s"] for r in parts]))
     probe_wall = time.monotonic() - started
     anat, co, table = fit(q, probe)
     reserved_ratio = None

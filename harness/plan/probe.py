@@ -3,8 +3,8 @@
 One child per calibration key (model, device, precision, strategy and the switches behind it). It loads
 the data and the model as a trial does, reads the model's anatomy (parameters per part, FLOP shape, and
 what autograd keeps per block, counted with `torch.autograd.graph.saved_tensors_hooks` at three lengths),
-then runs the real `Trainer` for `STEPS` training and evaluation batches at each probe shape, smallest
-first, measuring the peak memory (the process tree's RSS with the meters' sampler on CPU; CUDA's
+then runs the real `Trainer` for `STEPS` training and evaluation batches at the probe shape it is given
+(`calibrate` starts one child per shape, so that each peak is a fresh process's, as a trial's is), measuring the peak memory (the process tree's RSS with the meters' sampler on CPU; CUDA's
 `max_memory_allocated` / `max_memory_reserved` after a reset on a GPU), the seconds of each pass and the
 cache build, and the padded shape of every batch it ran. Between shapes everything is freed and glibc is
 asked to return free pages (`malloc_trim`), so each peak is that shape's.
@@ -21,10 +21,10 @@ import time
 import traceback
 from typing import Any
 
-STEPS = 3
+STEPS = 4  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
 # (frozen_layers, batch_size, max_length), run in this order (smallest activations first). "half" is
 # resolved to half the model's blocks.
-SHAPES: list[tuple[Any, int, int]] = [("all", 8, 64), ("half", 4, 64), (0, 4, 64), (0, 8, 96)]
+SHAPES: list[tuple[Any, int, int]] = [("all", 8, 64), ("half", 8, 64), (0, 4, 64), (0, 16, 64)]
 HOOK_LENGTHS = (16, 32, 64)
 
 
@@ -111,6 +111,7 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     h0, h1 = np.linalg.lstsq(np.stack([np.ones_like(lengths), lengths], 1), np.asarray(measured["all"]), rcond=None)[0]
     cfg = model.config
     hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", 768))
+    inter = int(getattr(cfg, "intermediate_size", None) or getattr(cfg, "hidden_dim", None) or 4 * hidden)
     return {
         "num_layers": n, "hidden": hidden, "total_params": total, "embedding_params": emb, "layer_params": layers,
         "base_other_params": base - emb - sum(layers), "head_params": total - base,
@@ -119,6 +120,7 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
         "block_a": float(a), "block_b": float(b), "emb_a": max(0.0, e), "top0": max(0.0, float(t0)),
         "top1": float(t1), "all0": max(0.0, float(h0)), "all1": max(0.0, float(h1)),
         "flops_shape": dataclasses.asdict(shape_of(model)),
+        "fwd_a": float((inter + 4 * hidden) * compute_dtype(precision).itemsize),
         "saved_bytes_per_example": {k: [round(v) for v in vals] for k, vals in measured.items()},
         "hook_lengths": list(HOOK_LENGTHS),
     }
@@ -153,12 +155,10 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     ready_s = time.perf_counter() - t_start
     precision = resolve_precision(p["precision"], device)
     send({"type": "loaded", "seconds": ready_s})
-    anat = read_anatomy(model, p["model"], device, precision)
-    model.zero_grad(set_to_none=True)
-    gc.collect()
-    _malloc_trim()
+    from ..core.models import anatomy as _anatomy
+
     shapes_out = []
-    n = anat["num_layers"]
+    n = _anatomy(model).num_layers
     for frozen, batch, max_length in spec.get("shapes") or SHAPES:
         frozen = n // 2 if frozen == "half" else frozen
         q = dict(p, batch_size=batch, eval_batch_size=batch, max_length=max_length, frozen_layers=frozen, epochs=1)
@@ -177,13 +177,20 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
             trainer = Trainer(model, train_set, val_set, q, device)
             limit_steps(trainer, int(spec.get("steps") or STEPS))
             seen: dict[str, list[tuple[int, int]]] = {"train": [], "eval": []}
+            step_s: dict[str, list[float]] = {"train": [], "eval": []}
             inner = trainer._batches
 
-            def recorded(train: bool, _inner: Any = inner, _seen: dict = seen) -> Any:  # type: ignore[type-arg]
+            def recorded(train: bool, _inner: Any = inner, _seen: dict = seen, _step: dict = step_s) -> Any:  # type: ignore[type-arg]
+                # The seconds the loop spends on each batch: from handing it over to asking for the next.
+                part = "train" if train else "eval"
                 for args, real, padded in _inner(train):
                     k = int(args["labels"].shape[0])
-                    _seen["train" if train else "eval"].append((k, int(padded // max(1, k))))
+                    _seen[part].append((k, int(padded // max(1, k))))
+                    t = time.perf_counter()
                     yield args, real, padded
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    _step[part].append(time.perf_counter() - t)
 
             trainer._batches = recorded  # type: ignore[method-assign]
             cache_s = None
@@ -214,6 +221,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
             "cuda_peak_reserved_bytes": int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else None,
             "train_seconds": train_s, "eval_seconds": eval_s, "cache_seconds": cache_s, "tokenize_seconds": tokenize_s,
             "train_batches": seen["train"], "eval_batches": seen["eval"],
+            "train_step_seconds": step_s["train"], "eval_step_seconds": step_s["eval"],
             "cache_used": bool(trainer.result.cache_used), "cache_bytes": int(trainer.result.cache_bytes),
             "train_lengths": train_set.lengths().tolist(), "val_lengths": val_set.lengths().tolist(),
             "pad_to": train_set.pad_to,
@@ -228,6 +236,8 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         _malloc_trim()
     from ..core.trial import device_name
 
+    # Read after the shapes, so that the hooks' forwards leave nothing in the peaks measured above.
+    anat = read_anatomy(model, p["model"], device, precision) if spec.get("anatomy", True) else None
     return {"anatomy": anat, "shapes": shapes_out, "load_data_s": load_data_s, "load_model_s": load_model_s,
             "ready_s": ready_s, "n_rows": len(train_idx) + len(val_idx), "precision": precision,
             "device_name": device_name(p["device"]), "seconds": time.perf_counter() - t_start}
