@@ -66,6 +66,8 @@ class Anatomy:
     # Bytes per token live at once in a block's forward without a graph (evaluation, frozen blocks, the
     # cache build): the FFN's intermediate plus a few hidden-size tensors, in the compute dtype.
     fwd_a: float = 0.0
+    block_c: float = 0.0     # bytes a trained block keeps whatever the batch (autocast's weight copies)
+    cuda_free_after_load: float | None = None  # for the cache's placement rule on a GPU
 
     def encoder_shape(self) -> EncoderShape:
         s = self.flops_shape
@@ -82,12 +84,14 @@ class Anatomy:
 
     # -- activations -------------------------------------------------------------------------------
     def forward_bytes(self, n: int, length: int) -> float:
-        """Transient bytes of one block's forward without a graph over n examples padded to `length`."""
-        return n * length * self.fwd_a
+        """Transient bytes of one block's forward without a graph over n examples padded to `length`: the
+        per-token tensors, and the attention's L x L scores per head (the math kernel materialises them when
+        a padding mask is given; taken as large as what a trained block keeps of them)."""
+        return n * (length * self.fwd_a + self.block_b * length * length)
 
     def block_bytes(self, n: int, length: int) -> float:
         """What one trained block keeps for backward over a batch of n examples padded to `length`."""
-        return n * (self.block_a * length + self.block_b * length * length)
+        return n * (self.block_a * length + self.block_b * length * length) + self.block_c
 
     def saved_bytes(self, n: int, length: int, depth: int | None, cached: bool) -> float:
         """Everything autograd keeps over one training batch."""
@@ -187,6 +191,9 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
             cache = b.n_examples * a.hidden * 4 * 2
         else:
             cache = b.n_tokens * a.hidden * a.act_dtype_bytes + b.n_examples * 16
+        # core/cache.py's placement: on the GPU only under a quarter of the free memory, else host memory.
+        if on_gpu and not (a.cuda_free_after_load and cache < 0.25 * a.cuda_free_after_load):
+            cache = 0.0
     phases: dict[str, float] = {}
     raw: dict[str, float] = {}
     state = co.k_state * (grads + opt) if include_train else 0.0

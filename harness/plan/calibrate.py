@@ -145,6 +145,7 @@ def memory_metric(device: str) -> str:
 def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients, list[dict[str, Any]]]:
     """Coefficients from one probe child's result; also each probe shape's measured and fitted figures."""
     fields = set(Anatomy.__dataclass_fields__)
+    probe["anatomy"]["cuda_free_after_load"] = probe.get("cuda_free_after_load_bytes")
     anat = Anatomy(**{k: v for k, v in probe["anatomy"].items() if k in fields})
     cuda = device_type(str(p["device"])) == "cuda"
     rows = []

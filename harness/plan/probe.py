@@ -105,7 +105,10 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
         measured["top"].append(max(0.0, s_top - block) / 2)
         measured["all"].append(s_all / 2)
     lengths = np.asarray(HOOK_LENGTHS, dtype=float)
-    a, b = np.linalg.lstsq(np.stack([lengths, lengths**2], 1), np.asarray(measured["block"]), rcond=None)[0]
+    # Per example a L + b L^2, plus c per block whatever the batch (under autocast, the low-precision copies
+    # of the block's weights that backward keeps); measured at n = 2, so c / 2 per example.
+    c2, a, b = np.linalg.lstsq(np.stack([np.ones_like(lengths), lengths, lengths**2], 1), np.asarray(measured["block"]),
+                               rcond=None)[0]
     e = float(np.linalg.lstsq(lengths[:, None], np.asarray(measured["emb"]), rcond=None)[0][0])
     t0, t1 = np.linalg.lstsq(np.stack([np.ones_like(lengths), lengths], 1), np.asarray(measured["top"]), rcond=None)[0]
     h0, h1 = np.linalg.lstsq(np.stack([np.ones_like(lengths), lengths], 1), np.asarray(measured["all"]), rcond=None)[0]
@@ -117,7 +120,7 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
         "base_other_params": base - emb - sum(layers), "head_params": total - base,
         "param_bytes": next(model.parameters()).element_size(),
         "act_dtype_bytes": compute_dtype(precision).itemsize,
-        "block_a": float(a), "block_b": float(b), "emb_a": max(0.0, e), "top0": max(0.0, float(t0)),
+        "block_a": float(a), "block_b": float(b), "block_c": max(0.0, 2.0 * float(c2)), "emb_a": max(0.0, e), "top0": max(0.0, float(t0)),
         "top1": float(t1), "all0": max(0.0, float(h0)), "all1": max(0.0, float(h1)),
         "flops_shape": dataclasses.asdict(shape_of(model)),
         "fwd_a": float((inter + 4 * hidden) * compute_dtype(precision).itemsize),
@@ -152,6 +155,9 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
                         allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"])
     model = loaded.model.to(device)
     load_model_s = time.perf_counter() - t0
+    free_after_load = None
+    if device.type == "cuda":
+        free_after_load = int(torch.cuda.mem_get_info(device)[0])
     ready_s = time.perf_counter() - t_start
     precision = resolve_precision(p["precision"], device)
     send({"type": "loaded", "seconds": ready_s})
@@ -240,6 +246,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     anat = read_anatomy(model, p["model"], device, precision) if spec.get("anatomy", True) else None
     return {"anatomy": anat, "shapes": shapes_out, "load_data_s": load_data_s, "load_model_s": load_model_s,
             "ready_s": ready_s, "n_rows": len(train_idx) + len(val_idx), "precision": precision,
+            "cuda_free_after_load_bytes": free_after_load,
             "device_name": device_name(p["device"]), "seconds": time.perf_counter() - t_start}
 
 
