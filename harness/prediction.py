@@ -1,4 +1,5 @@
-"""Predicted vs measured: a plan's forecasts scored against finished trial records. Pure data, no torch.
+"""Predicted vs measured: a plan's forecasts scored against finished trial records. Pure data, no torch; at
+the level of record.py, so that the report can score a run folder's `predicted` without importing harness.plan.
 
 Used by `harness plan --check RUN_DIR` and by the report's "Predicted vs measured" section (records of a
 `harness run --plan` carry their prediction as `predicted`). Errors are relative to the measured value:
