@@ -65,6 +65,16 @@ def _workers(text: str) -> int:
     return n
 
 
+def _hours(text: str) -> float:
+    try:
+        h = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of hours, got {text!r}") from None
+    if not (h > 0 and h < 1e6):
+        raise argparse.ArgumentTypeError(f"expected a positive number of hours, got {text!r}")
+    return h
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="harness", description="Resource-aware benchmarking of transformer fine-tuning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -79,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (with --executor ray; default: start a local one)")
     run.add_argument("--max-batch", action="store_true", help="search the largest batch that fits the memory budget")
     run.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+    run.add_argument("--plan", action="store_true",
+                     help="plan the grid first (probes where no calibration is stored); each record carries its prediction")
+    run.add_argument("--max-hours", type=_hours, metavar="H",
+                     help="refuse a grid the plan predicts to take longer than H hours (implies --plan)")
+
+    pl = sub.add_parser("plan", help="forecast memory, time and cost of every trial of a grid, without running it")
+    pl.add_argument("grid", help="grid file (TOML)")
+    pl.add_argument("--out", help="plan folder for plan.json (default plans/<name>-<UTC timestamp>)")
+    pl.add_argument("--recalibrate", action="store_true", help="measure the calibrations again (probes)")
+    pl.add_argument("--check", metavar="RUN_DIR", help="score the plan against a finished run of this grid")
 
     rep = sub.add_parser("report", help="render the report of one or more run folders")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -150,6 +170,8 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
     try:
         if args.command == "run":
             return _run(args, console)
+        if args.command == "plan":
+            return _plan(args, console)
         if args.command == "report":
             from .run import render_and_summarise
 
@@ -190,8 +212,33 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from .run import run_grid
 
     outcome = run_grid(args.grid, out=args.out, resume=args.resume, executor=args.executor, workers=args.workers,
-                       address=args.address, console=console, report=not args.no_report, max_batch=args.max_batch)
+                       address=args.address, console=console, report=not args.no_report, max_batch=args.max_batch,
+                       plan=args.plan or args.max_hours is not None, max_hours=args.max_hours)
     return outcome.exit_code
+
+
+def _plan(args: argparse.Namespace, console: Console) -> int:
+    from .store import default_run_dir
+
+    check_dir = Path(args.check) if args.check else None
+    if check_dir is not None and not (check_dir / "trials.jsonl").is_file():
+        raise BadInput(f"{check_dir}: --check expects a run folder (one with trials.jsonl)")
+    from .plan import check_run, print_check
+    from .plan.planner import plan_grid, print_plan, write_plan
+
+    plan = plan_grid(args.grid, recalibrate=args.recalibrate, console=console)
+    out = Path(args.out) if args.out else default_run_dir(Path("plans"), plan.name)
+    print_plan(plan, console)
+    path = write_plan(plan, out)
+    console.print(f"plan: {path}")
+    if check_dir is not None:
+        import json
+
+        result = check_run(plan, check_dir)
+        print_check(result, console)
+        (out / "check.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+        console.print(f"check: {out / 'check.json'}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,6 +51,9 @@ class Progress:
         self.finished: list[dict[str, Any]] = []
         self.interactive = self.console.is_terminal
         self.live: Live | None = None
+        # trial id -> the plan's predicted seconds (harness plan); the remaining-time estimate uses them,
+        # scaled by how the finished trials compared with their predictions.
+        self.predicted: dict[str, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def __enter__(self) -> "Progress":
@@ -72,7 +75,8 @@ class Progress:
                                             "t0": time.monotonic()}
             k = self.done + len(self.current)
         if not self.interactive:
-            self._line(f"[{k}/{self.total}] {trial.label()} ...")
+            left = f" (plan: ~{_fmt_s(self._planned_eta())} left)" if self.predicted else ""
+            self._line(f"[{k}/{self.total}] {trial.label()} ...{left}")
         self._refresh()
 
     def trial_event(self, trial: Trial, event: dict[str, Any]) -> None:
@@ -119,10 +123,26 @@ class Progress:
                 f"{record.get('seconds_total') or 0:.1f} s{tail}")
 
     def _eta(self) -> float | None:
+        if self.predicted:
+            return self._planned_eta()
         if not self.done:
             return None
         per = (time.monotonic() - self.started_at) / self.done
         return per * (self.total - self.done)
+
+    def _planned_eta(self) -> float:
+        finished = {r.get("trial_id"): r.get("seconds_total") for r in self.finished}
+        pred_done = sum(self.predicted[t] for t in finished if t in self.predicted and finished[t])
+        real_done = sum(finished[t] for t in finished if t in self.predicted and finished[t])
+        scale = real_done / pred_done if pred_done > 0 else 1.0
+        left = 0.0
+        for tid, secs in self.predicted.items():
+            if tid in finished:
+                continue
+            cur = self.current.get(tid)
+            spent = time.monotonic() - cur["t0"] if cur else 0.0
+            left += max(0.0, secs * scale - spent)
+        return left
 
     def _render(self) -> Table:
         table = Table.grid(padding=(0, 2))

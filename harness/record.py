@@ -212,12 +212,29 @@ class Adapter(_Part):
     note: Optional[str] = None
 
 
+class Predicted(_Part):
+    """`harness run --plan`: the plan's forecast for this trial, made before it ran (docs/plan.md)."""
+
+    status: str = Field("predicted", description="predicted, or cannot predict (then `reason` says why)")
+    reason: Optional[str] = None
+    memory_metric: Optional[str] = Field(None, description="the peak predicted: cpu_peak_rss or cuda_peak_allocated")
+    peak_mib: Optional[float] = Field(None, description="predicted peak of `memory_metric`, MiB")
+    cuda_peak_reserved_mib: Optional[float] = None
+    seconds_per_epoch: Optional[float] = Field(None, description="training plus evaluation, s")
+    train_seconds_per_epoch: Optional[float] = None
+    eval_seconds_per_epoch: Optional[float] = None
+    seconds_total: Optional[float] = Field(None, description="the whole trial in its child, s")
+    cost_usd: Optional[float] = None
+    verdict: Optional[str] = Field(None, description="fits or oom, against the device's memory")
+    calibration: Optional[str] = Field(None, description="id of the stored calibration the forecast used")
+
+
 Status = Literal["ok", "oom", "timeout", "error"]
 Kind = Literal["train", "probe", "max_batch"]
 
 # Fields written only where they apply (absent, not null, elsewhere), as runs before the types wrote them.
 _ONLY_WHERE_SET = ("traceback", "notes", "ray", "retry_on_resume", "flops_detail", "max_batch",
-                   "smallest_oom_batch", "batch_limit", "limited_by", "probes")
+                   "smallest_oom_batch", "batch_limit", "limited_by", "probes", "predicted")
 
 
 class TrialRecord(BaseModel):
@@ -273,6 +290,7 @@ class TrialRecord(BaseModel):
     batch_limit: Optional[int] = None
     limited_by: Optional[str] = None
     probes: Optional[list[dict[str, Any]]] = Field(None, description="max_batch records: every batch size tried")
+    predicted: Optional[Predicted] = Field(None, description="`run --plan`: the plan's forecast for this trial")
 
     @classmethod
     def empty(cls, trial: Any, host: str | None = None) -> "TrialRecord":

@@ -134,6 +134,8 @@ def _measures(rec: dict[str, Any]) -> dict[str, Any]:
         **{k: _text(rec.get(k)) for k in _TEXTS},
         "phases": json.dumps(rec["phases"], default=str) if isinstance(rec.get("phases"), dict) else None,  # name -> s
         "epoch_log": json.dumps(epochs, default=str),  # the per-epoch dicts: learning curves survive CSV / Parquet
+        # `harness run --plan`: the plan's prediction for this trial (harness/prediction.py scores it)
+        "predicted": json.dumps(rec["predicted"], default=str) if isinstance(rec.get("predicted"), dict) else None,
     }
 
 

@@ -52,6 +52,7 @@ class RunEvents:
         self.nodes: set[str] = set()
         self.failed: StoreError | None = None  # a record could not be written (a full disk): the grid stops
         self.on_failure: Any = None  # called once on such a failure (stops the executor's running trials)
+        self.predicted: dict[str, dict[str, Any]] = {}  # `harness run --plan`: each record carries its prediction
 
     def trial_started(self, trial: Trial) -> None:
         self.progress.trial_started(trial)
@@ -63,6 +64,8 @@ class RunEvents:
         with self.lock:
             if self.failed is not None:
                 return
+            if trial.trial_id in self.predicted and record.get("kind", "train") == "train":
+                record["predicted"] = self.predicted[trial.trial_id]
             try:
                 self.store.append(record)
                 self.records.append(record)
@@ -222,27 +225,67 @@ def duration_note(n_trials: int, workers: int = 1) -> str | None:
 
 def run_grid(grid_path: str, out: str | None = None, resume: str | None = None, executor: str = "local",
              workers: int = 1, address: str | None = None, console: Console | None = None,
-             report: bool = True, max_batch: bool = False) -> RunOutcome:
+             report: bool = True, max_batch: bool = False, plan: bool = False,
+             max_hours: float | None = None) -> RunOutcome:
     console = console or make_console()
     notes: list[str] = []
     cfg, text, trials, run_dir = prepare(grid_path, out, resume, check_devices=(executor == "local"), notes=notes)
+    forecast = _forecast(grid_path, trials, console, probe=plan, max_hours=max_hours)
     ex = make_executor(executor, workers, address)
     store = RunStore(run_dir)
     env = env_info.collect()
     if resume is None:  # where relative data paths were read from, for a resume with the folder's grid copy
         env["grid_dir"] = str(Path(grid_path).resolve().parent)
     store.create(text, env, resume=resume is not None, unique=not out and resume is None)
+    if forecast is not None and plan:
+        from .plan.planner import write_plan
+
+        write_plan(forecast, run_dir)
     long = duration_note(len(trials), workers if executor == "local" else 1)
     for note in notes + ([long] if long else []):
         console.print(f"[yellow]{escape(note)}[/yellow]")
     try:
-        return _run_in(store, cfg, trials, ex, resume, console, report, max_batch)
+        return _run_in(store, cfg, trials, ex, resume, console, report, max_batch,
+                       forecast.by_trial() if forecast is not None else {}, plan)
     finally:
         store.close()
 
 
+def _forecast(grid_path: str, trials: list[Trial], console: Console, probe: bool, max_hours: float | None) -> Any:
+    """The plan's total before the first trial. Without `probe` only stored calibrations are used (no probe
+    runs); with `max_hours`, a grid predicted to take longer is refused (ConfigError: one line, exit 2)."""
+    from .plan.planner import plan_grid
+
+    try:
+        forecast = plan_grid(grid_path, console=console if probe else None, probe=probe, trials=trials)
+    except Exception as exc:  # noqa: BLE001 - a forecast that fails never stops a run that was not asked to plan
+        if probe:
+            raise
+        console.print(f"[dim]plan: not available ({escape(' '.join(str(exc).split())[:200])})[/dim]")
+        return None
+    tot = forecast.totals()
+    if tot["predicted"]:
+        cost = "" if tot["cost_usd"] is None else f", {tot['cost_usd']:.4f} USD"
+        missing = f" ({tot['cannot_predict']} not predicted)" if tot["cannot_predict"] else ""
+        console.print(f"plan: {tot['predicted']} of {tot['trials']} trials predicted to take "
+                      f"{tot['seconds'] / 3600:.2f} h{cost}; {tot['oom']} predicted out of memory{missing}")
+    elif not probe:
+        console.print("[dim]plan: no stored calibration for this grid (harness plan GRID measures one)[/dim]")
+    if max_hours is not None:
+        from .config import ConfigError
+
+        if tot["cannot_predict"]:
+            first = next(r for r in forecast.rows if r["status"] != "predicted")
+            raise ConfigError(f"{grid_path}: --max-hours {max_hours:g}: {tot['cannot_predict']} trial(s) cannot be "
+                              f"predicted ({first['reason']})")
+        if tot["hours"] > max_hours:
+            raise ConfigError(f"{grid_path}: predicted to take {tot['hours']:.2f} h, more than --max-hours {max_hours:g}")
+    return forecast
+
+
 def _run_in(store: RunStore, cfg: GridFile, trials: list[Trial], ex: Any, resume: str | None, console: Console,
-            report: bool, max_batch: bool) -> RunOutcome:
+            report: bool, max_batch: bool, predictions: dict[str, dict[str, Any]] | None = None,
+            attach: bool = False) -> RunOutcome:
     run_dir = store.run_dir
     if resume is not None:
         try:
@@ -258,7 +301,14 @@ def _run_in(store: RunStore, cfg: GridFile, trials: list[Trial], ex: Any, resume
     console.print(f"run [bold]{escape(cfg.name)}[/bold]: {len(trials)} trials ({len(todo)} to run) -> {escape(str(run_dir))}")
     progress = Progress(len(trials), console=console, skipped=outcome.skipped)
     progress.done = outcome.skipped
+    if predictions:
+        progress.predicted = {t.trial_id: predictions[t.trial_id]["wall_seconds"] for t in todo
+                              if (predictions.get(t.trial_id) or {}).get("wall_seconds") is not None}
     events = RunEvents(store, progress)
+    if attach and predictions:
+        from .prediction import predicted_field
+
+        events.predicted = {tid: predicted_field(row) for tid, row in predictions.items()}
     events.on_failure = ex.stop
 
     def on_signal(signum: int, frame: Any) -> None:

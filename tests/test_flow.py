@@ -53,7 +53,7 @@ def test_old_records_read_like_new_ones(tmp_path):
     assert a["kind"] == "train" and b["kind"] == "max_batch" and b["max_batch"] == 96
     assert set(TrialRecord.model_fields) - {"schema_"} - set(a) <= {"traceback", "notes", "ray", "retry_on_resume",
                                                                     "flops_detail", "max_batch", "smallest_oom_batch",
-                                                                    "batch_limit", "limited_by", "probes"}
+                                                                    "batch_limit", "limited_by", "probes", "predicted"}
     assert a["memory"]["cpu_peak_rss_mib"] is None and a["epochs"][0]["val_accuracy"] is None
     assert load_record(a).dump() == a  # reading is idempotent
 

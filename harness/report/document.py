@@ -459,6 +459,59 @@ def section_problems(a: Analysis) -> Section | None:
     return s
 
 
+def section_predicted(a: Analysis) -> Section | None:
+    """Predicted vs measured, for records of `harness run --plan` (each carries the plan's `predicted`)."""
+    import json
+
+    from ..prediction import UNDER_PCT, score
+
+    t = a.trials
+    if not len(t) or "predicted" not in t.columns or not t["predicted"].notna().any():
+        return None
+    pairs = []
+    for _, r in t[t["predicted"].notna()].iterrows():
+        rec = {"trial_id": r["trial_id"], "status": r["status"], "seconds_total": fmt.num(r.get("seconds_total")),
+               "params": {c: r.get(c) for c in ("model", "max_length", "batch_size", "frozen_layers", "strategy",
+                                                "dataset_size")},
+               "memory": {"cpu_peak_rss_mib": fmt.num(r.get("cpu_peak_rss_mib")),
+                          "cuda_peak_allocated_mib": fmt.num(r.get("cuda_peak_allocated_mib"))},
+               "epochs": json.loads(r["epoch_log"]) if isinstance(r.get("epoch_log"), str) else []}
+        pairs.append((json.loads(r["predicted"]), rec))
+    result = score(pairs)
+    summ = result["summary"]
+    s = Section("predicted", "Predicted vs measured")
+    s.blocks.append(Para(
+        "Each trial's forecast from `harness plan` (made before it ran) against what it measured. Error = "
+        "(predicted - measured) / measured. Memory is the device's peak (CPU: RSS of the trial's process tree; "
+        f"GPU: CUDA peak allocated); a memory under-prediction by more than {UNDER_PCT:g} % is flagged, since "
+        "that is the error that crashes a trial. Time per epoch is training plus evaluation."))
+    m, e = summ["memory"], summ["seconds_per_epoch"]
+    lines = [f"Peak memory: median |error| {fmt.value(m['median_abs_pct'])} %, 90th percentile "
+             f"{fmt.value(m['p90_abs_pct'])} % over {m['n']} trials; under-predicted by more than {UNDER_PCT:g} % in "
+             f"{summ['memory_under_predicted_gt_5pct']} of {summ['memory_scored']}.",
+             f"Seconds per epoch: median |error| {fmt.value(e['median_abs_pct'])} %, 90th percentile "
+             f"{fmt.value(e['p90_abs_pct'])} % over {e['n']} trials."]
+    if summ["verdicts_scored"]:
+        lines.append(f"fits/oom verdicts right in {summ['verdicts_right']} of {summ['verdicts_scored']} trials.")
+    s.blocks.append(Bullets(lines))
+    rows = []
+    for r in result["trials"]:
+        if "skipped" in r:
+            continue
+        flag = " (under)" if r["under_predicted"] else ""
+        rows.append([Cell(str(r["trial_id"])),
+                     Cell(", ".join(f"{k}={fmt.value(v)}" for k, v in r["params"].items() if k != "dataset_size")),
+                     Cell(str(r["status"])),
+                     c_num(r["peak_mib_predicted"], fmt.value), c_num(r["peak_mib_measured"], fmt.value),
+                     Cell(("—" if r["memory_error_pct"] is None else f"{r['memory_error_pct']:+.1f} %") + flag,
+                          r["memory_error_pct"], "status-oom" if r["under_predicted"] else None),
+                     c_num(r["epoch_s_predicted"], fmt.seconds), c_num(r["epoch_s_measured"], fmt.seconds),
+                     Cell("—" if r["epoch_error_pct"] is None else f"{r['epoch_error_pct']:+.1f} %", r["epoch_error_pct"])])
+    s.blocks.append(Table(["trial", "configuration", "status", "peak MiB predicted", "peak MiB measured", "memory error",
+                           "s/epoch predicted", "s/epoch measured", "time error"], rows, sortable=True, key="predicted"))
+    return s
+
+
 def _frontier_table(fr: pd.DataFrame, x: str) -> Table:
     rows = []
     for n, (_, r) in enumerate(fr.iterrows(), start=1):
@@ -737,6 +790,7 @@ def build(a: Analysis, runs: list[RunInfo], figs: dict[str, FigureFiles], *, tar
         section_trials(a, runs),
         section_configurations(a),
         section_problems(a),
+        section_predicted(a),
         section_frontier(a, figs),
         section_memory(a, figs),
         section_curves(a, figs),

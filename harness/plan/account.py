@@ -1,0 +1,298 @@
+"""The analytic account of one trial: what it holds in memory and what work it does, batch by batch.
+
+Everything here is plain arithmetic on numbers a probe measured once per model (`Anatomy`) and on the
+trial's own batches (`Batches`, the real padded shapes of every training and evaluation batch, replayed
+from the tokenized rows with the Trainer's own seed, padding policy and length buckets). No torch.
+
+Memory (bytes) at the trial's peak:
+
+    peak = C + weights + data + cache + max(train, eval, cache build, optimiser step)
+    train = grads + optimiser state + k x activations kept for backward (largest training batch)
+    eval  = grads + optimiser state + k x one block's transient forward (largest evaluation batch)
+    build = k x one block's transient forward at the cache's batch (the cache itself is in `cache`)
+    step  = grads + optimiser state + the multi-tensor optimiser's temporaries
+
+`weights`, `grads` (trainable parameters), `optimiser state` (AdamW: 2 per trainable parameter, SGD with
+momentum: 1, plain SGD: 0), `cache` (the frozen-prefix cache, as `core/cache.py` allocates it) and `data`
+(the token-id matrices) are counted exactly. Activations kept for backward are counted exactly per block
+by a probe (`saved_tensors_hooks` over a forward at three lengths, fitted as a x L + b x L^2 bytes per
+example), and only where something trains: frozen blocks run without a graph. Two coefficients are fitted
+per calibration key from the probes' measured peaks: C (the process: interpreter, libraries, data frames)
+and k (how the allocator's peak relates to what autograd keeps: transient buffers of backward, freed pages
+kept). The same form serves `cuda_peak_allocated` with C the CUDA context's share (zero for allocated).
+
+Time (seconds): per training batch t0 + kt x FLOPs + ko x trainable parameters; per evaluation batch
+te0 + kf x FLOPs; the cache kc x its FLOPs; plus the trial's fixed cost (child start, imports, loading data
+and model) and tokenizing (per row). FLOPs are `meters/flops.py`'s count of the very batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..meters.flops import EncoderShape, Work, trial_flops
+
+MiB = 2**20
+# Bytes a Python list of token ids costs per token (an 8-byte pointer and, above 256, a 28-byte int).
+PY_TOKEN_BYTES = 36
+CACHE_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536}  # core/train.py's tokens per cache-building forward
+
+
+@dataclass
+class Anatomy:
+    """What a probe read off a model once (per model shape, device and precision)."""
+
+    num_layers: int
+    hidden: int
+    total_params: int
+    embedding_params: int
+    layer_params: list[int]          # parameters per block
+    base_other_params: int           # encoder parameters outside embeddings and blocks (pooler)
+    head_params: int                 # parameters outside the encoder (classifier)
+    param_bytes: int                 # bytes per parameter as stored (4 for fp32 weights)
+    act_dtype_bytes: int             # bytes per element of the compute dtype
+    # Bytes autograd keeps per example, fitted over lengths L: a block a + b L (x L), the embeddings e x L,
+    # what sits above the blocks (pooler, head) t0 + t1 L, and with the whole encoder frozen h0 + h1 L.
+    block_a: float
+    block_b: float
+    emb_a: float
+    top0: float
+    top1: float
+    all0: float
+    all1: float
+    flops_shape: dict[str, Any] = field(default_factory=dict)
+    # Bytes per token live at once in a block's forward without a graph (evaluation, frozen blocks, the
+    # cache build): the FFN's intermediate plus a few hidden-size tensors, in the compute dtype.
+    fwd_a: float = 0.0
+    block_c: float = 0.0     # bytes a trained block keeps whatever the batch (autocast's weight copies)
+    cuda_free_after_load: float | None = None  # for the cache's placement rule on a GPU
+
+    def encoder_shape(self) -> EncoderShape:
+        s = self.flops_shape
+        return EncoderShape(tuple(s["layer_params"]), int(s["attn_width"]), int(s["pooler_params"]),
+                            int(s["head_params"]), tuple(s["input_params"]))
+
+    def trainable(self, depth: int | None) -> int:
+        """Trainable parameters at a frozen depth (None: "all", only the head), as `models.freeze` does."""
+        if depth is None:
+            return self.head_params
+        top = sum(self.layer_params[depth:])
+        emb = self.embedding_params if depth == 0 else 0
+        return self.head_params + self.base_other_params + top + emb
+
+    # -- activations -------------------------------------------------------------------------------
+    def forward_bytes(self, n: int, length: int) -> float:
+        """Transient bytes of one block's forward without a graph over n examples padded to `length`: the
+        per-token tensors, and the attention's L x L scores per head (the math kernel materialises them when
+        a padding mask is given; taken as large as what a trained block keeps of them)."""
+        return n * (length * self.fwd_a + self.block_b * length * length)
+
+    def block_bytes(self, n: int, length: int) -> float:
+        """What one trained block keeps for backward over a batch of n examples padded to `length`."""
+        return n * (self.block_a * length + self.block_b * length * length) + self.block_c
+
+    def saved_bytes(self, n: int, length: int, depth: int | None, cached: bool) -> float:
+        """Everything autograd keeps over one training batch."""
+        if depth is None:
+            return n * (self.all0 + (0.0 if cached else self.all1 * length))
+        trained = self.num_layers - depth
+        emb = 0.0 if (depth > 0 or cached) else n * self.emb_a * length
+        return trained * self.block_bytes(n, length) + emb + n * (self.top0 + self.top1 * length)
+
+
+@dataclass
+class Batches:
+    """A trial's passes, as (examples, padded length) per batch: every training epoch, the evaluation pass,
+    and the cache's build pass (empty without the cache)."""
+
+    train: list[list[tuple[int, int]]]   # per epoch
+    eval: list[tuple[int, int]]          # one pass (the same every epoch)
+    cache: list[tuple[int, int]]
+    n_examples: int                      # training + validation rows
+    n_tokens: int                        # their real tokens
+    width_train: int                     # the token-id matrix's width (the longest example)
+    width_val: int
+    n_train: int
+    n_val: int
+
+
+@dataclass
+class Setting:
+    """The settings of a trial the account needs, resolved (strategy switches filled in)."""
+
+    depth: int | None        # frozen bottom blocks; None: "all"
+    cached: bool             # the frozen-prefix cache is used
+    optimizer: str
+    momentum: float
+    multi_tensor: bool       # fused / foreach optimiser (temporaries the size of the trainable parameters)
+    device: str
+    epochs: int
+
+
+@dataclass
+class Coefficients:
+    """Fitted per calibration key. Memory in bytes, time in seconds."""
+
+    c_bytes: float = 0.0
+    k_act: float = 1.0
+    k_state: float = 1.0     # gradients and optimiser state as the allocator holds them
+    t0: float = 0.0          # per training batch
+    kt: float = 0.0          # per training FLOP
+    ko: float = 0.0          # per trainable parameter per step
+    te0: float = 0.0         # per evaluation batch
+    kf: float = 0.0          # per evaluation FLOP
+    kc: float = 0.0          # per cache FLOP
+    warmup_s: float = 0.0    # the first training batch's extra seconds (kernels chosen, pages first touched)
+    fixed_s: float = 0.0     # per trial: child start, imports, data and model loading
+    tokenize_s_per_row: float = 0.0
+
+
+@dataclass
+class MemoryParts:
+    """A predicted peak, part by part (bytes)."""
+
+    constant: float
+    weights: float
+    data: float
+    cache: float
+    grads: float
+    optimizer_state: float
+    activations: float       # k x the largest of the phases' activation terms
+    phase: str               # which phase sets the peak: train, eval, cache build, optimizer step
+    state_overhead: float = 0.0  # (k_state - 1) x (grads + optimizer state)
+    raw_activations: float = 0.0  # the phase's activation bytes before k
+
+    @property
+    def total(self) -> float:
+        return (self.constant + self.weights + self.data + self.cache + self.grads + self.optimizer_state
+                + self.state_overhead + self.activations)
+
+
+def optimizer_slots(s: Setting) -> int:
+    if s.optimizer == "adamw":
+        return 2
+    return 1 if s.momentum > 0 else 0
+
+
+def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: bool = True) -> MemoryParts:
+    p_train = a.trainable(s.depth)
+    weights = a.total_params * a.param_bytes
+    grads = p_train * a.param_bytes
+    opt = optimizer_slots(s) * p_train * 4
+    # Token ids live in host memory: part of a CPU trial's RSS, not of CUDA's allocated bytes.
+    on_gpu = s.device.startswith("cuda")
+    data = 0.0 if on_gpu else 8 * (b.n_train * b.width_train + b.n_val * b.width_val) + PY_TOKEN_BYTES * b.n_tokens
+    cache = 0.0
+    uncached_frozen = (not s.cached) and (s.depth is None or s.depth > 0)
+    if s.cached:
+        if s.depth is None:
+            cache = b.n_examples * a.hidden * 4 * 2
+        else:
+            cache = b.n_tokens * a.hidden * a.act_dtype_bytes + b.n_examples * 16
+        # core/cache.py's placement: on the GPU only under a quarter of the free memory, else host memory.
+        if on_gpu and not (a.cuda_free_after_load and cache < 0.25 * a.cuda_free_after_load):
+            cache = 0.0
+    phases: dict[str, float] = {}
+    raw: dict[str, float] = {}
+    state = co.k_state * (grads + opt) if include_train else 0.0
+    if include_train:
+        train_act = 0.0
+        for epoch in b.train:
+            for n, length in epoch:
+                act = a.saved_bytes(n, length, s.depth, s.cached)
+                if uncached_frozen:  # the frozen blocks' forward runs below, without a graph
+                    act = max(act, a.forward_bytes(n, length) / max(co.k_act, 1e-9))
+                train_act = max(train_act, act)
+        phases["train"], raw["train"] = state + co.k_act * train_act, train_act
+        phases["optimizer step"], raw["optimizer step"] = state + (p_train * 4 if s.multi_tensor else 0), 0.0
+    eval_act = 0.0
+    runs_blocks = not (s.cached and s.depth is None)
+    for n, length in b.eval:
+        eval_act = max(eval_act, a.forward_bytes(n, length) if runs_blocks else n * a.all0)
+    phases["eval"], raw["eval"] = state + eval_act, eval_act
+    if b.cache:
+        build = max(a.forward_bytes(n, length) for n, length in b.cache)
+        # The cache-building Collator holds a second copy of all token ids while it runs.
+        phases["cache build"] = build + (0.0 if on_gpu else 8 * b.n_examples * max(b.width_train, b.width_val))
+        raw["cache build"] = 0.0
+    phase = max(phases, key=lambda k: phases[k])
+    dyn = phases[phase]
+    has_state = include_train and phase != "cache build"
+    g, o = (grads, opt) if has_state else (0.0, 0.0)
+    over = (co.k_state - 1.0) * (g + o)
+    k_raw = raw[phase] if phase == "train" else 0.0  # only training activations carry the fitted k
+    return MemoryParts(co.c_bytes, weights, data, cache, g, o, dyn - g - o - over, phase, over, k_raw)
+
+
+@dataclass
+class TimeParts:
+    fixed: float
+    tokenize: float
+    cache: float
+    train_epoch: list[float]
+    eval_epoch: float
+
+    @property
+    def total(self) -> float:
+        return self.fixed + self.tokenize + self.cache + sum(self.train_epoch) + self.eval_epoch * len(self.train_epoch)
+
+    @property
+    def per_epoch(self) -> float:
+        if not self.train_epoch:
+            return 0.0
+        return sum(self.train_epoch) / len(self.train_epoch) + self.eval_epoch
+
+
+def _flops(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: list[tuple[int, int]],
+           cache: list[tuple[int, int]] | None = None) -> float:
+    shape = a.encoder_shape()
+    tw = [Work.from_batches(train)] if train else []
+    ew = [Work.from_batches(evals)] if evals else []
+    cw = Work.from_batches(cache) if cache else None
+    return trial_flops(shape, s.depth, s.cached, tw, ew, cw).total
+
+
+def train_batch_flops(a: Anatomy, s: Setting, batch: tuple[int, int]) -> float:
+    return _flops(a, s, [batch], [])
+
+
+def eval_batch_flops(a: Anatomy, s: Setting, batch: tuple[int, int]) -> float:
+    return _flops(a, s, [], [batch])
+
+
+def cache_flops(a: Anatomy, s: Setting, batches: list[tuple[int, int]]) -> float:
+    if not batches:
+        return 0.0
+    return _flops(a, s, [], [], batches)
+
+
+def time_features(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: list[tuple[int, int]],
+                  cache: list[tuple[int, int]]) -> dict[str, float]:
+    """The sums the time coefficients multiply: batches, FLOPs and trainable parameters x steps."""
+    p_train = a.trainable(s.depth)
+    return {
+        "train_batches": float(len(train)),
+        "train_flops": sum(train_batch_flops(a, s, x) for x in train),
+        "train_param_steps": float(p_train * len(train)),
+        "eval_batches": float(len(evals)),
+        "eval_flops": sum(eval_batch_flops(a, s, x) for x in evals),
+        "cache_flops": cache_flops(a, s, cache),
+    }
+
+
+def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
+    train_epochs = []
+    for i, epoch in enumerate(b.train):
+        f = time_features(a, s, epoch, [], [])
+        warm = co.warmup_s if i == 0 and epoch else 0.0
+        train_epochs.append(warm + co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.ko * f["train_param_steps"])
+    fe = time_features(a, s, [], b.eval, [])
+    eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"]
+    cache_s = co.kc * cache_flops(a, s, b.cache) if b.cache else 0.0
+    return TimeParts(co.fixed_s, co.tokenize_s_per_row * b.n_examples, cache_s, train_epochs, eval_s)
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,268 @@
+"""Calibrations: the account's coefficients per (model, device, precision, strategy and its switches), fitted
+from one probe child's measurements, stored with the environment they were measured in and reused.
+
+Store: `$HARNESS_CACHE/plan/calibrations.json` (default `~/.cache/harness`), one entry per environment
+fingerprint (CPU model and threads, GPU names, Python, torch and transformers versions, the account's
+version) and calibration key. `--recalibrate` measures again and replaces the entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .account import Anatomy, Batches, Coefficients, Setting, memory, time_features
+from .batches import Lengths, replay
+
+ACCOUNT_VERSION = 2
+PROBE_MAX_ROWS = 160
+KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
+                "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
+                "num_threads", "compile")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness") / "plan"
+
+
+def device_type(device: str) -> str:
+    return device.split(":")[0]
+
+
+def calibration_key(p: dict[str, Any]) -> dict[str, Any]:
+    key = {k: p.get(k) for k in KEY_SETTINGS}
+    key["device"] = device_type(str(p["device"]))
+    key["momentum"] = float(p.get("momentum") or 0.0) > 0
+    return key
+
+
+def key_id(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def environment() -> dict[str, Any]:
+    """What a calibration depends on besides its key."""
+    from importlib import metadata
+
+    from ..env import cpu_name
+
+    def version(pkg: str) -> str | None:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    gpus = []
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+            gpus.append(name.decode() if isinstance(name, bytes) else name)
+    except Exception:
+        pass
+    return {"cpu_model": cpu_name(), "threads": len(os.sched_getaffinity(0)), "gpus": gpus,
+            "python": sys.version.split()[0], "torch": version("torch"), "transformers": version("transformers"),
+            "platform": platform.machine(), "account_version": ACCOUNT_VERSION,
+            "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD", "PYTORCH_CUDA_ALLOC"))}}
+
+
+def env_id(env: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class Store:
+    def __init__(self, root: Path | None = None):
+        self.path = (root or cache_root()) / "calibrations.json"
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("version") == ACCOUNT_VERSION:
+                return data
+        except (OSError, ValueError):
+            pass
+        return {"version": ACCOUNT_VERSION, "environments": {}}
+
+    def get(self, env: dict[str, Any], key: dict[str, Any]) -> dict[str, Any] | None:
+        return self._load()["environments"].get(env_id(env), {}).get("calibrations", {}).get(key_id(key))
+
+    def put(self, env: dict[str, Any], cal: dict[str, Any]) -> None:
+        """Add one calibration: read, update and replace the file under an exclusive lock, so that two
+        plans calibrating at once keep both entries."""
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_suffix(".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                data = self._load()
+                slot = data["environments"].setdefault(env_id(env), {"env": env, "calibrations": {}})
+                slot["calibrations"][cal["key_id"]] = cal
+                tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+                os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only home: the calibration is still used for this plan, just not kept
+
+
+# --------------------------------------------------------------------------------------------------
+# Fitting
+# --------------------------------------------------------------------------------------------------
+def setting_of(p: dict[str, Any], depth: int | None, cached: bool) -> Setting:
+    return Setting(depth=depth, cached=cached, optimizer=p["optimizer"], momentum=float(p.get("momentum") or 0.0),
+                   multi_tensor=bool(p.get("fused_optimizer")), device=str(p["device"]), epochs=int(p["epochs"]))
+
+
+def depth_of(frozen: Any) -> int | None:
+    return None if frozen == "all" else int(frozen)
+
+
+def _probe_batches(p: dict[str, Any], shape: dict[str, Any], depth: int | None) -> Batches:
+    lengths = Lengths(np.asarray(shape["train_lengths"]), np.asarray(shape["val_lengths"]), 2)
+    q = dict(p, batch_size=shape["batch_size"], eval_batch_size=shape["batch_size"], epochs=1,
+             max_length=shape["max_length"])
+    b = replay(q, lengths, depth, bool(shape["cache_used"]), str(p["device"]))
+    b.train = [[tuple(x) for x in shape["train_batches"]]]  # what the probe really ran
+    b.eval = [tuple(x) for x in shape["eval_batches"]]
+    return b
+
+
+def memory_metric(device: str) -> str:
+    return "cuda_peak_allocated" if device_type(device) == "cuda" else "cpu_peak_rss"
+
+
+def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients, list[dict[str, Any]]]:
+    """Coefficients from one probe child's result; also each probe shape's measured and fitted figures."""
+    fields = set(Anatomy.__dataclass_fields__)
+    probe["anatomy"]["cuda_free_after_load"] = probe.get("cuda_free_after_load_bytes")
+    anat = Anatomy(**{k: v for k, v in probe["anatomy"].items() if k in fields})
+    cuda = device_type(str(p["device"])) == "cuda"
+    rows = []
+    for sh in probe["shapes"]:
+        depth = depth_of(sh["frozen_layers"])
+        s = setting_of(p, depth, bool(sh["cache_used"]))
+        b = _probe_batches(p, sh, depth)
+        measured = sh["cuda_peak_allocated_bytes"] if cuda else sh["cpu_peak_rss_bytes"]
+        rows.append((sh, s, b, float(measured)))
+    co = Coefficients()
+    # Memory: y = C + k_state x (grads + optimiser state) + k x activations, bounded least squares,
+    # alternating (which phase sets the peak depends on the coefficients).
+    from scipy.optimize import lsq_linear
+
+    for _ in range(5):
+        X, y = [], []
+        for sh, s, b, measured in rows:
+            parts = memory(anat, s, b, co)
+            X.append([1.0, parts.grads + parts.optimizer_state, parts.raw_activations])
+            fixed_act = parts.activations - co.k_act * parts.raw_activations  # transient bytes carry no k
+            y.append(measured - parts.weights - parts.data - parts.cache - fixed_act)
+        X_, y_ = np.asarray(X), np.asarray(y)
+        scale = np.max(np.abs(X_), axis=0) + 1.0
+        if cuda:  # allocated memory has no process constant beyond what the account counts
+            lo, hi = [0.0, 0.9, 0.5], [1.0, 2.0, 5.0]
+        else:
+            lo, hi = [0.0, 0.9, 0.5], [np.inf, 3.0, 5.0]
+        sol = lsq_linear(X_ / scale, y_, bounds=(np.asarray(lo) * scale, np.asarray(hi) * scale)).x / scale
+        co.c_bytes, co.k_state, co.k_act = (float(v) for v in sol)
+    # Time: nonnegative least squares per pass.
+    from scipy.optimize import nnls
+
+    Xt, yt, Xe, ye, cache_s, cache_f = [], [], [], [], 0.0, 0.0
+    for sh, s, b, _ in rows:
+        # Steady state: every batch after the first of each pass, one row per batch.
+        for batch, secs in list(zip(b.train[0], sh["train_step_seconds"]))[1:]:
+            ft = time_features(anat, s, [batch], [], [])
+            Xt.append([ft["train_batches"], ft["train_flops"], ft["train_param_steps"]])
+            yt.append(secs)
+        for batch, secs in list(zip(b.eval, sh["eval_step_seconds"]))[1:]:
+            fe = time_features(anat, s, [], [batch], [])
+            Xe.append([fe["eval_batches"], fe["eval_flops"]])
+            ye.append(secs)
+        if sh.get("cache_seconds") and b.cache:
+            cache_s += sh["cache_seconds"]
+            cache_f += time_features(anat, s, [], [], b.cache)["cache_flops"]
+    scale_t = np.max(np.abs(Xt), axis=0) + 1e-30
+    sol_t, _ = nnls(np.asarray(Xt) / scale_t, np.asarray(yt))
+    co.t0, co.kt, co.ko = (float(v) for v in sol_t / scale_t)
+    scale_e = np.max(np.abs(Xe), axis=0) + 1e-30
+    sol_e, _ = nnls(np.asarray(Xe) / scale_e, np.asarray(ye))
+    co.te0, co.kf = (float(v) for v in sol_e / scale_e)
+    # Warm-up: what the first batch of a trial costs beyond a steady one (median over the probes).
+    warm = []
+    for sh, s, b, _ in rows:
+        if sh["train_step_seconds"] and b.train[0]:
+            ft = time_features(anat, s, [b.train[0][0]], [], [])
+            steady = co.t0 * ft["train_batches"] + co.kt * ft["train_flops"] + co.ko * ft["train_param_steps"]
+            warm.append(max(0.0, sh["train_step_seconds"][0] - steady))
+    co.warmup_s = float(np.median(warm)) if warm else 0.0
+    co.kc = cache_s / cache_f if cache_f > 0 else co.kf
+    co.fixed_s = float(probe["ready_s"])
+    n_rows = max(1, int(probe["n_rows"]))
+    co.tokenize_s_per_row = float(np.median([sh["tokenize_seconds"] for sh in probe["shapes"]])) / n_rows
+    table = []
+    for sh, s, b, measured in rows:
+        pred = memory(anat, s, b, co).total
+        f = time_features(anat, s, b.train[0], b.eval, [])
+        t_pred = co.warmup_s + co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.ko * f["train_param_steps"]
+        table.append({"frozen_layers": sh["frozen_layers"], "batch_size": sh["batch_size"], "max_length": sh["max_length"],
+                      "measured_mib": round(measured / 2**20, 1), "fitted_mib": round(pred / 2**20, 1),
+                      "train_seconds": round(sh["train_seconds"], 4), "fitted_train_seconds": round(t_pred, 4),
+                      "eval_seconds": round(sh["eval_seconds"], 4), "cache_seconds": sh.get("cache_seconds"),
+                      "cuda_peak_reserved_mib": (round(sh["cuda_peak_reserved_bytes"] / 2**20, 1)
+                                                 if sh.get("cuda_peak_reserved_bytes") else None)})
+    return anat, co, table
+
+
+def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0) -> dict[str, Any]:
+    """Run the probes for the calibration key of trial params `p` and fit; returns the stored entry."""
+    from .probe import run_in_child
+
+    key = calibration_key(p)
+    q = dict(p)
+    q["dataset_size"] = min(int(p["dataset_size"]), PROBE_MAX_ROWS)
+    q["epochs"] = 1
+    from .probe import SHAPES
+
+    started = time.monotonic()
+    parts = []
+    for i, shape in enumerate(SHAPES):  # one fresh child per shape: each peak is a new process's, like a trial's
+        parts.append(run_in_child({"params": q, "shapes": [shape], "anatomy": i == 0}, timeout_s=timeout_s))
+    probe = dict(parts[0])
+    probe["shapes"] = [sh for r in parts for sh in r["shapes"]]
+    probe["ready_s"] = float(np.median([r["ready_s"] for r in parts]))
+    probe["spawn_to_ready_s"] = float(np.median([r.get("spawn_to_ready_s") or r["ready_s"] for r in parts]))
+    probe_wall = time.monotonic() - started
+    anat, co, table = fit(q, probe)
+    reserved_ratio = None
+    if device_type(str(p["device"])) == "cuda":
+        pairs = [(t["cuda_peak_reserved_mib"], t["measured_mib"]) for t in table if t["cuda_peak_reserved_mib"]]
+        reserved_ratio = float(np.median([r / a for r, a in pairs if a])) if pairs else None
+    spawn = (probe.get("spawn_to_ready_s") or probe["ready_s"]) - probe["ready_s"]
+    return {
+        "key": key, "key_id": key_id(key), "env_id": env_id(env),
+        "measured_at": datetime.now(timezone.utc).isoformat(),
+        "probe_seconds": round(probe_wall, 3),
+        "device_name": probe.get("device_name"), "precision": probe.get("precision"),
+        "anatomy": probe["anatomy"],
+        "coefficients": co.__dict__,
+        "spawn_s": round(max(0.0, spawn), 3),
+        "reserved_over_allocated": reserved_ratio,
+        "probe_rows": q["dataset_size"],
+        "probes": table,
+    }
+
+
+def loaded(cal: dict[str, Any]) -> tuple[Anatomy, Coefficients]:
+    fields = set(Anatomy.__dataclass_fields__)
+    return Anatomy(**{k: v for k, v in cal["anatomy"].items() if k in fields}), Coefficients(**cal["coefficients"])

@@ -1,0 +1,346 @@
+"""`harness plan GRID.toml`: every trial of a grid forecast before it runs; `plan.json` and its table.
+
+For each trial: its batches are replayed from the tokenized rows (`batches.py`), its calibration key's
+coefficients are read from the store or measured by probes (`calibrate.py`), and the account
+(`account.py`) gives its peak memory, seconds per epoch and per trial, cost, and a verdict against the
+grid's memory budget. For each (model, max_length, frozen depth, strategy, ...) the largest batch the
+account says fits is found by the same rule `--max-batch` searches with (up to `max_batch_limit` and the
+training-set size). A trial the account cannot model gets "cannot predict: <why>"; the rest is planned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..grid import Trial
+
+PLAN_SCHEMA = 1
+PLAN_FILE = "plan.json"
+MiB = 2**20
+
+
+@dataclass
+class Plan:
+    grid_path: str
+    name: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    max_batch: list[dict[str, Any]] = field(default_factory=list)
+    calibrations: list[dict[str, Any]] = field(default_factory=list)
+    probe_seconds: float = 0.0
+    plan_seconds: float = 0.0
+    env: dict[str, Any] = field(default_factory=dict)
+
+    def by_trial(self) -> dict[str, dict[str, Any]]:
+        return {r["trial_id"]: r for r in self.rows}
+
+    def totals(self) -> dict[str, Any]:
+        ok = [r for r in self.rows if r["status"] == "predicted"]
+        secs = [r["wall_seconds"] for r in ok]
+        costs = [r["cost_usd"] for r in ok if r["cost_usd"] is not None]
+        return {
+            "trials": len(self.rows), "predicted": len(ok), "cannot_predict": len(self.rows) - len(ok),
+            "seconds": round(sum(secs), 1), "hours": round(sum(secs) / 3600, 4),
+            "cost_usd": round(sum(costs), 6) if costs else None,
+            "cost_note": None if len(costs) == len(ok) else f"{len(ok) - len(costs)} predicted trial(s) have no price",
+            "oom": sum(1 for r in ok if r["verdict"] == "oom"),
+            "fits": sum(1 for r in ok if r["verdict"] == "fits"),
+            "probe_seconds": round(self.probe_seconds, 2),
+            "plan_seconds": round(self.plan_seconds, 2),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": PLAN_SCHEMA, "kind": "harness-plan", "created_at": datetime.now(timezone.utc).isoformat(),
+                "grid": self.grid_path, "name": self.name, "env": self.env, "totals": self.totals(),
+                "trials": self.rows, "max_batch": self.max_batch, "calibrations": self.calibrations}
+
+
+def _budget(trial: Trial) -> tuple[int | None, str]:
+    dev = str(trial.params["device"])
+    if dev.startswith("cuda"):
+        return trial.limits.get("gpu_memory"), "gpu_memory"
+    return trial.limits.get("cpu_memory"), "cpu_memory"
+
+
+def _verdict(peak: float, budget: int | None) -> tuple[str, float | None, float | None]:
+    if budget is None:
+        return "no budget", None, None
+    margin = budget - peak
+    return ("fits" if margin >= 0 else "oom"), round(margin / MiB, 1), round(100.0 * margin / budget, 1)
+
+
+def _cannot(trial: Trial, why: str) -> dict[str, Any]:
+    return {"trial_id": trial.trial_id, "index": trial.index, "repeat": trial.repeat, "label": trial.label(),
+            "params": _shown(trial.params), "status": "cannot predict", "reason": f"cannot predict: {why}",
+            "verdict": None, "wall_seconds": None, "cost_usd": None}
+
+
+def _shown(p: dict[str, Any]) -> dict[str, Any]:
+    keys = ("model", "max_length", "dataset_size", "batch_size", "frozen_layers", "strategy", "device", "epochs",
+            "optimizer", "precision")
+    return {k: p.get(k) for k in keys}
+
+
+def predict_trial(trial: Trial, cal: dict[str, Any], lengths: Any) -> dict[str, Any]:
+    """One trial's prediction (a `plan.json` row) from its calibration and token lengths."""
+    from .account import memory, seconds
+    from .batches import replay
+    from .calibrate import depth_of, loaded, memory_metric, setting_of
+    from ..meters.cost import trial_cost
+
+    p = trial.params
+    anat, co = loaded(cal)
+    depth = depth_of(p["frozen_layers"])
+    if depth is not None and depth > anat.num_layers:
+        return _cannot(trial, f"frozen_layers = {depth} but {p['model']} has {anat.num_layers} layers")
+    cached = bool(p["cache_frozen"]) and (depth is None or depth > 0)
+    s = setting_of(p, depth, cached)
+    b = replay(p, lengths, depth, cached, str(p["device"]), int(p["max_steps"]) if p.get("max_steps") else None)
+    if b.n_train < int(p["batch_size"]):
+        note = f"batch_size {p['batch_size']} > {b.n_train} training rows: no training batch (drop_last)"
+    else:
+        note = None
+    mem = memory(anat, s, b, co)
+    t = seconds(anat, s, b, co)
+    budget, budget_key = _budget(trial)
+    metric = memory_metric(str(p["device"]))
+    peak = mem.total
+    reserved = None
+    if metric == "cuda_peak_allocated" and cal.get("reserved_over_allocated"):
+        reserved = peak * float(cal["reserved_over_allocated"])
+    verdict, margin_mib, margin_pct = _verdict(reserved if reserved is not None else peak, budget)
+    wall = t.total + float(cal.get("spawn_s") or 0.0)
+    cost, cost_note = trial_cost(cal.get("device_name"), str(p["device"]), wall, trial.prices or {})
+    return {
+        "trial_id": trial.trial_id, "index": trial.index, "repeat": trial.repeat, "label": trial.label(),
+        "params": _shown(p), "status": "predicted", "reason": note,
+        "calibration": cal["key_id"],
+        "memory": {"metric": metric, "peak_mib": round(peak / MiB, 1),
+                   "cuda_peak_reserved_mib": round(reserved / MiB, 1) if reserved is not None else None,
+                   "phase": mem.phase,
+                   "parts_mib": {k: round(getattr(mem, k) / MiB, 1) for k in
+                                 ("constant", "weights", "data", "cache", "grads", "optimizer_state", "activations")}},
+        "seconds": {"per_epoch": round(t.per_epoch, 3),
+                    "train_per_epoch": round(sum(t.train_epoch) / max(1, len(t.train_epoch)), 3),
+                    "eval_per_epoch": round(t.eval_epoch, 3), "cache": round(t.cache, 3),
+                    "fixed": round(t.fixed, 3), "tokenize": round(t.tokenize, 3), "total": round(t.total, 3)},
+        "wall_seconds": round(wall, 3),
+        "cost_usd": cost, "cost_note": cost_note,
+        "budget": {"key": budget_key, "bytes": budget}, "verdict": verdict,
+        "margin_mib": margin_mib, "margin_pct": margin_pct,
+        "batches": {"train_per_epoch": len(b.train[0]) if b.train else 0, "eval": len(b.eval), "cache": len(b.cache),
+                    "train_padded_tokens_epoch1": sum(n * L for n, L in b.train[0]) if b.train else 0},
+    }
+
+
+def largest_batch(trial: Trial, cal: dict[str, Any], lengths: Any, limit: int, budget: int,
+                  metric_reserved: bool) -> int | None:
+    """The largest batch size (1..limit) the account says fits `budget` (peak grows with the batch)."""
+    import dataclasses
+
+    def fits(bs: int) -> bool:
+        params = dict(trial.params, batch_size=bs)
+        if trial.params.get("eval_batch_size") == trial.params.get("batch_size"):
+            params["eval_batch_size"] = bs
+        row = predict_trial(dataclasses.replace(trial, params=params), cal, lengths)
+        if row["status"] != "predicted":
+            return False
+        peak = row["memory"]["cuda_peak_reserved_mib"] if metric_reserved and row["memory"]["cuda_peak_reserved_mib"] \
+            else row["memory"]["peak_mib"]
+        return peak * MiB <= budget
+
+    if not fits(1):
+        return None
+    lo, hi = 1, None
+    b = 1
+    while hi is None:
+        nb = min(b * 2, limit)
+        if nb == b:
+            return b
+        if fits(nb):
+            lo = b = nb
+            if nb == limit:
+                return nb
+        else:
+            hi = nb
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, store_root: Path | None = None,
+              check_devices: bool = True, probe: bool = True, trials: list[Trial] | None = None) -> Plan:
+    """Plan every trial of a grid. Bad grid input raises the same errors `harness run` raises. Without
+    `probe`, only stored calibrations are used (a key without one: "cannot predict"). `trials`: the grid
+    already expanded and checked (by `harness run`)."""
+    from ..config import load_grid
+    from ..grid import expand
+    from ..core.preflight import check
+    from ..search import SEARCH_SKIP, group_key, n_train
+    from .batches import LengthSource
+    from .calibrate import Store, calibrate, calibration_key, environment, key_id
+
+    t_start = time.perf_counter()
+    cfg, _ = load_grid(grid_path)
+    if trials is None:
+        trials = expand(cfg)
+        check(trials, grid_path, check_devices=check_devices)
+    env = environment()
+    store = Store(store_root)
+    plan = Plan(grid_path=str(grid_path), name=cfg.name, env=env)
+    source = LengthSource()
+    cals: dict[str, dict[str, Any] | str] = {}
+    for trial in trials:
+        key = calibration_key(trial.params)
+        kid = key_id(key)
+        if kid in cals:
+            continue
+        cal = None if recalibrate else store.get(env, key)
+        if cal is None and not probe:
+            cals[kid] = "no stored calibration (harness plan GRID measures one)"
+            continue
+        if cal is None:
+            if console is not None:
+                console.print(f"calibrating {trial.params['model']} {trial.params['device']} "
+                              f"{trial.params['strategy']} (probes in a child process) ...")
+            try:
+                cal = calibrate(trial.params, env)
+                cal["source"] = "probes (this plan)"
+                store.put(env, cal)
+                plan.probe_seconds += cal["probe_seconds"]
+            except Exception as exc:  # noqa: BLE001 - a probe that fails makes its trials unpredictable
+                text = " ".join(str(exc).split())[:300] or type(exc).__name__
+                cals[kid] = f"the calibration probes failed ({text})"
+                continue
+        else:
+            cal = dict(cal, source="stored calibration")
+        cals[kid] = cal
+        plan.calibrations.append(cal)
+    for trial in trials:
+        cal = cals[key_id(calibration_key(trial.params))]
+        if isinstance(cal, str):
+            plan.rows.append(_cannot(trial, cal))
+            continue
+        try:
+            lengths = source.lengths(trial.params)
+            plan.rows.append(predict_trial(trial, cal, lengths))
+        except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot be loaded, an odd model
+            text = " ".join(str(exc).split())[:300] or type(exc).__name__
+            plan.rows.append(_cannot(trial, text))
+    # Largest batch per grid point without its batch size, under the grid's budget.
+    groups: dict[str, Trial] = {}
+    for t in trials:
+        if t.repeat == 0:
+            groups.setdefault(group_key(t.params), t)
+    for gk, rep in groups.items():
+        budget, budget_key = _budget(rep)
+        cal = cals[key_id(calibration_key(rep.params))]
+        point = {k: v for k, v in _shown(rep.params).items() if k not in SEARCH_SKIP}
+        entry: dict[str, Any] = {"point": point, "budget": {"key": budget_key, "bytes": budget}}
+        limit = max(1, min(int(cfg.search.max_batch_limit), n_train(rep.params)))
+        entry["batch_limit"] = limit
+        if budget is None:
+            entry.update(max_batch=None, note=f"no {budget_key} budget in [limits]")
+        elif isinstance(cal, str):
+            entry.update(max_batch=None, note=f"cannot predict: {cal}")
+        else:
+            try:
+                lengths = source.lengths(rep.params)
+                best = largest_batch(rep, cal, lengths, limit, int(budget), bool(cal.get("reserved_over_allocated")))
+                entry.update(max_batch=best, note=("even batch 1 is predicted not to fit" if best is None else
+                                                   "limited by the training set / max_batch_limit" if best == limit else None))
+            except Exception as exc:  # noqa: BLE001
+                entry.update(max_batch=None, note=f"cannot predict: {' '.join(str(exc).split())[:200]}")
+        plan.max_batch.append(entry)
+    plan.plan_seconds = time.perf_counter() - t_start
+    return plan
+
+
+# --------------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------------
+def write_plan(plan: Plan, out_dir: Path) -> Path:
+    from ..store import StoreError
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / PLAN_FILE
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreError(f"{out_dir}: cannot write the plan ({exc.strerror or exc})") from None
+    return path
+
+
+def _fmt_s(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x >= 3600:
+        return f"{x / 3600:.2f} h"
+    if x >= 60:
+        return f"{x / 60:.1f} min"
+    return f"{x:.1f} s"
+
+
+def plan_table(plan: Plan) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"plan: {plan.name} ({len(plan.rows)} trials)")
+    for col, just in (("trial", "left"), ("model", "left"), ("len", "right"), ("batch", "right"),
+                      ("frozen", "right"), ("strategy", "left"), ("peak MiB", "right"), ("s/epoch", "right"),
+                      ("total", "right"), ("USD", "right"), ("verdict", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in plan.rows:
+        p = r["params"]
+        if r["status"] != "predicted":
+            t.add_row(r["trial_id"], str(p["model"]), str(p["max_length"]), str(p["batch_size"]), str(p["frozen_layers"]),
+                      str(p["strategy"]), "-", "-", "-", "-", f"[yellow]{r['reason']}[/yellow]")
+            continue
+        v = r["verdict"]
+        if v == "fits":
+            vt = f"[green]fits[/green] ({r['margin_mib']:+.0f} MiB)"
+        elif v == "oom":
+            vt = f"[red]oom[/red] ({r['margin_mib']:+.0f} MiB)"
+        else:
+            vt = v
+        cost = r["cost_usd"]
+        t.add_row(r["trial_id"], str(p["model"]), str(p["max_length"]), str(p["batch_size"]), str(p["frozen_layers"]),
+                  str(p["strategy"]), f"{r['memory']['peak_mib']:.0f}", f"{r['seconds']['per_epoch']:.1f}",
+                  _fmt_s(r["wall_seconds"]), "-" if cost is None else f"{cost:.4f}", vt)
+    return t
+
+
+def max_batch_table(plan: Plan) -> Any:
+    from rich.table import Table
+
+    t = Table(title="largest batch predicted to fit")
+    for col in ("model", "len", "frozen", "strategy", "device", "budget", "max batch", "note"):
+        t.add_column(col)
+    for e in plan.max_batch:
+        p = e["point"]
+        b = e["budget"]["bytes"]
+        t.add_row(str(p["model"]), str(p["max_length"]), str(p["frozen_layers"]), str(p["strategy"]), str(p["device"]),
+                  "-" if b is None else f"{b / MiB:.0f} MiB", "-" if e["max_batch"] is None else str(e["max_batch"]),
+                  e.get("note") or "")
+    return t
+
+
+def print_plan(plan: Plan, console: Any) -> None:
+    console.print(plan_table(plan))
+    if any(e["budget"]["bytes"] is not None for e in plan.max_batch):
+        console.print(max_batch_table(plan))
+    tot = plan.totals()
+    cost = "-" if tot["cost_usd"] is None else f"{tot['cost_usd']:.4f} USD"
+    console.print(f"total: {tot['predicted']} of {tot['trials']} trials predicted, {_fmt_s(tot['seconds'])} "
+                  f"({tot['hours']:.3f} h), {cost}; {tot['oom']} predicted out of memory; "
+                  f"probes {tot['probe_seconds']:.1f} s, plan {tot['plan_seconds']:.1f} s")

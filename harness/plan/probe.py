@@ -1,0 +1,320 @@
+"""Calibration probes: a few training steps at a few small shapes, in an isolated child process like a trial.
+
+One child per calibration key (model, device, precision, strategy and the switches behind it). It loads
+the data and the model as a trial does, reads the model's anatomy (parameters per part, FLOP shape, and
+what autograd keeps per block, counted with `torch.autograd.graph.saved_tensors_hooks` at three lengths),
+then runs the real `Trainer` for `STEPS` training and evaluation batches at the probe shape it is given
+(`calibrate` starts one child per shape, so that each peak is a fresh process's, as a trial's is), measuring the peak memory (the process tree's RSS with the meters' sampler on CPU; CUDA's
+`max_memory_allocated` / `max_memory_reserved` after a reset on a GPU), the seconds of each pass and the
+cache build, and the padded shape of every batch it ran. Between shapes everything is freed and glibc is
+asked to return free pages (`malloc_trim`), so each peak is that shape's.
+
+The parent (`run_probes`) fits the account's coefficients from these measurements (`calibrate.py`).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import time
+import traceback
+from typing import Any
+
+STEPS = 4  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
+# (frozen_layers, batch_size, max_length), run in this order (smallest activations first). "half" is
+# resolved to half the model's blocks.
+SHAPES: list[tuple[Any, int, int]] = [("all", 8, 64), ("half", 8, 64), (0, 4, 64), (0, 16, 64)]
+HOOK_LENGTHS = (16, 32, 64)
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except Exception:
+        pass
+
+
+def saved_bytes(model: Any, frozen: Any, name: str, device: Any, autocast: Any, length: int, n: int = 2) -> int:
+    """Bytes autograd keeps over one training forward of `n` examples padded to `length` (the second example
+    half padding, so the attention mask is used), parameters not counted. Storages are counted once."""
+    import torch
+
+    from ..core.models import freeze
+
+    freeze(model, frozen, name)
+    model.train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: Any) -> Any:
+        try:
+            st = t.untyped_storage()
+            ptr = st.data_ptr()
+            if ptr not in params and t.device.type != "meta":
+                seen[ptr] = max(seen.get(ptr, 0), st.nbytes())
+        except Exception:
+            pass
+        return t
+
+    vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(min(1000, vocab - 1), vocab, (n, length), generator=g).to(device)
+    mask = torch.ones((n, length), dtype=torch.long)
+    mask[1:, length // 2:] = 0
+    labels = torch.zeros(n, dtype=torch.long, device=device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
+        out = model(input_ids=ids, attention_mask=mask.to(device), labels=labels)
+    del out
+    return int(sum(seen.values()))
+
+
+def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str, Any]:
+    import dataclasses
+
+    import numpy as np
+
+    from ..core.models import anatomy
+    from ..core.train import autocast_for, compute_dtype
+    from ..core.models import encoder_shape
+
+    parts = anatomy(model)
+    n = parts.num_layers
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    total = count(model)
+    base = count(parts.base)
+    emb = count(parts.embeddings)
+    layers = [count(layer) for layer in parts.layers]
+    autocast = autocast_for(precision, device)
+    measured: dict[str, list[float]] = {"block": [], "emb": [], "top": [], "all": []}
+    for length in HOOK_LENGTHS:
+        s0 = saved_bytes(model, 0, name, device, autocast, length)
+        s_all = saved_bytes(model, "all", name, device, autocast, length)
+        s_top = saved_bytes(model, n - 1, name, device, autocast, length) if n >= 1 else s_all
+        if n >= 3:
+            s1 = saved_bytes(model, 1, name, device, autocast, length)
+            block = (s1 - s_top) / (n - 2)
+            emb_b = s0 - s1 - block
+        else:
+            block = (s0 - s_top) / max(1, n - 1) if n >= 2 else s0 - s_all
+            emb_b = 0.0
+        measured["block"].append(block / 2)
+        measured["emb"].append(max(0.0, emb_b) / 2)
+        measured["top"].append(max(0.0, s_top - block) / 2)
+        measured["all"].append(s_all / 2)
+    lengths = np.asarray(HOOK_LENGTHS, dtype=float)
+    # Per example a L + b L^2, plus c per block whatever the batch (under autocast, the low-precision copies
+    # of the block's weights that backward keeps); measured at n = 2, so c / 2 per example.
+    c2, a, b = np.linalg.lstsq(np.stack([np.ones_like(lengths), lengths, lengths**2], 1), np.asarray(measured["block"]),
+                               rcond=None)[0]
+    e = float(np.linalg.lstsq(lengths[:, None], np.asarray(measured["emb"]), rcond=None)[0][0])
+    t0, t1 = np.linalg.lstsq(np.stack([np.ones_like(lengths), lengths], 1), np.asarray(measured["top"]), rcond=None)[0]
+    h0, h1 = np.linalg.lstsq(np.stack([np.ones_like(lengths), lengths], 1), np.asarray(measured["all"]), rcond=None)[0]
+    cfg = model.config
+    hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", 768))
+    inter = int(getattr(cfg, "intermediate_size", None) or getattr(cfg, "hidden_dim", None) or 4 * hidden)
+    return {
+        "num_layers": n, "hidden": hidden, "total_params": total, "embedding_params": emb, "layer_params": layers,
+        "base_other_params": base - emb - sum(layers), "head_params": total - base,
+        "param_bytes": next(model.parameters()).element_size(),
+        "act_dtype_bytes": compute_dtype(precision).itemsize,
+        "block_a": float(a), "block_b": float(b), "block_c": max(0.0, 2.0 * float(c2)), "emb_a": max(0.0, e), "top0": max(0.0, float(t0)),
+        "top1": float(t1), "all0": max(0.0, float(h0)), "all1": max(0.0, float(h1)),
+        "flops_shape": dataclasses.asdict(encoder_shape(model)),
+        "fwd_a": float((inter + 4 * hidden) * compute_dtype(precision).itemsize),
+        "saved_bytes_per_example": {k: [round(v) for v in vals] for k, vals in measured.items()},
+        "hook_lengths": list(HOOK_LENGTHS),
+    }
+
+
+def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
+    """The child's work (also callable in-process by tests): load, read the anatomy, run every shape."""
+    t_start = time.perf_counter()
+    import torch
+
+    from ..core import data as D
+    from ..core.models import load_model
+    from ..core.train import Trainer, resolve_precision
+    from ..meters.cpu_memory import CpuMemorySampler
+
+    p = dict(spec["params"])
+    threads = p.get("num_threads") or len(os.sched_getaffinity(0))
+    torch.set_num_threads(int(threads))
+    device = torch.device(p["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {p['device']!r} asked for, but CUDA is not available here")
+    t0 = time.perf_counter()
+    rows = D.load_rows(p["source"], p["text_column"], p["label_column"], p["split"])
+    train_idx, val_idx = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"])
+    load_data_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loaded = load_model(p["model"], len(rows.label_names), trust_remote_code=p["trust_remote_code"],
+                        allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"])
+    model = loaded.model.to(device)
+    load_model_s = time.perf_counter() - t0
+    free_after_load = None
+    if device.type == "cuda":
+        free_after_load = int(torch.cuda.mem_get_info(device)[0])
+    ready_s = time.perf_counter() - t_start
+    precision = resolve_precision(p["precision"], device)
+    send({"type": "loaded", "seconds": ready_s})
+    from ..core.models import anatomy as _anatomy
+
+    shapes_out = []
+    n = _anatomy(model).num_layers
+    for frozen, batch, max_length in spec.get("shapes") or SHAPES:
+        frozen = n // 2 if frozen == "half" else frozen
+        q = dict(p, batch_size=batch, eval_batch_size=batch, max_length=max_length, frozen_layers=frozen, epochs=1)
+        from ..core.models import freeze
+
+        freeze(model, frozen, p["model"])
+        t0 = time.perf_counter()
+        train_set, val_set = D.encode_split(loaded.tokenizer, rows, train_idx, val_idx, max_length, p["padding"])
+        tokenize_s = time.perf_counter() - t0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        sampler = CpuMemorySampler(interval_s=0.005)
+        sampler.start()
+        try:
+            trainer = Trainer(model, train_set, val_set, q, device, max_steps=int(spec.get("steps") or STEPS))
+            seen: dict[str, list[tuple[int, int]]] = {"train": [], "eval": []}
+            step_s: dict[str, list[float]] = {"train": [], "eval": []}
+            inner = trainer._batches
+
+            def recorded(train: bool, _inner: Any = inner, _seen: dict = seen, _step: dict = step_s) -> Any:  # type: ignore[type-arg]
+                # The seconds the loop spends on each batch: from handing it over to asking for the next.
+                part = "train" if train else "eval"
+                for args, real, padded in _inner(train):
+                    k = int(args["labels"].shape[0])
+                    _seen[part].append((k, int(padded // max(1, k))))
+                    t = time.perf_counter()
+                    yield args, real, padded
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    _step[part].append(time.perf_counter() - t)
+
+            trainer._batches = recorded  # type: ignore[method-assign]
+            cache_s = None
+            if trainer.uses_cache():
+                t0 = time.perf_counter()
+                trainer.build_cache()
+                trainer.check_cache()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                cache_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            trainer.train_epoch()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            trainer.evaluate()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            eval_s = time.perf_counter() - t0
+            sampler.sample(force_refresh=True)
+        finally:
+            sampler.stop()
+        out = {
+            "frozen_layers": frozen, "batch_size": batch, "max_length": max_length,
+            "cpu_peak_rss_bytes": int(sampler.peak),
+            "cuda_peak_allocated_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
+            "cuda_peak_reserved_bytes": int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else None,
+            "train_seconds": train_s, "eval_seconds": eval_s, "cache_seconds": cache_s, "tokenize_seconds": tokenize_s,
+            "train_batches": seen["train"], "eval_batches": seen["eval"],
+            "train_step_seconds": step_s["train"], "eval_step_seconds": step_s["eval"],
+            "cache_used": bool(trainer.result.cache_used), "cache_bytes": int(trainer.result.cache_bytes),
+            "train_lengths": train_set.lengths().tolist(), "val_lengths": val_set.lengths().tolist(),
+            "pad_to": train_set.pad_to,
+        }
+        shapes_out.append(out)
+        send({"type": "shape", "shape": {k: out[k] for k in ("frozen_layers", "batch_size", "max_length")}})
+        del trainer, train_set, val_set
+        model.zero_grad(set_to_none=True)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        _malloc_trim()
+    from ..trial import device_name
+
+    # Read after the shapes, so that the hooks' forwards leave nothing in the peaks measured above.
+    anat = read_anatomy(model, p["model"], device, precision) if spec.get("anatomy", True) else None
+    return {"anatomy": anat, "shapes": shapes_out, "load_data_s": load_data_s, "load_model_s": load_model_s,
+            "ready_s": ready_s, "n_rows": len(train_idx) + len(val_idx), "precision": precision,
+            "cuda_free_after_load_bytes": free_after_load,
+            "device_name": device_name(device), "seconds": time.perf_counter() - t_start}
+
+
+def _child_main(spec: dict[str, Any], conn: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ..executors.local import _die_with_parent
+
+    _die_with_parent()
+    for k, v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
+                 ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(k, v)
+
+    def send(event: dict[str, Any]) -> None:
+        try:
+            conn.send(event)
+        except (BrokenPipeError, OSError):
+            pass
+
+    try:
+        result = run_shapes(spec, send)
+        send({"type": "result", "result": result})
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent as the probe's failure
+        text = " ".join(str(exc).split())[:400]
+        send({"type": "error", "error": f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
+              "traceback": traceback.format_exc(limit=6)[-3000:]})
+    finally:
+        conn.close()
+
+
+class ProbeFailed(Exception):
+    pass
+
+
+def run_in_child(spec: dict[str, Any], timeout_s: float = 600.0) -> dict[str, Any]:
+    """Run the probes of one calibration key in a fresh spawned interpreter; returns the child's result with
+    the parent's view of the child's time (`wall_s` from spawn to result, `spawn_to_ready_s`)."""
+    from ..executors.local import SPAWN
+
+    parent_conn, child_conn = SPAWN.Pipe(duplex=False)
+    proc = SPAWN.Process(target=_child_main, args=(spec, child_conn), daemon=True, name="plan-probe")
+    started = time.monotonic()
+    proc.start()
+    child_conn.close()
+    ready = None
+    try:
+        while True:
+            left = started + timeout_s - time.monotonic()
+            if left <= 0:
+                raise ProbeFailed(f"probe exceeded {timeout_s:g} s")
+            if not parent_conn.poll(min(left, 5.0)):
+                continue
+            try:
+                event = parent_conn.recv()
+            except EOFError:
+                proc.join(timeout=10)
+                raise ProbeFailed(f"probe child exited with code {proc.exitcode} before its result") from None
+            kind = event.get("type")
+            if kind == "loaded":
+                ready = time.monotonic() - started
+            elif kind == "result":
+                res = event["result"]
+                res["wall_s"] = time.monotonic() - started
+                res["spawn_to_ready_s"] = ready
+                return res
+            elif kind == "error":
+                raise ProbeFailed(event["error"])
+    finally:
+        if proc.is_alive():
+            proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+        parent_conn.close()

@@ -1,0 +1,284 @@
+"""`harness plan`: the replayed batches are the Trainer's own, the account's arithmetic, the probes' fit, the
+CLI's one-line errors, `--max-hours`, `--check`, records carrying `predicted`, and the report's section.
+
+The probes run in-process here (`probe.run_shapes`) except one test that runs them in a child as `plan`
+does; everything uses `random:bert-tiny` on a few dozen rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grid_helpers import tiny_grid
+from harness.cli import main
+from harness.config import load_grid
+from harness.grid import expand
+from harness.plan.account import Anatomy, Batches, Coefficients, Setting, memory, optimizer_slots
+from harness.plan.batches import LengthSource, replay
+from harness.prediction import percentile, predicted_field, score
+
+FROZEN = ["all", 1, 0]
+
+
+def _trials(tmp_path: Path, **kw) -> list:
+    cfg, _ = load_grid(tiny_grid(tmp_path, **kw))
+    return expand(cfg)
+
+
+@pytest.fixture(scope="module")
+def probe_result(tmp_path_factory):
+    """One in-process probe run on bert-tiny (anatomy and three shapes)."""
+    from harness.plan.probe import run_shapes
+
+    tmp = tmp_path_factory.mktemp("probe")
+    p = dict(_trials(tmp, train__optimizer="adamw", grid__dataset_size=[60])[0].params)
+    res = run_shapes({"params": p, "shapes": [("all", 4, 16), (1, 4, 16), (0, 4, 32), (0, 8, 32)], "steps": 2},
+                     lambda e: None)
+    return p, res
+
+
+def fake_children(res):
+    """Stands in for `probe.run_in_child`: hands out the in-process probe's shapes one per call, as the
+    per-shape children would."""
+    calls = {"n": 0}
+
+    def child(spec, timeout_s=0):
+        i = calls["n"] % len(res["shapes"])
+        calls["n"] += 1
+        return dict(res, shapes=[res["shapes"][i]], wall_s=1.0, spawn_to_ready_s=res["ready_s"] + 0.5)
+
+    return child
+
+
+# -- batches --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy,frozen", [("lab", 0), ("lab", "all"), ("fast", 1), ("fast", "all")])
+def test_replayed_batches_are_the_trainers_own(tmp_path, strategy, frozen):
+    """Every training batch of two epochs and every evaluation batch: same count, size and padded length."""
+    import torch
+
+    from harness.core import data as D
+    from harness.core.models import freeze, load_model
+    from harness.core.train import Trainer
+
+    trial = _trials(tmp_path, train__epochs=2, model__max_length=48,
+                    grid__dataset_size=[70], grid__batch_size=[8], grid__frozen_layers=[frozen],
+                    grid__strategy=[strategy])[0]
+    p = trial.params
+    rows = D.load_rows(p["source"], p["text_column"], p["label_column"], p["split"])
+    tr, va = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"])
+    loaded = load_model(p["model"], len(rows.label_names), seed=p["seed"])
+    freeze(loaded.model, frozen, p["model"])
+    train_set, val_set = D.encode_split(loaded.tokenizer, rows, tr, va, p["max_length"], p["padding"])
+    trainer = Trainer(loaded.model, train_set, val_set, p, torch.device("cpu"))
+    if trainer.uses_cache():
+        trainer.build_cache()
+
+    def shapes(train: bool) -> list[tuple[int, int]]:
+        return [(int(a["labels"].shape[0]), padded // int(a["labels"].shape[0])) for a, _, padded in trainer._batches(train)]
+
+    real_train = [shapes(True), shapes(True)]
+    real_eval = shapes(False)
+
+    lengths = LengthSource().lengths(p)
+    assert lengths.train.tolist() == train_set.lengths().tolist()
+    assert lengths.val.tolist() == val_set.lengths().tolist()
+    depth = None if frozen == "all" else frozen
+    b = replay(p, lengths, depth, trainer.uses_cache(), "cpu")
+    assert b.train == real_train
+    assert b.eval == real_eval
+    assert bool(b.cache) == trainer.uses_cache()
+
+
+# -- the account ----------------------------------------------------------------------------------------------
+def _anatomy() -> Anatomy:
+    return Anatomy(num_layers=4, hidden=8, total_params=1000, embedding_params=400, layer_params=[100] * 4,
+                   base_other_params=50, head_params=150, param_bytes=4, act_dtype_bytes=4,
+                   block_a=10.0, block_b=1.0, emb_a=2.0, top0=5.0, top1=0.5, all0=3.0, all1=0.0,
+                   flops_shape={"layer_params": [64] * 4, "attn_width": 8, "pooler_params": 0, "head_params": 16,
+                                "input_params": [16] * 4})
+
+
+def test_trainable_parameters_by_depth():
+    a = _anatomy()
+    assert a.trainable(None) == 150
+    assert a.trainable(0) == 1000
+    assert a.trainable(2) == 150 + 50 + 200
+    assert a.trainable(4) == 150 + 50
+
+
+def test_activations_only_where_something_trains():
+    a = _anatomy()
+    # depth 2 of 4: two blocks and the top; depth 0 adds the embeddings; "all" keeps only the head's inputs
+    assert a.saved_bytes(2, 10, 2, False) == 2 * a.block_bytes(2, 10) + 2 * (5.0 + 0.5 * 10)
+    assert a.saved_bytes(2, 10, 0, False) == 4 * a.block_bytes(2, 10) + 2 * 2.0 * 10 + 2 * (5.0 + 0.5 * 10)
+    assert a.saved_bytes(2, 10, None, True) == 2 * 3.0
+
+
+def test_memory_parts_add_up_and_grow_with_the_batch():
+    a = _anatomy()
+    s = Setting(depth=0, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu", epochs=1)
+    co = Coefficients(c_bytes=1000.0, k_act=2.0, k_state=1.0)
+
+    def batches(n: int, length: int) -> Batches:
+        return Batches(train=[[(n, length)]], eval=[(n, length)], cache=[], n_examples=n, n_tokens=n * length,
+                       width_train=length, width_val=length, n_train=n, n_val=n)
+
+    small, big = memory(a, s, batches(2, 10), co), memory(a, s, batches(8, 40), co)
+    assert small.phase == "train"
+    assert small.grads == 1000 * 4 and small.optimizer_state == 2 * 1000 * 4
+    assert small.activations == pytest.approx(2.0 * a.saved_bytes(2, 10, 0, False))
+    assert small.total == pytest.approx(sum(getattr(small, k) for k in (
+        "constant", "weights", "data", "cache", "grads", "optimizer_state", "activations", "state_overhead")))
+    assert big.total > small.total
+    assert optimizer_slots(Setting(0, False, "sgd", 0.0, False, "cpu", 1)) == 0
+    assert optimizer_slots(Setting(0, False, "sgd", 0.9, False, "cpu", 1)) == 1
+
+
+# -- probes and fit -------------------------------------------------------------------------------------------
+def test_probe_measures_and_the_fit_reproduces_its_shapes(probe_result):
+    from harness.plan.calibrate import fit
+
+    p, res = probe_result
+    anat = res["anatomy"]
+    assert anat["num_layers"] == 2 and anat["total_params"] > 0
+    assert anat["block_a"] > 0  # a trained block keeps something per token
+    assert all(s["cpu_peak_rss_bytes"] > 0 and s["train_seconds"] > 0 for s in res["shapes"])
+    _, co, table = fit(p, res)
+    assert 0.5 <= co.k_act <= 5.0 and co.c_bytes > 0
+    for row in table:  # the fit reproduces the probes it was fitted on
+        assert abs(row["fitted_mib"] - row["measured_mib"]) / row["measured_mib"] < 0.10
+
+
+def test_plan_with_a_stored_calibration_runs_no_probe(tmp_path, probe_result, monkeypatch):
+    """A calibration in the store is reused (no child, probe seconds 0); plan.json has every trial, verdicts
+    against the budget and the largest batch per grid point."""
+    from harness.plan import calibrate as C
+    from harness.plan.planner import PLAN_SCHEMA, plan_grid, write_plan
+
+    p, res = probe_result
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+
+    monkeypatch.setattr("harness.plan.probe.run_in_child", fake_children(res))
+    grid = tiny_grid(tmp_path, train__optimizer="adamw", grid__dataset_size=[60], grid__batch_size=[4, 16],
+                     grid__frozen_layers=["all", 0], limits__cpu_memory="640MiB")
+    first = plan_grid(str(grid))
+    assert [c["source"] for c in first.calibrations] == ["probes (this plan)"] and len(first.rows) == 4
+    monkeypatch.setattr("harness.plan.probe.run_in_child", lambda *a, **k: pytest.fail("probed again"))
+    plan = plan_grid(str(grid))
+    assert plan.probe_seconds == 0 and [c["source"] for c in plan.calibrations] == ["stored calibration"]
+    assert all(r["status"] == "predicted" for r in plan.rows)
+    assert {r["verdict"] for r in plan.rows} <= {"fits", "oom"}
+    for r in plan.rows:
+        assert (r["verdict"] == "fits") == (r["memory"]["peak_mib"] <= 640)
+    assert len(plan.max_batch) == 2 and all("max_batch" in e for e in plan.max_batch)
+    doc = json.loads(write_plan(plan, tmp_path / "plan").read_text())
+    assert doc["schema"] == PLAN_SCHEMA and doc["totals"]["trials"] == 4
+    assert C.Store().path.is_file()
+
+
+# -- scoring --------------------------------------------------------------------------------------------------
+def test_score_median_p90_and_under_predictions():
+    rows = []
+    for i, (pred, meas) in enumerate([(100, 100), (90, 100), (110, 100), (100, 125)]):
+        row = {"status": "predicted", "memory": {"metric": "cpu_peak_rss", "peak_mib": pred},
+               "seconds": {"per_epoch": 10.0, "train_per_epoch": 8.0, "eval_per_epoch": 2.0, "total": 20.0},
+               "verdict": "fits"}
+        rec = {"trial_id": str(i), "status": "ok", "memory": {"cpu_peak_rss_mib": meas}, "seconds_total": 20.0,
+               "epochs": [{"train_seconds": 8.0, "eval_seconds": 3.0}], "params": {}}
+        rows.append((predicted_field(row), rec))
+    out = score(rows)
+    s = out["summary"]
+    assert s["memory"]["n"] == 4
+    assert s["memory"]["median_abs_pct"] == pytest.approx(10.0)
+    assert s["memory_under_predicted_gt_5pct"] == 2  # -10 % and -20 %
+    assert s["seconds_per_epoch"]["median_abs_pct"] == pytest.approx(100 * (10 - 11) / 11 * -1, abs=0.01)
+    assert percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.9) == pytest.approx(9.1)
+
+
+# -- CLI ------------------------------------------------------------------------------------------------------
+def test_plan_bad_grid_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[grid]\nbatch_size = [0]\n')
+    assert main(["plan", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("harness: error:") and "batch_size" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_check_needs_a_run_folder(tmp_path, capsys):
+    grid = tiny_grid(tmp_path)
+    assert main(["plan", str(grid), "--check", str(tmp_path / "nothing")]) == 2
+    assert "--check expects a run folder" in capsys.readouterr().err
+
+
+def test_max_hours_refuses_before_anything_is_written(tmp_path, probe_result, monkeypatch, capsys):
+    p, res = probe_result
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("harness.plan.probe.run_in_child", fake_children(res))
+    grid = tiny_grid(tmp_path, train__optimizer="adamw", grid__dataset_size=[60])
+    out = tmp_path / "run"
+    assert main(["run", str(grid), "--out", str(out), "--max-hours", "0.00001"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "more than --max-hours" in err[0]
+    assert not (out / "trials.jsonl").exists()
+
+
+def test_run_with_plan_records_predicted_and_the_report_scores_it(tmp_path, probe_result, monkeypatch):
+    from harness.plan import check_run
+    from harness.plan.planner import plan_grid
+    from harness.report import render_report
+    from harness.store import RunStore
+
+    p, res = probe_result
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("harness.plan.probe.run_in_child", fake_children(res))
+    grid = tiny_grid(tmp_path, train__optimizer="adamw", grid__dataset_size=[60], grid__frozen_layers=["all", 0])
+    out = tmp_path / "run"
+    assert main(["run", str(grid), "--out", str(out), "--plan", "--no-report"]) == 0
+    recs = RunStore(out).records()
+    assert len(recs) == 2 and all(r["predicted"]["status"] == "predicted" for r in recs)
+    assert (out / "plan.json").is_file()
+    result = check_run(plan_grid(str(grid)), out)
+    ok = [r for r in recs if r["status"] == "ok"]
+    assert ok and result["summary"]["memory"]["n"] == len(ok), [(r["status"], r.get("error")) for r in recs]
+    rep = render_report([out], tmp_path / "report")
+    assert "predicted" in rep.sections
+    assert "Predicted vs measured" in rep.markdown_path.read_text()
+
+
+def test_probes_run_in_a_child(tmp_path):
+    """The real thing once: a spawned child loads, reads the anatomy and runs one shape."""
+    from harness.plan.probe import run_in_child
+
+    p = dict(_trials(tmp_path, grid__dataset_size=[40])[0].params)
+    res = run_in_child({"params": p, "shapes": [(0, 4, 16)], "steps": 1}, timeout_s=600)
+    assert res["shapes"][0]["cpu_peak_rss_bytes"] > 0
+    assert res["wall_s"] >= res["ready_s"] > 0
+    assert np.isfinite(res["anatomy"]["block_a"])
+
+
+def test_a_key_whose_probes_fail_is_cannot_predict_and_the_rest_is_planned(tmp_path, probe_result, monkeypatch):
+    from harness.plan.planner import plan_grid
+    from harness.plan.probe import ProbeFailed
+
+    p, res = probe_result
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    good = fake_children(res)
+
+    def child(spec, timeout_s=0):
+        if spec["params"]["strategy"] == "fast":
+            raise ProbeFailed("RuntimeError: no such kernel")
+        return good(spec, timeout_s)
+
+    monkeypatch.setattr("harness.plan.probe.run_in_child", child)
+    grid = tiny_grid(tmp_path, train__optimizer="adamw", grid__dataset_size=[60], grid__strategy=["lab", "fast"])
+    plan = plan_grid(str(grid))
+    by = {r["params"]["strategy"]: r for r in plan.rows}
+    assert by["lab"]["status"] == "predicted"
+    assert by["fast"]["status"] == "cannot predict"
+    assert by["fast"]["reason"].startswith("cannot predict: the calibration probes failed (RuntimeError: no such kernel")
+    assert plan.totals()["cannot_predict"] == 1
