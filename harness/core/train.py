@@ -228,9 +228,19 @@ class Trainer:
         self.result = TrainResult(precision=self.precision, optimizer_impl=impl)
         # The cache applies where something is frozen below a trained part.
         self.cache_depth: int | None | str = "off"
+        family = self.parts.family
         if params["cache_frozen"] and (self.depth is None or self.depth > 0):
-            self.cache_depth = self.depth
-            if params.get("frozen_dropout"):
+            if family is None:
+                self.result.cache_note = (f"no cache: the layout of model type {model.config.model_type!r} is not "
+                                          "known to harness, so the frozen part runs every epoch")
+            elif self.depth is not None and not family.partial_cache:
+                self.result.cache_note = (f"no cache at frozen_layers = {self.depth}: {family.name} shares one block "
+                                          "across its depth (the cache applies to \"all\")")
+            elif self.depth == self.parts.num_layers and not any(p.requires_grad for p in self.parts.base.parameters()):
+                self.cache_depth = None  # every block frozen and nothing after them in the base: the "all" cache
+            else:
+                self.cache_depth = self.depth
+            if params.get("frozen_dropout") and self.cache_depth != "off":
                 self.result.cache_note = ("frozen_dropout ignored: the cached frozen layers ran once in eval mode, "
                                           "so they add no dropout noise")
         self.cache: frozen_cache.FrozenCache | None = None
@@ -323,7 +333,8 @@ class Trainer:
                         got_out = getattr(self.model, base_attr)(**args)
                 pairs = [(ref_logits, got_logits)]
                 if self.cache.depth is None:
-                    pairs.append((ref_out[0][:, :1], got_out[0]))
+                    pad_id = getattr(self.model.config, "pad_token_id", None)
+                    pairs.append((frozen_cache.pooled_state(self.parts.pooling, ref_out[0], ids, mask, pad_id), got_out[0]))
                 else:
                     valid = args["attention_mask"].bool()
                     width = valid.shape[1]

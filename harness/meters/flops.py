@@ -47,7 +47,8 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 BACKWARD_FACTOR = 2.0  # backward ~ 2x forward (gradients for inputs and for weights)
 # Names of the Linear layers that read a block's input (BERT/RoBERTa, DistilBERT, most newer encoders).
-INPUT_LINEARS = frozenset({"query", "key", "value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj", "qkv", "Wqkv"})
+INPUT_LINEARS = frozenset({"query", "key", "value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj", "qkv", "Wqkv",
+                           "query_proj", "key_proj", "value_proj", "c_attn"})
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,16 @@ class Work:
 
 
 def _linear_params(modules: Iterable[Any]) -> int:
+    """in x out summed over the Linear layers (and transformers' Conv1D, GPT-2's linear with [in, out] weights)."""
     from torch import nn
 
-    return sum(m.in_features * m.out_features for m in modules if isinstance(m, nn.Linear))
+    total = 0
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
+        elif type(m).__name__ == "Conv1D" and getattr(m, "weight", None) is not None and m.weight.dim() == 2:
+            total += m.weight.numel()
+    return total
 
 
 def shape_of(model: Any) -> EncoderShape:
@@ -101,11 +109,15 @@ def shape_of(model: Any) -> EncoderShape:
     from ..core.models import anatomy
 
     parts = anatomy(model)
-    layers = tuple(_linear_params(block.modules()) for block in parts.layers)
+    # A block used at several depths (ALBERT's shared group) counts at each of them.
+    blocks = list(parts.layers or [])
+    if blocks and len(blocks) < parts.num_layers:
+        blocks = [blocks[i * len(blocks) // parts.num_layers] for i in range(parts.num_layers)]
+    layers = tuple(_linear_params(block.modules()) for block in blocks)
     inputs = tuple(_linear_params(m for name, m in block.named_modules() if name.rsplit(".", 1)[-1] in INPUT_LINEARS)
-                   for block in parts.layers)
-    in_layers = {id(m) for block in parts.layers for m in block.modules()}
-    in_embeddings = {id(m) for m in parts.embeddings.modules()}
+                   for block in blocks)
+    in_layers = {id(m) for block in blocks for m in block.modules()}
+    in_embeddings = {id(m) for _, stem in parts.stem for m in stem.modules()} or {id(m) for m in parts.embeddings.modules()}
     pooler = _linear_params(m for m in parts.base.modules() if id(m) not in in_layers and id(m) not in in_embeddings)
     in_base = {id(m) for m in parts.base.modules()}
     head = _linear_params(m for m in model.modules() if id(m) not in in_base)
