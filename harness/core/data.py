@@ -180,9 +180,12 @@ def load_rows(source: str, text_column: str, label_column: str, split: str = "tr
 # --------------------------------------------------------------------------------------------------
 # Sampling and splitting (scikit-learn's stratified splitter, exactly as the lab called it)
 # --------------------------------------------------------------------------------------------------
-def sample_and_split(rows: Rows, dataset_size: int, val_fraction: float, seed: int, source: str = "data") -> tuple[list[int], list[int]]:
-    """Indices of the train and validation rows: `dataset_size` rows (seeded, stratified), then a
-    stratified split. 2,000 rows with val_fraction 0.1 give 1,800 / 200, as in the lab."""
+def sample_and_split(rows: Rows, dataset_size: int, val_fraction: float, seed: int, source: str = "data",
+                     sample: str = "stratified") -> tuple[list[int], list[int]]:
+    """Indices of the train and validation rows: `dataset_size` rows, then a stratified split. 2,000 rows
+    with val_fraction 0.1 give 1,800 / 200, as in the lab. `sample = "stratified"` takes a seeded
+    stratified sample of the rows; "head" the first `dataset_size` usable rows in file order (the lab's
+    `dropna(subset=["reviewText"])` then `df.head(2000)`: rows with empty text are dropped first here too)."""
     from sklearn.model_selection import train_test_split
 
     n = len(rows.texts)
@@ -190,7 +193,9 @@ def sample_and_split(rows: Rows, dataset_size: int, val_fraction: float, seed: i
         raise DataError(f"{source}: dataset_size {dataset_size} is larger than the {n} usable rows")
     idx = np.arange(n)
     counts = np.bincount(rows.labels)
-    if dataset_size < n:
+    if dataset_size < n and sample == "head":
+        idx = idx[:dataset_size]
+    elif dataset_size < n:
         strat = rows.labels if _can_stratify(counts, dataset_size, n) else None
         idx, _ = train_test_split(idx, train_size=dataset_size, random_state=seed, shuffle=True, stratify=strat)
     labels = rows.labels[idx]

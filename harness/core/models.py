@@ -151,6 +151,12 @@ def check_local_folder(path: Path, name: str, allow_pickle: bool) -> None:
     """A local model folder needs a config and weights; pickled weights only when the grid allows them."""
     if not (path / "config.json").is_file():
         raise ModelError(f"{name}: no config.json in the folder; expected a saved transformers model")
+    import json
+
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise ModelError(f"{name}: config.json is not valid JSON") from None
     safe = list(path.glob("*.safetensors")) + list(path.glob("*.safetensors.index.json"))
     pickled = list(path.glob("*.bin")) + list(path.glob("*.bin.index.json")) + list(path.glob("*.pt"))
     if safe:

@@ -151,13 +151,15 @@ def run_trial(trial: Trial, emit: Emit | None = None) -> dict[str, Any]:
             enter("load_data")
             with meters.phase("load_data"):
                 rows = D.load_rows(p["source"], p["text_column"], p["label_column"], p["split"])
-                train_idx, val_idx = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"])
+                train_idx, val_idx = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"],
+                                                        sample=p.get("sample") or "stratified")
             rec["n_train"], rec["n_val"], rec["num_labels"] = len(train_idx), len(val_idx), len(rows.label_names)
             meters.mark_baseline()
             enter("load_model")
             with meters.phase("load_model"):
                 loaded = load_model(p["model"], len(rows.label_names), trust_remote_code=p["trust_remote_code"],
-                                    allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"])
+                                    allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"],
+                                    revision=p.get("revision"))
                 model = loaded.model
                 rec["trainable_params"], rec["total_params"] = freeze(model, p["frozen_layers"], p["model"])
                 model.to(device)
