@@ -225,6 +225,11 @@ CASES: dict[str, Builder] = {
         ["pytorch_model.bin", "arbitrary code", "allow_pickle = true", "safetensors"]),
     "model folder with a broken config": model_case({"config.json": "{", "model.safetensors": ""}, ["not valid JSON"]),
     "model path is a file": model_case(None, ["not a folder"]),
+    "model folder with garbage safetensors": model_case({"config.json": BERT_CONFIG, "model.safetensors": "<html>oops</html>"},
+                                                        ["model.safetensors is not a readable safetensors file"]),
+    "model folder of a vision model": model_case(
+        {"config.json": json.dumps({"model_type": "vit", "architectures": ["ViTModel"]}), "model.safetensors": ""},
+        ["model type 'vit'", "no sequence-classification head"]),
     # -- command line ----------------------------------------------------------------------------------
     "no command": argv_case(lambda c: [], ["required: command", "harness --help"]),
     "run without a grid": argv_case(lambda c: ["run"], ["required: grid", "harness run --help"]),

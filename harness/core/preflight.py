@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from ..grid import Trial
 from .data import DataError, load_rows
-from .models import (EMBEDDED, RANDOM_SHAPES, ModelError, check_classifier, check_depth, depth_of, embedded_minilm_path,
+from .models import (EMBEDDED, RANDOM_SHAPES, ModelError, check_depth, depth_of, embedded_minilm_path,
                      model_folder, random_config)
 
 
@@ -50,15 +50,8 @@ def model_config(name: str, trust_remote_code: bool, allow_pickle: bool, revisio
             raise ModelError(f"{name}: unknown embedded model; expected embedded:minilm-l6")
         path = embedded_minilm_path()
         return json.loads((path / "config.json").read_text())
-    path, _ = model_folder(name, revision, allow_pickle, local_only=None)
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        raise ModelError(f"{name}: config.json is not valid JSON") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{name}: config.json is not a JSON object; expected a saved transformers config")
-    check_classifier(config, name, trust_remote_code)
-    return config
+    path, _ = model_folder(name, revision, allow_pickle, local_only=None, trust_remote_code=trust_remote_code)
+    return json.loads((path / "config.json").read_text(encoding="utf-8"))  # checked by model_folder
 
 
 def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True) -> None:
