@@ -20,9 +20,10 @@ VIT_CONFIG = json.dumps({"model_type": "vit", "architectures": ["ViTForImageClas
                          "patch_size": 16})
 
 
-def hub_entry(cache: Path, repo: str, files: dict[str, bytes], ref: str = "main", commit: str | None = None) -> str:
+def hub_entry(cache: Path, repo: str, files: dict[str, bytes], ref: str = "main", commit: str | None = None,
+              repo_type: str = "model") -> str:
     """Add one snapshot of `repo` with `files` to the hub cache at `cache`; `ref` points at it. Returns the commit."""
-    folder = cache / f"models--{repo.replace('/', '--')}"
+    folder = cache / f"{repo_type}s--{repo.replace('/', '--')}"
     if commit is None:
         commit = hashlib.sha1(json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items()))
                               .encode()).hexdigest()

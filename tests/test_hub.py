@@ -81,6 +81,22 @@ def test_a_grid_runs_a_hub_model_end_to_end(hub, tmp_path):
     assert len(rec["epochs"]) == 2
 
 
+def test_a_hub_data_set_is_read_from_its_cached_snapshot(hub, monkeypatch, tmp_path):
+    """`[data] source = "org/reviews"`: the snapshot in the hub cache, read by datasets.load_dataset as a
+    local folder (the parent's pre-flight), then by a trial with the cache only (offline=True)."""
+    from harness.core.data import DataError, load_rows
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    rows = "text,label\n" + "".join(f"review number {i},{i % 2}\n" for i in range(40))
+    hub_entry(hub, "org/reviews", {"train.csv": rows.encode()}, repo_type="dataset")
+    parent = load_rows("org/reviews", "text", "label", "train")
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # a trial reads the cache whatever the environment says
+    child = load_rows("org/reviews", "text", "label", "train", offline=True)
+    assert parent.texts == child.texts and len(child.texts) == 40
+    with pytest.raises(DataError, match="org/absent: not in the local hub cache .* --repo-type dataset"):
+        load_rows("org/absent", "text", "label", "train", offline=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # Models that cannot be loaded: one line, exit 2, nothing written (issue 15, item 7)
 # --------------------------------------------------------------------------------------------------

@@ -84,14 +84,25 @@ def _quiet_hub() -> None:
         pass
 
 
-def _load_dataset(name: str, split: str) -> pd.DataFrame:
+def _load_dataset(name: str, split: str, offline: bool = False) -> pd.DataFrame:
+    """A data set through `datasets.load_dataset`: a local folder as it is; a hub id through its snapshot
+    in the hub cache (`hub.resolve_dataset`: fetched by the parent unless HF_HUB_OFFLINE is set; `offline`,
+    as trials call it, reads the cache only), then read as a local folder."""
     try:
         import datasets
     except ImportError:  # pragma: no cover - a dependency
         raise DataError(f"{name}: reading a dataset by name needs the 'datasets' package") from None
     _quiet_hub()
+    target = name
+    if not Path(name).expanduser().exists():
+        from .hub import HubError, resolve_dataset
+
+        try:
+            target = str(resolve_dataset(name, local_only=True if offline else None))
+        except HubError as exc:
+            raise DataError(str(exc)) from None
     try:
-        ds = datasets.load_dataset(name, split=split)
+        ds = datasets.load_dataset(target, split=split)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
@@ -100,7 +111,7 @@ def _load_dataset(name: str, split: str) -> pd.DataFrame:
     return ds.to_pandas()
 
 
-def load_frame(source: str, split: str = "train") -> pd.DataFrame:
+def load_frame(source: str, split: str = "train", offline: bool = False) -> pd.DataFrame:
     if source == "embedded:reviews":
         from .reviews import generate
 
@@ -115,12 +126,13 @@ def load_frame(source: str, split: str = "train") -> pd.DataFrame:
     if path.is_file():
         known = ", ".join(sorted(FILE_SUFFIXES))
         raise DataError(f"{source}: unknown file type {path.suffix!r}; expected one of {known}")
-    return _load_dataset(source, split)
+    return _load_dataset(source, split, offline)
 
 
-def load_rows(source: str, text_column: str, label_column: str, split: str = "train") -> Rows:
-    """All usable rows of a source: texts as strings, labels mapped to class ids 0..K-1."""
-    df = load_frame(source, split)
+def load_rows(source: str, text_column: str, label_column: str, split: str = "train", offline: bool = False) -> Rows:
+    """All usable rows of a source: texts as strings, labels mapped to class ids 0..K-1. `offline`: a hub
+    data set comes from the local cache only (a trial's reading of what the parent resolved)."""
+    df = load_frame(source, split, offline)
     for col, key in ((text_column, "text_column"), (label_column, "label_column")):
         if col not in df.columns:
             cols = ", ".join(map(str, list(df.columns)[:12]))

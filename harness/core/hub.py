@@ -6,7 +6,9 @@ pickled `.bin` weights only when the grid allows pickles and the repo has no saf
 cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`), with huggingface_hub's progress
 bar. With `HF_HUB_OFFLINE=1` nothing is fetched: the cached snapshot is used, and a model that is not cached
 is one line naming the model and the command that fetches it ahead of time. Trials call `resolve(...,
-local_only=True)`: the same snapshot folder, read from the cache without any network.
+local_only=True)`: the same snapshot folder, read from the cache without any network. Data sets named
+by hub id go the same way (`resolve_dataset`): the parent fetches the repo's files, `datasets.load_dataset`
+reads that local folder (preparing its arrow cache once), and trials read the same folder offline.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ def cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def fetch_command(name: str, revision: str | None) -> str:
+def fetch_command(name: str, revision: str | None, repo_type: str = "model") -> str:
     rev = f" --revision {revision}" if revision else ""
+    if repo_type == "dataset":
+        return f"hf download {name}{rev} --repo-type dataset"
     return f"hf download {name}{rev} --include '*.json' '*.safetensors' '*.txt' '*.model'"
 
 
@@ -50,11 +54,14 @@ def _has_weights(folder: Path) -> bool:
     return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
 
 
-def resolve(name: str, revision: str | None = None, allow_pickle: bool = False, local_only: bool | None = None) -> Path:
-    """The local snapshot folder of hub model `name` at `revision` (default: the repo's main branch).
+class HubError(Exception):
+    """One line: the repo, why it cannot be had, how to fetch it ahead of time."""
 
-    `local_only=None` follows HF_HUB_OFFLINE (the parent's pre-flight check); True never touches the network
-    (a trial). Raises ModelError with one line when the model cannot be had."""
+
+def snapshot(name: str, repo_type: str = "model", revision: str | None = None, patterns: list[str] | None = None,
+             ignore: list[str] | None = None, local_only: bool | None = None) -> Path:
+    """`huggingface_hub.snapshot_download` of `patterns`, or of the cached snapshot only (`local_only`, or
+    HF_HUB_OFFLINE when `local_only` is None); its failures as one HubError line."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
@@ -62,32 +69,41 @@ def resolve(name: str, revision: str | None = None, allow_pickle: bool = False, 
     only_local = offline() if local_only is None else local_only
     cache = cache_dir()
     where = f"{name}" + (f" (revision {revision})" if revision else "")
-
-    def download(patterns: list[str]) -> Path:
-        return Path(snapshot_download(name, revision=revision, cache_dir=str(cache), local_files_only=only_local,
-                                      allow_patterns=patterns, ignore_patterns=SUBFOLDERS))
-
+    fetch = fetch_command(name, revision, repo_type)
     try:
-        folder = download(CONFIG_FILES + SAFE_WEIGHTS)
-        if not any(folder.glob("*.safetensors")) and allow_pickle and not only_local:
-            folder = download(CONFIG_FILES + PICKLED_WEIGHTS)
+        return Path(snapshot_download(name, repo_type=repo_type, revision=revision, cache_dir=str(cache),
+                                      local_files_only=only_local, allow_patterns=patterns, ignore_patterns=ignore))
     except HFValidationError:
-        raise ModelError(f"{name}: not a local folder and not a valid hub id (expected org/name, a folder, "
-                         "embedded:minilm-l6 or random:<shape>)") from None
+        raise HubError(f"{name}: not a local path and not a valid hub id (expected org/name)") from None
     except GatedRepoError:
-        raise ModelError(f"{where}: a gated model; accept its terms on the hub and log in (hf auth login)") from None
+        raise HubError(f"{where}: gated on the hub; accept its terms there and log in (hf auth login)") from None
     except RevisionNotFoundError:
-        raise ModelError(f"{where}: the hub has no such revision; expected a branch, tag or commit of {name}") from None
+        raise HubError(f"{where}: the hub has no such revision; expected a branch, tag or commit of {name}") from None
     except RepositoryNotFoundError:
-        raise ModelError(f"{name}: no such model on the hub (a typo, or a private model: log in with hf auth login)") from None
+        raise HubError(f"{name}: no such {repo_type} on the hub (a typo, or private: log in with hf auth login)") from None
     except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
         if only_local:
             reason = "HF_HUB_OFFLINE is set" if local_only is None else "trials read the cache only"
-            raise ModelError(f"{where}: not in the local hub cache {cache} and {reason}; fetch it ahead of time "
-                             f"with: {fetch_command(name, revision)}") from None
-        first = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise ModelError(f"{where}: cannot be downloaded and is not in the local hub cache {cache} ({first}); "
-                         f"fetch it where there is a network with: {fetch_command(name, revision)}") from None
+            raise HubError(f"{where}: not in the local hub cache {cache} and {reason}; fetch it ahead of time "
+                           f"with: {fetch}") from None
+        first = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise HubError(f"{where}: cannot be downloaded and is not in the local hub cache {cache} ({first}); "
+                       f"fetch it where there is a network with: {fetch}") from None
+
+
+def resolve(name: str, revision: str | None = None, allow_pickle: bool = False, local_only: bool | None = None) -> Path:
+    """The local snapshot folder of hub model `name` at `revision` (default: the repo's main branch).
+
+    `local_only=None` follows HF_HUB_OFFLINE (the parent's pre-flight check); True never touches the network
+    (a trial). Raises ModelError with one line when the model cannot be had."""
+    where = f"{name}" + (f" (revision {revision})" if revision else "")
+    only_local = offline() if local_only is None else local_only
+    try:
+        folder = snapshot(name, "model", revision, CONFIG_FILES + SAFE_WEIGHTS, SUBFOLDERS, local_only)
+        if not any(folder.glob("*.safetensors")) and allow_pickle and not only_local:
+            folder = snapshot(name, "model", revision, CONFIG_FILES + PICKLED_WEIGHTS, SUBFOLDERS, local_only)
+    except HubError as exc:
+        raise ModelError(str(exc)) from None
     if not (folder / "config.json").is_file():
         raise ModelError(f"{where}: the hub cache entry {folder} has no config.json; expected a transformers model "
                          f"(fetch it again with: {fetch_command(name, revision)})")
@@ -95,3 +111,10 @@ def resolve(name: str, revision: str | None = None, allow_pickle: bool = False, 
         raise ModelError(f"{where}: the hub cache entry {folder} has a config but no weights (model.safetensors); "
                          f"fetch them with: {fetch_command(name, revision)}")
     return folder
+
+
+def resolve_dataset(name: str, local_only: bool | None = None) -> Path:
+    """The local snapshot folder of hub data set `name` (its data files and README's configs), which
+    `datasets.load_dataset` then reads as a local folder: prepared once by the parent's pre-flight check,
+    read from the same folder (and the prepared arrow cache) by every trial, offline."""
+    return snapshot(name, "dataset", None, None, None, local_only)

@@ -150,7 +150,7 @@ def run_trial(trial: Trial, emit: Emit | None = None) -> dict[str, Any]:
         with meters:
             enter("load_data")
             with meters.phase("load_data"):
-                rows = D.load_rows(p["source"], p["text_column"], p["label_column"], p["split"])
+                rows = D.load_rows(p["source"], p["text_column"], p["label_column"], p["split"], offline=True)
                 train_idx, val_idx = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"],
                                                         sample=p.get("sample") or "stratified")
             rec["n_train"], rec["n_val"], rec["num_labels"] = len(train_idx), len(val_idx), len(rows.label_names)
