@@ -389,7 +389,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("ALBERT", ("albert",), ("embeddings", "encoder.embedding_hidden_mapping_in"), "encoder.albert_layer_groups", "pooler", shared_blocks=True,
            partial_cache=False),
     Family("GPT-2", ("gpt2",), ("wte", "wpe", "drop"), "h", "last", decoder=True, after=("ln_f",)),
-    Family("Llama/Qwen2/Mistral", ("llama", "qwen2", "mistral", "qwen3", "gemma", "gemma2", "phi3"),
+    # Only the model types tested here: Gemma, for one, scales its embeddings inside the model's forward, so
+    # a cached depth would be scaled twice; an untested type runs as an unknown family ("all" and 0).
+    Family("Llama/Qwen2/Mistral", ("llama", "qwen2", "mistral"),
            ("embed_tokens",), "layers", "last", decoder=True, after=("norm",)),
 )
 FAMILY_BY_TYPE = {t: f for f in FAMILIES for t in f.model_types}
