@@ -179,3 +179,24 @@ def test_two_epochs_end_to_end(shape: str) -> None:
     assert rec["strategy_detail"]["cache_used"] is True
     assert rec["strategy_detail"]["cache_check_rel_diff"] <= 1e-4
     assert 0 < rec["trainable_params"] < rec["total_params"]
+
+
+# --------------------------------------------------------------------------------------------------
+# CUDA, bf16: a decoder and a modern encoder (skip without CUDA; bench/gpu_check.sh runs them)
+# --------------------------------------------------------------------------------------------------
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", ["qwen2-tiny", "modernbert-tiny", "gpt2-tiny", "deberta-v3-tiny"])
+@pytest.mark.parametrize("frozen", ['"all"', "1"])
+def test_cuda_bf16_two_epochs(shape: str, frozen: str) -> None:
+    grid = GRID.format(shape=shape, strategy="fast", frozen=frozen).replace('device = ["cpu"]', 'device = ["cuda"]')
+    grid = grid.replace('strategy = "fast"', 'strategy = "fast"\nprecision = "bf16"')
+    (trial,) = expand(parse_grid(grid))
+    rec = run_trial(trial)
+    assert rec["status"] == "ok", rec.get("traceback")
+    assert rec["strategy_detail"]["precision"] == "bf16"
+    assert rec["strategy_detail"]["cache_used"] is True
+    assert rec["strategy_detail"]["cache_check_rel_diff"] <= 5e-2
+    assert all(np.isfinite(e["val_loss"]) for e in rec["epochs"])
