@@ -200,3 +200,18 @@ def test_cuda_bf16_two_epochs(shape: str, frozen: str) -> None:
     assert rec["strategy_detail"]["cache_used"] is True
     assert rec["strategy_detail"]["cache_check_rel_diff"] <= 5e-2
     assert all(np.isfinite(e["val_loss"]) for e in rec["epochs"])
+
+
+# Published parameter counts (millions, with a 2-label head) of the base shapes, built on the meta device
+# (no memory, no initialisation): a shape whose config fell back to some other default size fails here.
+PUBLISHED_M = {"distilbert-base": 67.0, "bert-base": 109.5, "roberta-base": 124.6, "xlm-roberta-base": 278.0,
+               "electra-base": 109.5, "deberta-v3-base": 184.4, "modernbert-base": 149.6, "albert-base": 11.8,
+               "gpt2": 124.4, "qwen2-0.5b": 494.0, "smollm2-135m": 134.5}
+
+
+@pytest.mark.parametrize("shape", list(PUBLISHED_M))
+def test_base_shapes_have_the_published_size(shape: str) -> None:
+    with torch.device("meta"):
+        model = from_config(random_config(shape), "sdpa")
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == PUBLISHED_M[shape]
+    assert family_of(model.config.model_type) is not None

@@ -68,6 +68,22 @@ def test_trials_never_touch_the_network(hub, monkeypatch):
         resolve("org/absent", local_only=True)
 
 
+@pytest.mark.slow  # huggingface_hub retries a refused connection for a minute or so
+def test_online_but_unreachable_uses_the_cache_or_says_how_to_fetch(hub, tmp_path):
+    """HF_HUB_OFFLINE unset and the hub unreachable (HF_ENDPOINT at a closed port): a cached model is still
+    used; an uncached one is one line that says it cannot be downloaded and how to fetch it elsewhere."""
+    hub_entry(hub, "org/tiny-bert", tiny_model_files())
+    code = ("from harness.core.hub import resolve\n"
+            "print(resolve('org/tiny-bert').parent.parent.name)\n"
+            "try:\n    resolve('org/absent')\nexcept Exception as e:\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**env, "PYTHONPATH": str(REPO), "HF_ENDPOINT": "http://127.0.0.1:9"})
+    cached, absent = proc.stdout.strip().splitlines()
+    assert cached == "models--org--tiny-bert", proc.stderr
+    assert "org/absent: cannot be downloaded" in absent and "hf download org/absent" in absent
+
+
 def test_a_grid_runs_a_hub_model_end_to_end(hub, tmp_path):
     hub_entry(hub, "org/tiny-bert", tiny_model_files())
     grid = tiny_grid(tmp_path, model__name="org/tiny-bert", train__epochs=2, grid__frozen_layers=[1])

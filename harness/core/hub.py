@@ -70,6 +70,11 @@ def snapshot(name: str, repo_type: str = "model", revision: str | None = None, p
     cache = cache_dir()
     where = f"{name}" + (f" (revision {revision})" if revision else "")
     fetch = fetch_command(name, revision, repo_type)
+    if not only_local:  # a download shows huggingface_hub's progress bar (unless HF_HUB_DISABLE_PROGRESS_BARS)
+        from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+        if are_progress_bars_disabled() and not _truthy(os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")):
+            enable_progress_bars()
     try:
         return Path(snapshot_download(name, repo_type=repo_type, revision=revision, cache_dir=str(cache),
                                       local_files_only=only_local, allow_patterns=patterns, ignore_patterns=ignore))

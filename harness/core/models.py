@@ -23,7 +23,8 @@ class ModelError(Exception):
 # published models' architectures exactly (layers, widths, heads, vocabulary, positions), so time and memory
 # match the real model's without its weights; the `-tiny` ones are for tests (seconds each).
 _TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
-_DEBERTA_V3 = {"relative_attention": True, "position_buckets": 256, "norm_rel_ebd": "layer_norm",
+_DEBERTA_V3 = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+               "max_position_embeddings": 512, "relative_attention": True, "position_buckets": 256, "norm_rel_ebd": "layer_norm",
                "share_att_key": True, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
                "max_relative_positions": -1, "type_vocab_size": 0, "layer_norm_eps": 1e-7}
 _ROBERTA = {"vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1}
