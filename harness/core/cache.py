@@ -12,8 +12,12 @@ training rows):
 - `frozen_layers = N`: we keep the hidden states after block N, unpadded and packed into one [tokens, H]
   tensor with per-example offsets, in the compute dtype (bf16/fp16 under mixed precision). A batch is one
   vectorised gather, padded to the batch's longest example (or to a fixed length, for `longest_in_set`).
-  Blocks N.. and the head train on it: the embeddings are replaced by a pass-through and the block list by
-  its top part, so the model's own forward (masks, pooling, head, loss) runs unchanged.
+  Blocks N.. and the head train on it: the embedding stage is replaced by a stand-in and the block list by
+  its top part, so the model's own forward (masks, pooling, head, loss) runs unchanged. Encoders take the
+  states as `inputs_embeds`; decoders, whose classifier finds the token it pools from `input_ids`, get ids
+  that name cache rows (`CacheLookup`). A final norm after the blocks is off while the cache is built.
+  "all" keeps, per example, the one state the family's head reads (first token, last non-pad token, or the
+  masked mean), so the head run on it gives the uncached logits.
 
 Where the cache lives: on the GPU when it takes less than a quarter of the free device memory after the
 model is loaded (`placement`), otherwise in host memory (pinned on a CUDA machine, so that each batch's

