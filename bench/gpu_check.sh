@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# Checks that need a GPU, as one short script (a few minutes on one CUDA device):
-#  1. the CUDA tests of the default suite (they skip on a machine without CUDA): the cache on the device and
-#     in pinned host memory, mixed precision, and a decoder and a modern encoder in bf16 (test_families.py);
-#  2. grids/families_gpu.toml: base shapes of a modern encoder and a decoder on CUDA in bf16, end to end.
-set -euo pipefail
+# Everything harness should prove on a GPU, in one command (bench/gpu_check.py says what):
+#
+#   bash bench/gpu_wheels.sh          # once, here, where pip reaches a registry (fills .whl/)
+#   bash bench/gpu_check.sh           # there: figures into docs/gpu.md, and into $OUT where it is set
+#   bash bench/gpu_check.sh --dry-run --out /tmp/gpu_check    # anywhere, on CPU at tiny shapes
+#
+# Installs the carried wheels (.whl/, bench/gpu_wheels.sh) into a folder of their own first, where they
+# exist and this is not a dry run; everything else comes from the machine's image.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
-python -m pytest -q tests/test_families.py tests/test_cache.py -k "cuda"
-out="${OUT:-results}/families_gpu"
-python -m harness run grids/families_gpu.toml --out "$out" --no-report
-python - "$out" <<'PY'
-import json, sys
-recs = [json.loads(l) for l in open(f"{sys.argv[1]}/trials.jsonl")]
-for r in recs:
-    print(r["params"]["model"], r["params"]["frozen_layers"], r["status"], r.get("error"),
-          (r.get("strategy_detail") or {}).get("precision"), r["memory"].get("cuda_peak_allocated_mib"))
-assert all(r["status"] == "ok" for r in recs), "a trial failed"
-PY
+repo=$PWD
+dry=0
+for arg in "$@"; do [[ $arg == --dry-run ]] && dry=1; done
+python=${PYTHON:-python3}
+command -v "$python" >/dev/null || python=python
+if [[ $dry == 0 && -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null; then
+    site=${HARNESS_WHEELS_SITE:-/tmp/harness-site}
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
+        || { echo "gpu_check: could not install the wheels in .whl/" >&2; exit 1; }
+    export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if [[ $dry == 0 && -d .whl/site ]]; then  # packages carried as folders (bench/gpu_wheels.sh)
+    export PYTHONPATH=$repo/.whl/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+exec "$python" bench/gpu_check.py "$@"

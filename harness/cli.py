@@ -133,7 +133,20 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def _refuse_empty_names(args: argparse.Namespace) -> None:
+    """An empty file or folder name is an unset shell variable far more often than the current folder."""
+    for dest, flag in (("grid", "the grid file"), ("out", "--out"), ("resume", "--resume"), ("run_dir", "RUN_DIR"),
+                       ("base", "BASE"), ("new", "NEW")):
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and not value.strip():
+            raise BadInput(f"{flag} is an empty name (an unset shell variable?); give a path")
+    for value in getattr(args, "run_dirs", None) or []:
+        if not value.strip():
+            raise BadInput("RUN_DIR is an empty name (an unset shell variable?); give a run folder")
+
+
 def dispatch(args: argparse.Namespace, console: Console) -> int:
+    _refuse_empty_names(args)
     try:
         if args.command == "run":
             return _run(args, console)
@@ -167,7 +180,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         raise BadInput("--workers is for the local executor; Ray schedules by the resources each trial asks for")
     if args.address and args.executor != "ray":
         raise BadInput("--address names a Ray cluster; give it with --executor ray")
-    if args.resume and args.out:
+    if args.resume is not None and args.out is not None:
         raise BadInput("--out and --resume both name a run folder; give one")
     if args.executor == "ray":
         try:

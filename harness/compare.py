@@ -7,8 +7,8 @@ Pure functions for `harness compare BASE NEW`:
   `harness.store`) and decides; `CompareResult.failed` is the exit status the CLI should give.
 - `print_comparison(result, console)` prints the table, the trials that were not compared and a verdict line.
 
-Pairing. A trial's configuration is its `params` without the volatile keys (`seed`, `repeat`; the repeat
-index is a top-level field of the record anyway), so the repeats of one configuration form a group. Groups
+Pairing. A trial's configuration is its `params` without what tells repeats apart (`seed` and `data_seed`,
+`record.REPEAT_KEYS`, as in the report and the export), so the repeats of one configuration form a group. Groups
 with the same configuration in both runs are compared; a configuration found in one run only is listed and
 is not fatal.
 
@@ -41,10 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from harness.record import REPEAT_KEYS, finite
+from harness.record import config_key as _config_key
 from harness.store import SCHEMA_VERSION, StoreError, read_env, read_records
 
-#: Keys of `params` that differ between repeats of one configuration and are left out of the pairing key.
-VOLATILE_KEYS = frozenset({"seed", "repeat"})
+#: Keys of `params` that differ between repeats of one configuration and are left out of the pairing key
+#: (`record.REPEAT_KEYS`: the seed and the data seed, the one definition report and export use too).
+VOLATILE_KEYS = REPEAT_KEYS
 
 #: Shown in a label when no setting varies between the configurations being compared.
 _LABEL_FALLBACK_KEYS = ("model", "batch_size")
@@ -102,18 +105,9 @@ class Thresholds:
 # --------------------------------------------------------------------------------------------------
 # Configurations (shared with harness.export)
 # --------------------------------------------------------------------------------------------------
-def config_params(record: dict[str, Any], ignore: Iterable[str] = ()) -> dict[str, Any]:
-    """A record's settings without the volatile keys (and without `ignore`)."""
-    params = record.get("params")
-    if not isinstance(params, dict):
-        return {}
-    drop = VOLATILE_KEYS | set(ignore)
-    return {k: v for k, v in params.items() if k not in drop}
-
-
 def config_key(record: dict[str, Any], ignore: Iterable[str] = ()) -> str:
     """A canonical string for a record's configuration: equal for the repeats of one configuration."""
-    return json.dumps(config_params(record, ignore), sort_keys=True, default=str)
+    return _config_key(record.get("params"), ignore)
 
 
 def _fmt_value(value: Any) -> str:
@@ -158,20 +152,13 @@ def group_by_config(records: Iterable[dict[str, Any]], ignore: Iterable[str] = (
     for rec in records:
         groups.setdefault(config_key(rec, ignore), []).append(rec)
     for recs in groups.values():
-        recs.sort(key=lambda r: (_as_number(r.get("repeat")) or 0, str(r.get("trial_id"))))
+        recs.sort(key=lambda r: (finite(r.get("repeat")) or 0, str(r.get("trial_id"))))
     return groups
 
 
 # --------------------------------------------------------------------------------------------------
 # Metrics of one trial
 # --------------------------------------------------------------------------------------------------
-def _as_number(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _epochs(record: dict[str, Any]) -> list[dict[str, Any]]:
     epochs = record.get("epochs")
     return [e for e in epochs if isinstance(e, dict)] if isinstance(epochs, list) else []
@@ -181,7 +168,7 @@ def epoch_seconds(record: dict[str, Any]) -> list[float]:
     """The measured `seconds` of a record's finished epochs (missing ones skipped)."""
     out = []
     for e in _epochs(record):
-        s = _as_number(e.get("seconds"))
+        s = finite(e.get("seconds"))
         if s is not None:
             out.append(s)
     return out
@@ -194,19 +181,19 @@ def time_per_epoch(record: dict[str, Any]) -> Optional[float]:
 
 def final_val_accuracy(record: dict[str, Any]) -> Optional[float]:
     epochs = _epochs(record)
-    return _as_number(epochs[-1].get("val_accuracy")) if epochs else None
+    return finite(epochs[-1].get("val_accuracy")) if epochs else None
 
 
 def _memory(name: str) -> Callable[[dict[str, Any]], Optional[float]]:
     def get(record: dict[str, Any]) -> Optional[float]:
         mem = record.get("memory")
-        return _as_number(mem.get(name)) if isinstance(mem, dict) else None
+        return finite(mem.get(name)) if isinstance(mem, dict) else None
 
     return get
 
 
 def _top(name: str) -> Callable[[dict[str, Any]], Optional[float]]:
-    return lambda record: _as_number(record.get(name))
+    return lambda record: finite(record.get(name))
 
 
 @dataclass(frozen=True)
@@ -248,6 +235,8 @@ class Side:
     low: Optional[float] = None
     high: Optional[float] = None
     values: list[float] = field(default_factory=list)
+    interval: Optional[tuple[float, float]] = None  # accuracy: 95 % interval (validation rows, repeats)
+    se: Optional[float] = None  # accuracy: standard error of the mean
 
 
 @dataclass
@@ -317,7 +306,16 @@ def _side(records: list[dict[str, Any]], metric: Metric) -> Side:
     values = [v for v in (metric.get(r) for r in records) if v is not None]
     if not values:
         return Side(None, 0)
-    return Side(statistics.median(values), len(values), min(values), max(values), values)
+    side = Side(statistics.median(values), len(values), min(values), max(values), values)
+    if metric.gate == "accuracy":
+        from harness.report.forecast import accuracy_interval
+
+        pairs = [(metric.get(r), _as_number(r.get("n_val"))) for r in records]
+        pairs = [(v, n) for v, n in pairs if v is not None]
+        iv = accuracy_interval([v for v, _ in pairs], [n for _, n in pairs])
+        if iv is not None and (iv.n_val is not None or iv.n_repeats > 1):
+            side.interval, side.se = (iv.lo, iv.hi), iv.se
+    return side
 
 
 def _trial_ref(side: str, label: str, rec: dict[str, Any]) -> TrialRef:
@@ -385,6 +383,10 @@ def _compare_metric(config: str, metric: Metric, base: Side, new: Side, gating: 
     else:
         row.verdict = "ok"
 
+    if metric.gate == "accuracy" and base.se is not None and new.se is not None and row.verdict != "ok":
+        # The gate stays the threshold's; the note says when the difference is within the validation noise.
+        if abs(new.value - base.value) <= 1.959964 * math.hypot(base.se, new.se):
+            row.note = "within noise (95 %): more validation rows or repeats would tell"
     if base.n > 1 or new.n > 1:
         row.within_spread = (
             base.low <= new.value <= base.high  # type: ignore[operator]
@@ -413,6 +415,21 @@ def _env_flat(env: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_ignored(ignore: tuple[str, ...], records: list[dict[str, Any]]) -> None:
+    """A name given to --ignore must be a setting of the runs' trials (a typo would silently change nothing)."""
+    known: set[str] = set()
+    for rec in records:
+        if isinstance(rec.get("params"), dict):
+            known.update(rec["params"])
+    for name in ignore:
+        if known and name not in known:
+            import difflib
+
+            near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}?" if near else f"expected one of {', '.join(sorted(known))}"
+            raise ValueError(f"--ignore {name}: not a setting of these runs; {hint}")
+
+
 def compare_runs(
     base_dir: str | os.PathLike,
     new_dir: str | os.PathLike,
@@ -428,6 +445,7 @@ def compare_runs(
     base_dir, new_dir = Path(base_dir), Path(new_dir)
     base_records, new_records = _read(base_dir), _read(new_dir)
     ignore = tuple(ignore)
+    _check_ignored(ignore, base_records + new_records)
     base_groups = group_by_config(base_records, ignore)
     new_groups = group_by_config(new_records, ignore)
     labels = config_labels(list(base_groups) + list(new_groups))
@@ -493,6 +511,7 @@ def compare_runs(
                     result.reasons.append(
                         f"{label}: {m.label} dropped by {b.value - n.value:.4f} "  # type: ignore[operator]
                         f"({b.value:.4f} -> {n.value:.4f}; limit {th.max_accuracy_drop:.4f})"
+                        + (f"; {row.note}" if row.note else "")
                     )
                 else:
                     kind = "memory growth" if m.gate == "memory" else "slowdown"
@@ -528,6 +547,8 @@ def _side_text(side: Side, row: Row) -> str:
         lo = _fmt_num(side.low, row).removesuffix(f" {row.unit}")
         hi = _fmt_num(side.high, row).removesuffix(f" {row.unit}")
         text += f"\nmedian of {side.n}, " + (f"{lo}–{hi}" if side.low != side.high else "all equal")
+    if side.interval is not None:
+        text += f"\n95 % [{side.interval[0]:.4f}, {side.interval[1]:.4f}]"
     return text
 
 

@@ -193,7 +193,7 @@ class LimitsSection(Strict):
     trial_timeout_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
     cpu_memory: Optional[ByteSize] = None
     gpu_memory: Optional[ByteSize] = None
-    # How cpu_memory is enforced (harness/core/budget.py, measured in docs/meters.md): "auto" is a watchdog on
+    # How cpu_memory is enforced (harness/executors/budget.py, measured in docs/meters.md): "auto" is a watchdog on
     # the process tree's RSS with a memory cgroup as kernel backstop where one can be made; "rlimit" (address
     # space) only for comparison.
     cpu_memory_method: Literal["auto", "cgroup", "watchdog", "rlimit"] = "auto"
@@ -280,6 +280,23 @@ DEFAULT_DEVICE_HOUR_USD: dict[str, float] = {
 }
 
 
+# Dense peak TFLOP/s per precision (NVIDIA datasheets; "with sparsity" figures halved). "fp32" is the
+# non-tensor-core rate; "tf32" applies to fp32 matmuls when torch allows TF32. A precision missing for a
+# device (bf16 on a T4) means no peak is known.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "t4": {"fp32": 8.1, "fp16": 65.0},
+    "a10g": {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0, "fp16": 125.0},
+    "l4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0},
+    "a100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
+    "h100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    "h100 pcie": {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0},
+    "h100 nvl": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
+    "h200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    "h200 nvl": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
+}
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
 def device_key(name: str) -> str:
     """A device name as the price and peak tables key it: lower case, runs of blanks as one space."""
     return " ".join(name.lower().split())
@@ -299,8 +316,6 @@ class CostSection(Strict):
     @field_validator("add_devices", mode="before")
     @classmethod
     def _added(cls, v: Any) -> Any:
-        from .meters.flops import PEAK_TFLOPS
-
         if not isinstance(v, (list, tuple)) or not all(isinstance(d, str) and d.strip() for d in v):
             raise ValueError('expected a list of device names, e.g. ["rtx a6000"]')
         out = tuple(device_key(d) for d in v)
@@ -313,8 +328,6 @@ class CostSection(Strict):
     @field_validator("peak_tflops", mode="before")
     @classmethod
     def _peaks(cls, v: Any, info: ValidationInfo) -> Any:
-        from .meters.flops import PEAK_TFLOPS, PRECISIONS
-
         if not isinstance(v, dict):
             raise ValueError("expected a table of device name = {precision = TFLOP/s}")
         known = sorted(set(DEFAULT_DEVICE_HOUR_USD) | set(PEAK_TFLOPS) | set(info.data.get("add_devices", ())))
@@ -370,6 +383,9 @@ class ReportSection(Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
     target_accuracy: float = Field(0.8, ge=0.0, le=1.0)
     extrapolate_rows: int = Field(56_000, ge=1, le=MAX_ROWS)
+    # What a budget buys (docs/forecast.md): hours of one trial on this machine and/or dollars.
+    budget_hours: Optional[float] = Field(None, gt=0.0, le=1e6)
+    budget_usd: Optional[float] = Field(None, gt=0.0, le=1e9)
 
 
 class GridFile(Strict):
@@ -453,6 +469,10 @@ def _expected(err: Any) -> str | None:
         return None
 
 
+# Settings that are fractions from 0 to 1: a value from 1 to 100 was almost surely meant as a percentage.
+FRACTIONS = frozenset({"target_accuracy", "val_fraction", "momentum"})
+
+
 def _first_error(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
     loc = _where(tuple(err.get("loc", ())))
@@ -460,7 +480,7 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     msg = msg.removeprefix("Value error, ")
     msg = _expected(err) or msg
     if err.get("type") == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _belongs_elsewhere(loc)
     elif err.get("type") == "missing":
         msg = "required key is missing"
     got = err.get("input")
@@ -469,15 +489,52 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
         if len(shown) > 60:
             shown = shown[:57] + "..."
         msg = f"{msg}, got {shown}"
+    field_name = loc.rpartition(".")[2]
+    if (field_name in FRACTIONS and err.get("type") in _BOUNDS and isinstance(got, (int, float))
+            and not isinstance(got, bool) and 1 < got <= 100):
+        msg = f"{msg} (a fraction from 0 to 1, not a percentage: did you mean {got / 100:g}?)"
     return loc, msg
 
 
-def _check_flat_value(path: str, flat: str, value: Any) -> None:
-    """Validate one setting value by building its section with just that field."""
+def _homes() -> dict[str, list[str]]:
+    """key -> the places a grid file takes it ("[train]", "top level"), over every section and run-wide table."""
+    homes: dict[str, list[str]] = {}
+    for name, info in GridFile.model_fields.items():
+        model = info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for key in model.model_fields:
+                homes.setdefault(key, []).append(f"[{name}]")
+        elif name != "grid":
+            homes.setdefault(name, []).append("the top level (before any [section])")
+    for flat, (section, field_name) in flat_names().items():
+        if flat != field_name:  # `model`, `source`, `data_seed`: spelt so only in [grid]
+            homes.setdefault(flat, []).append(f"[grid] (as [{section}] {field_name} otherwise)")
+    return homes
+
+
+def _belongs_elsewhere(loc: str) -> str:
+    """For an unknown key: the section it belongs in, or the known key it is a typo of."""
+    section, _, key = loc.rpartition(".")
+    here = f"[{section}]" if section else "the top level (before any [section])"
+    homes = [h for h in _homes().get(key, []) if h != here]
+    if homes:
+        return f"; {key} belongs in {' or '.join(homes)}"
+    import difflib
+
+    known = (list(SECTIONS[section][0].model_fields) if section in SECTIONS
+             else list(GridFile.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
+             if section in GridFile.model_fields and section != "grid" else list(GridFile.model_fields))
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return f"; did you mean {near[0]}?" if near else ""
+
+
+def _check_flat_value(path: str, flat: str, value: Any) -> Any:
+    """Validate one setting value by building its section with just that field; returns what it means (the
+    validated value: 1 for a rate is 1.0)."""
     section, field_name = flat_names()[flat]
     model = SECTIONS[section][0]
     try:
-        model.model_validate({field_name: value})
+        return getattr(model.model_validate({field_name: value}), field_name)
     except ValidationError as exc:
         _, msg = _first_error(exc)
         raise ConfigError(f"{path}: [grid] {flat}: {msg}") from None
@@ -497,6 +554,10 @@ def parse_grid(text: str, path: str = "<grid>") -> GridFile:
     for key, values in grid.items():
         if key not in names:
             near = ", ".join(sorted(names))
+            homes = [h for h in _homes().get(key, []) if not h.startswith("[grid]")]
+            if homes:
+                raise ConfigError(f"{path}: [grid] {key}: not a setting that can be swept; {key} is set once for "
+                                  f"the run in {' or '.join(homes)}")
             raise ConfigError(f"{path}: [grid] {key}: unknown setting; expected one of {near}")
         if not isinstance(values, list):
             values = [values]
@@ -504,12 +565,15 @@ def parse_grid(text: str, path: str = "<grid>") -> GridFile:
             raise ConfigError(f"{path}: [grid] {key}: empty list; give at least one value")
         if len(values) > 1000:
             raise ConfigError(f"{path}: [grid] {key}: {len(values)} values; expected at most 1000")
-        seen = []
+        seen: list[tuple[Any, Any]] = []  # (as written, as meant)
         for v in values:
-            _check_flat_value(path, key, v)
-            if v in seen and type(v) is type(seen[seen.index(v)]):
-                raise ConfigError(f"{path}: [grid] {key}: value {v!r} is given twice")
-            seen.append(v)
+            meant = _check_flat_value(path, key, v)
+            for written, other in seen:  # compared by meaning: 1 and 1.0 are one learning rate
+                if other == meant and type(other) is type(meant):
+                    same = f"value {v!r} is given twice" if written == v and type(written) is type(v) else \
+                        f"{written!r} and {v!r} are the same value"
+                    raise ConfigError(f"{path}: [grid] {key}: {same}; each value makes its own trials")
+            seen.append((v, meant))
         grid[key] = list(values)
     raw["grid"] = grid
     try:

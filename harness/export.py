@@ -26,7 +26,6 @@ The statistics are those of `pytest_benchmark.stats.Stats` itself (they changed 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
@@ -38,13 +37,12 @@ from typing import Any, Optional
 
 from harness import __version__ as HARNESS_VERSION
 from harness.compare import (
-    VOLATILE_KEYS,
-    _as_number,
     config_labels,
     epoch_seconds,
     final_val_accuracy,
     group_by_config,
 )
+from harness.record import configuration, finite, json_safe
 from harness.store import StoreError, read_env, read_records, safe_name
 
 
@@ -73,71 +71,63 @@ def benchmark_stats(data: list[float]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Machine and commit info from env.json
+# Machine and commit info: the run's env.json (the machine that ran the trials, not the one exporting)
 # --------------------------------------------------------------------------------------------------
-def _find(env: dict[str, Any], *names: str) -> Any:
-    """The first non-empty value among `names` (dotted for nested tables) in env.json."""
-    for name in names:
-        node: Any = env
-        for part in name.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node not in (None, "", [], {}):
-            return node
-    return None
+def _text(env: dict[str, Any], key: str) -> Optional[str]:
+    value = env.get(key)
+    return value if isinstance(value, str) and value else None
 
 
 def _python_version(env: dict[str, Any]) -> Optional[str]:
-    value = _find(env, "python_version", "python.version", "versions.python", "python")
-    if isinstance(value, str):
-        m = re.match(r"\s*(\d+\.\d+(?:\.\d+)?)", value)
-        if m:
-            return m.group(1)
-    return None
+    m = re.match(r"\s*(\d+\.\d+(?:\.\d+)?)", _text(env, "python") or "")
+    return m.group(1) if m else None
 
 
 def machine_id(env: dict[str, Any]) -> str:
-    """pytest-benchmark's machine id (`System-Implementation-X.Y-bits`) for the machine that ran the trials."""
-    version = _python_version(env)
-    major_minor = ".".join(version.split(".")[:2]) if version else ".".join(platform.python_version_tuple()[:2])
-    system = _find(env, "system", "os.system", "platform.system")
-    system = system if isinstance(system, str) and system.isidentifier() else platform.system()
-    impl = _find(env, "python_implementation", "python.implementation")
-    impl = impl if isinstance(impl, str) and impl.isidentifier() else platform.python_implementation()
-    return f"{system}-{impl}-{major_minor}-{platform.architecture()[0]}"
+    """pytest-benchmark's machine id (`System-Implementation-X.Y-bits`) of the machine that ran the trials.
+    Only for a run whose env.json predates a field does that part of the folder name come from the machine
+    that exports (`machine_info` leaves it null)."""
+    version = _python_version(env) or platform.python_version()
+    parts = [(_text(env, "system"), platform.system()),
+             (_text(env, "python_implementation"), platform.python_implementation()),
+             (".".join(version.split(".")[:2]), ""), (_text(env, "bits"), platform.architecture()[0])]
+    return "-".join(p if p and re.fullmatch(r"[\w.]+", p) else fallback for p, fallback in parts)
 
 
 def machine_info(env: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     hosts = sorted({str(r["host"]) for r in records if r.get("host")})
-    cpu_brand = _find(env, "cpu_model", "cpu.model", "cpu.brand", "cpu_brand", "cpu")
-    if not isinstance(cpu_brand, str):
-        cpu_brand = None
+    build = env.get("python_build")
     return {
-        "node": _find(env, "host", "hostname", "node") or (hosts[0] if hosts else None),
-        "processor": cpu_brand,
-        "machine": _find(env, "machine", "platform.machine"),
-        "python_compiler": None,
-        "python_implementation": _find(env, "python_implementation") or platform.python_implementation(),
+        "node": _text(env, "host") or (hosts[0] if hosts else None),
+        "processor": _text(env, "cpu_model"),
+        "machine": _text(env, "machine"),
+        "python_compiler": _text(env, "python_compiler"),
+        "python_implementation": _text(env, "python_implementation"),
         "python_implementation_version": _python_version(env),
         "python_version": _python_version(env),
-        "python_build": None,
-        "release": _find(env, "release", "platform.release"),
-        "system": _find(env, "system", "platform.system"),
-        "cpu": {"brand_raw": cpu_brand, "count": _find(env, "cpu_count", "cpu.count")},
+        "python_build": list(build) if isinstance(build, list) else None,
+        "release": _text(env, "release"),
+        "system": _text(env, "system"),
+        "cpu": {"brand_raw": _text(env, "cpu_model"), "count": env.get("cpu_count")},
         "hosts": hosts,
         "harness_env": env,
     }
 
 
 def commit_info(env: dict[str, Any]) -> dict[str, Any]:
-    commit = _find(env, "git_commit", "git.commit", "commit", "git_sha", "git")
-    dirty = _find(env, "git_dirty", "git.dirty", "dirty")
+    """The commit the run ran at; `dirty` from env.json's `git_dirty` (or, in older runs, the "-dirty" suffix
+    of `git_commit`)."""
+    commit = _text(env, "git_commit")
+    dirty = env.get("git_dirty")
+    if not isinstance(dirty, bool):
+        dirty = bool(commit and commit.endswith("-dirty"))
     return {
-        "id": commit if isinstance(commit, str) else "unversioned",
+        "id": commit.removesuffix("-dirty") if commit else "unversioned",
         "time": None,
         "author_time": None,
-        "dirty": bool(dirty) if isinstance(dirty, bool) else False,
+        "dirty": dirty,
         "project": "harness",
-        "branch": _find(env, "git_branch", "git.branch") or "(unknown)",
+        "branch": _text(env, "git_branch") or "(unknown)",
     }
 
 
@@ -156,7 +146,7 @@ def _max(values: list[Optional[float]]) -> Optional[float]:
 
 def _mem(rec: dict[str, Any], name: str) -> Optional[float]:
     mem = rec.get("memory")
-    return _as_number(mem.get(name)) if isinstance(mem, dict) else None
+    return finite(mem.get(name)) if isinstance(mem, dict) else None
 
 
 def _status(records: list[dict[str, Any]]) -> str:
@@ -172,10 +162,10 @@ def _benchmark(run_name: str, label: str, records: list[dict[str, Any]]) -> Opti
     data = [s for r in measured for s in epoch_seconds(r)]
     if not data:
         return None
-    params = {k: v for k, v in (records[0].get("params") or {}).items() if k not in VOLATILE_KEYS}
+    params = configuration(records[0].get("params"))
     param_id = label.replace(", ", "-")
     name = f"{BENCHMARK_FUNC}[{param_id}]"
-    costs = [_as_number(r.get("cost_usd")) for r in records]
+    costs = [finite(r.get("cost_usd")) for r in records]
     known_costs = [c for c in costs if c is not None]
     extra_info = {
         "status": _status(records),
@@ -189,9 +179,9 @@ def _benchmark(run_name: str, label: str, records: list[dict[str, Any]]) -> Opti
         "cpu_peak_rss_mib": _max([_mem(r, "cpu_peak_rss_mib") for r in measured]),
         "gpu_peak_used_mib": _max([_mem(r, "gpu_peak_used_mib") for r in measured]),
         "cuda_peak_allocated_mib": _max([_mem(r, "cuda_peak_allocated_mib") for r in measured]),
-        "tokens_per_s": _median([_as_number(r.get("tokens_per_s")) for r in ok]),
-        "samples_per_s": _median([_as_number(r.get("samples_per_s")) for r in ok]),
-        "seconds_total": _median([_as_number(r.get("seconds_total")) for r in ok]),
+        "tokens_per_s": _median([finite(r.get("tokens_per_s")) for r in ok]),
+        "samples_per_s": _median([finite(r.get("samples_per_s")) for r in ok]),
+        "seconds_total": _median([finite(r.get("seconds_total")) for r in ok]),
         "cost_usd": sum(known_costs) if known_costs else None,
         "cost_usd_per_trial": _median(costs),
         "device_name": next((r.get("device_name") for r in records if r.get("device_name")), None),
@@ -253,16 +243,6 @@ def build_benchmark_json(run_dir: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _next_number(folder: Path) -> str:
     nums = []
     for p in folder.glob("[0-9][0-9][0-9][0-9]_*.json"):
@@ -295,7 +275,7 @@ def export_benchmark(run_dir: str | os.PathLike, out_path: str | os.PathLike | N
         else:
             folder = out / mid
             target = folder / f"{_next_number(folder) if folder.is_dir() else '0001'}_{name}.json"
-    text = json.dumps(_json_safe(doc), ensure_ascii=True, indent=4, default=str, allow_nan=False)
+    text = json.dumps(json_safe(doc), ensure_ascii=True, indent=4, default=str, allow_nan=False)
     tmp = target.with_name(target.name + ".tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

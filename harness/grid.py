@@ -25,6 +25,9 @@ class Trial:
     price_per_kwh: float | None = None
     peak_tflops: dict[str, dict[str, float]] = field(default_factory=dict)  # [cost] peak_tflops, for MFU
     kind: str = "train"  # "train", or "probe" for a largest-batch search step
+    # A relative [data] source resolved against the grid file's folder (core/data.py resolve_data_path);
+    # None: read params["source"] as written. Not in params, so a trial's id does not depend on where it runs.
+    data_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

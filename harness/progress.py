@@ -98,7 +98,8 @@ class Progress:
             extra = f" ({record['error']})" if record.get("error") else ""
             epochs = record.get("epochs") or []
             acc = epochs[-1]["val_accuracy"] if epochs else None
-            self._line(f"[{self.done}/{self.total}] {trial.label()}: {record['status']}, val acc {_acc(acc)}, "
+            self._line(f"[{self.done}/{self.total}] {trial.label()}: {record['status']}, "
+                       f"val acc {_acc_interval(acc, record.get('n_val'))}, "
                        f"{record.get('seconds_total') or 0:.1f} s{extra}")
         else:
             self.console.print(self._finished_line(trial, record))
@@ -113,7 +114,8 @@ class Progress:
         epochs = record.get("epochs") or []
         acc = epochs[-1]["val_accuracy"] if epochs else None
         tail = f" [dim]{escape(str(record['error']))}[/dim]" if record.get("error") else ""  # text, never markup
-        return (f"[{colour}]{record['status']:>7}[/{colour}] {trial.label()}  val acc {_acc(acc)}  "
+        return (f"[{colour}]{record['status']:>7}[/{colour}] {trial.label()}  "
+                f"val acc {_acc_interval(acc, record.get('n_val'))}  "
                 f"{record.get('seconds_total') or 0:.1f} s{tail}")
 
     def _eta(self) -> float | None:
@@ -139,9 +141,19 @@ class Progress:
             self.live.update(self._render())
 
 
+def _acc_interval(acc: Any, n_val: Any) -> str:
+    """"0.795 [0.756, 0.829]": a trial's accuracy with its 95 % Wilson interval over its validation rows."""
+    if not isinstance(acc, (int, float)) or not isinstance(n_val, (int, float)) or n_val <= 0:
+        return _acc(acc)
+    from harness.report.forecast import wilson  # scipy, only when a summary is printed
+
+    lo, hi = wilson(acc * n_val, n_val)
+    return f"{_acc(acc)} [{lo:.3f}, {hi:.3f}]"
+
+
 def summary_table(records: list[dict[str, Any]]) -> Table:
     table = Table(title="trials", show_lines=False)
-    for col in ("status", "size", "batch", "frozen", "device", "strategy", "val acc", "s/epoch", "total s", "peak RSS MiB"):
+    for col in ("status", "size", "batch", "frozen", "device", "strategy", "val acc [95 %]", "s/epoch", "total s", "peak RSS MiB"):
         table.add_column(col, justify="right" if col not in {"status", "device", "strategy"} else "left")
     for r in records:
         p = r.get("params", {})
@@ -149,12 +161,9 @@ def summary_table(records: list[dict[str, Any]]) -> Table:
         per_epoch = sum(e["seconds"] for e in epochs) / len(epochs) if epochs else None
         mem = (r.get("memory") or {}).get("cpu_peak_rss_mib")
         table.add_row(r["status"], str(p.get("dataset_size")), str(p.get("batch_size")), str(p.get("frozen_layers")),
-                      str(p.get("device")), str(p.get("strategy")), _acc(epochs[-1]["val_accuracy"] if epochs else None),
+                      str(p.get("device")), str(p.get("strategy")),
+                      _acc_interval(epochs[-1]["val_accuracy"] if epochs else None, r.get("n_val")),
                       "-" if per_epoch is None else f"{per_epoch:.2f}",
                       "-" if r.get("seconds_total") is None else f"{r['seconds_total']:.1f}",
                       "-" if mem is None else f"{mem:.0f}")
     return table
-
-
-def is_terminal() -> bool:
-    return sys.stdout.isatty()

@@ -7,7 +7,6 @@ runs, OOM, timeouts, errors): a missing figure is NaN / None, never an exception
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,61 +15,12 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness.record import REPEAT_KEYS, MiB, config_id, finite
 from harness.store import TRIALS, StoreError, read_records
 
-# Settings that differ between repeats of one configuration and so are not part of it.
-SEED_KEYS = frozenset({"seed", "data_seed"})
+SEED_KEYS = REPEAT_KEYS  # settings that tell the repeats of one configuration apart (record.py says why)
 
 ID_COLUMNS = ["run_name", "run_dir", "trial_id", "index", "repeat", "kind", "status", "config_key"]
-
-MEASURE_COLUMNS = [
-    "val_accuracy",  # last finished epoch
-    "best_val_accuracy",
-    "val_loss",  # last finished epoch
-    "train_loss",
-    "train_accuracy",
-    "n_epochs_done",
-    "seconds_per_epoch",  # mean over finished epochs
-    "seconds_total",
-    "samples_per_s",
-    "tokens_per_s",
-    "padded_tokens_per_s",
-    "n_train",
-    "n_val",
-    "num_labels",
-    "trainable_params",
-    "total_params",
-    "cpu_peak_rss_mib",
-    "cpu_baseline_rss_mib",
-    "cpu_maxrss_mib",
-    "gpu_peak_used_mib",
-    "gpu_total_mib",
-    "cuda_peak_allocated_mib",
-    "cuda_peak_reserved_mib",
-    "memory_budget_cpu_mib",
-    "memory_budget_gpu_mib",
-    "energy_cpu_j",
-    "energy_gpu_j",
-    "cost_usd",
-    "flops",
-    "mfu",
-    "max_batch",
-    "oom_phase",
-    "oom_epoch",
-    "error",
-    "host",
-    "device_name",
-    "started_at",
-    "finished_at",
-    "memory_note",
-    "energy_note",
-    "cost_note",
-    "mfu_note",
-    "phases",  # JSON object: phase name -> seconds
-    "epoch_log",  # JSON list of the per-epoch dicts (learning curves survive CSV / Parquet)
-]
-
-RESERVED = frozenset(ID_COLUMNS) | frozenset(MEASURE_COLUMNS)
 
 # Columns that are text whatever their content looks like (a hex id such as "1e5a..." is not a number).
 TEXT_COLUMNS = [
@@ -78,7 +28,6 @@ TEXT_COLUMNS = [
     "started_at", "finished_at", "memory_note", "energy_note", "cost_note", "mfu_note", "phases", "epoch_log",
 ]
 
-_MIB = 1024.0 * 1024.0
 
 
 def param_columns(df: pd.DataFrame) -> list[str]:
@@ -89,13 +38,6 @@ def param_columns(df: pd.DataFrame) -> list[str]:
 def param_column_name(key: str) -> str:
     """The column a setting lands in: its own name, or `param.<name>` where that would clash."""
     return f"param.{key}" if key in RESERVED else key
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -123,13 +65,6 @@ def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_key(params: dict[str, Any]) -> str:
-    """A short stable id of a configuration: every setting except the seeds."""
-    body = {k: v for k, v in params.items() if k not in SEED_KEYS}
-    text = json.dumps(body, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
-
-
 def _last(values: list[float | None]) -> float | None:
     for v in reversed(values):
         if v is not None:
@@ -137,84 +72,73 @@ def _last(values: list[float | None]) -> float | None:
     return None
 
 
+# Columns copied from the record as they are, in the table's order.
+_NUMBERS = ("seconds_total", "samples_per_s", "tokens_per_s", "padded_tokens_per_s", "n_train", "n_val", "num_labels",
+            "trainable_params", "total_params")
+_MEMORY = ("cpu_peak_rss_mib", "cpu_baseline_rss_mib", "cpu_maxrss_mib", "gpu_peak_used_mib", "gpu_total_mib",
+           "cuda_peak_allocated_mib", "cuda_peak_reserved_mib")
+_TEXTS = ("error", "host", "device_name", "started_at", "finished_at", "memory_note", "energy_note", "cost_note",
+          "mfu_note")
+
+
 def record_row(rec: dict[str, Any], run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """One record as one flat row (settings under their own names, then the measures)."""
     params = _dict(rec.get("params"))
-    epochs = [e for e in (rec.get("epochs") or []) if isinstance(e, dict)] if isinstance(rec.get("epochs"), list) else []
-    mem = _dict(rec.get("memory"))
-    budget = _dict(rec.get("memory_budget"))
-    energy = _dict(rec.get("energy_j"))
-    oom = _dict(rec.get("oom"))
-    val_acc = [_num(e.get("val_accuracy")) for e in epochs]
-    secs = [s for s in (_num(e.get("seconds")) for e in epochs) if s is not None]
-    known_acc = [v for v in val_acc if v is not None]
-    max_batch = _num(rec.get("max_batch"))
-    if max_batch is None:
-        max_batch = _num(_dict(rec.get("result")).get("max_batch"))
-
-    def mib(nbytes: Any) -> float | None:
-        n = _num(nbytes)
-        return None if n is None else n / _MIB
-
     row: dict[str, Any] = {
         "run_name": _text(rec.get("run_name")),
         "run_dir": None if run_dir is None else str(run_dir),
         "trial_id": str(rec.get("trial_id")),
-        "index": _num(rec.get("index")),
-        "repeat": _num(rec.get("repeat")),
+        "index": finite(rec.get("index")),
+        "repeat": finite(rec.get("repeat")),
         "kind": _text(rec.get("kind")),  # "train", or "probe" for a step of the largest-batch search
         "status": str(rec.get("status")),
-        "config_key": config_key(params),
+        "config_key": config_id(params),
     }
     for key, value in _flatten(params).items():
         row[param_column_name(key)] = value
-    row.update({
-        "val_accuracy": _last(val_acc),
+    return {**row, **_measures(rec)}
+
+
+def _measures(rec: dict[str, Any]) -> dict[str, Any]:
+    """The measured columns of a record (MEASURE_COLUMNS is their list, read off an empty record)."""
+    epochs = [e for e in (rec.get("epochs") or []) if isinstance(e, dict)] if isinstance(rec.get("epochs"), list) else []
+    mem, budget, energy, oom = (_dict(rec.get(k)) for k in ("memory", "memory_budget", "energy_j", "oom"))
+    val_acc = [finite(e.get("val_accuracy")) for e in epochs]
+    secs = [s for s in (finite(e.get("seconds")) for e in epochs) if s is not None]
+    known_acc = [v for v in val_acc if v is not None]
+
+    def mib(nbytes: Any) -> float | None:
+        n = finite(nbytes)
+        return None if n is None else n / MiB
+
+    return {
+        "val_accuracy": _last(val_acc),  # last finished epoch
         "best_val_accuracy": max(known_acc) if known_acc else None,
-        "val_loss": _last([_num(e.get("val_loss")) for e in epochs]),
-        "train_loss": _last([_num(e.get("train_loss")) for e in epochs]),
-        "train_accuracy": _last([_num(e.get("train_accuracy")) for e in epochs]),
+        "val_loss": _last([finite(e.get("val_loss")) for e in epochs]),  # last finished epoch
+        "train_loss": _last([finite(e.get("train_loss")) for e in epochs]),
+        "train_accuracy": _last([finite(e.get("train_accuracy")) for e in epochs]),
         "n_epochs_done": len(epochs),
-        "seconds_per_epoch": sum(secs) / len(secs) if secs else None,
-        "seconds_total": _num(rec.get("seconds_total")),
-        "samples_per_s": _num(rec.get("samples_per_s")),
-        "tokens_per_s": _num(rec.get("tokens_per_s")),
-        "padded_tokens_per_s": _num(rec.get("padded_tokens_per_s")),
-        "n_train": _num(rec.get("n_train")),
-        "n_val": _num(rec.get("n_val")),
-        "num_labels": _num(rec.get("num_labels")),
-        "trainable_params": _num(rec.get("trainable_params")),
-        "total_params": _num(rec.get("total_params")),
-        "cpu_peak_rss_mib": _num(mem.get("cpu_peak_rss_mib")),
-        "cpu_baseline_rss_mib": _num(mem.get("cpu_baseline_rss_mib")),
-        "cpu_maxrss_mib": _num(mem.get("cpu_maxrss_mib")),
-        "gpu_peak_used_mib": _num(mem.get("gpu_peak_used_mib")),
-        "gpu_total_mib": _num(mem.get("gpu_total_mib")),
-        "cuda_peak_allocated_mib": _num(mem.get("cuda_peak_allocated_mib")),
-        "cuda_peak_reserved_mib": _num(mem.get("cuda_peak_reserved_mib")),
+        "seconds_per_epoch": sum(secs) / len(secs) if secs else None,  # mean over finished epochs
+        **{k: finite(rec.get(k)) for k in _NUMBERS},
+        **{k: finite(mem.get(k)) for k in _MEMORY},
         "memory_budget_cpu_mib": mib(budget.get("cpu_bytes")),
         "memory_budget_gpu_mib": mib(budget.get("gpu_bytes")),
-        "energy_cpu_j": _num(energy.get("cpu")),
-        "energy_gpu_j": _num(energy.get("gpu")),
-        "cost_usd": _num(rec.get("cost_usd")),
-        "flops": _num(rec.get("flops")),
-        "mfu": _num(rec.get("mfu")),
-        "max_batch": max_batch,
+        "energy_cpu_j": finite(energy.get("cpu")),
+        "energy_gpu_j": finite(energy.get("gpu")),
+        "cost_usd": finite(rec.get("cost_usd")),
+        "flops": finite(rec.get("flops")),
+        "mfu": finite(rec.get("mfu")),
+        "max_batch": finite(rec.get("max_batch")),  # an older run's `result.max_batch`: moved by the loader
         "oom_phase": _text(oom.get("phase")),
-        "oom_epoch": _num(oom.get("epoch")),
-        "error": _text(rec.get("error")),
-        "host": _text(rec.get("host")),
-        "device_name": _text(rec.get("device_name")),
-        "started_at": _text(rec.get("started_at")),
-        "finished_at": _text(rec.get("finished_at")),
-        "memory_note": _text(rec.get("memory_note")),
-        "energy_note": _text(rec.get("energy_note")),
-        "cost_note": _text(rec.get("cost_note")),
-        "mfu_note": _text(rec.get("mfu_note")),
-        "phases": json.dumps(rec["phases"], default=str) if isinstance(rec.get("phases"), dict) else None,
-        "epoch_log": json.dumps(epochs, default=str),
-    })
-    return row
+        "oom_epoch": finite(oom.get("epoch")),
+        **{k: _text(rec.get(k)) for k in _TEXTS},
+        "phases": json.dumps(rec["phases"], default=str) if isinstance(rec.get("phases"), dict) else None,  # name -> s
+        "epoch_log": json.dumps(epochs, default=str),  # the per-epoch dicts: learning curves survive CSV / Parquet
+    }
+
+
+MEASURE_COLUMNS = list(_measures({}))
+RESERVED = frozenset(ID_COLUMNS) | frozenset(MEASURE_COLUMNS)
 
 
 def _normalise_mixed(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -7,6 +7,7 @@ after it. Ctrl-C or SIGTERM stops the running trial's child, writes no record fo
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from . import env as env_info
 from .config import GridFile, load_grid
 from .grid import Trial, expand
 from .progress import Progress, make_console, summary_table
-from .store import GRID, TRIALS, RunStore, StoreError, default_run_dir, read_grid_text
+from .store import GRID, TRIALS, RunStore, StoreError, check_new_run_folder, default_run_dir, read_env
 
 RESULTS_ROOT = Path("results")
 
@@ -92,47 +93,148 @@ def make_executor(name: str, workers: int = 1, address: str | None = None) -> An
     raise ValueError(f"unknown executor {name!r}; expected local or ray")
 
 
-def prepare(grid_path: str, out: str | None, resume: str | None, check_devices: bool = True
-            ) -> tuple[GridFile, str, list[Trial], Path]:
-    """Everything that can fail on bad input, before anything is written."""
-    if resume:
+def prepare(grid_path: str, out: str | None, resume: str | None, check_devices: bool = True,
+            notes: list[str] | None = None) -> tuple[GridFile, str, list[Trial], Path]:
+    """Everything that can fail on bad input, before anything is written. `notes` collects what the user
+    should read before the run starts (a long grid, a data path read the old way)."""
+    notes = notes if notes is not None else []
+    if resume is not None:
+        if not str(resume).strip():
+            raise StoreError("--resume got an empty folder name (an unset shell variable?); "
+                             "give the run folder to continue")
         run_dir = Path(resume)
         cfg, text = load_grid(grid_path)
-        if not run_dir.is_dir() or not ((run_dir / TRIALS).is_file() or (run_dir / GRID).is_file()):
+        if not run_dir.is_dir() or not (run_dir / TRIALS).is_file():
             raise StoreError(f"{run_dir}: --resume expects a run folder (one with {TRIALS}); "
                              f"start a new run with --out {run_dir} instead")
-        old = read_grid_text(run_dir)
-        if old is not None and old != text:
-            from .config import ConfigError
-
-            raise ConfigError(f"{grid_path}: differs from the grid the run in {run_dir} was started with; "
-                              f"resume with {run_dir / 'grid.toml'}")
+        check_same_grid(cfg, grid_path, run_dir)
+        grid_dir = _grid_dir_of(grid_path, run_dir)
     else:
+        if out is not None and not str(out).strip():
+            raise StoreError("--out got an empty folder name (an unset shell variable?); "
+                             "give a folder, or leave --out out for results/<name>-<time>")
         cfg, text = load_grid(grid_path)
         run_dir = Path(out) if out else default_run_dir(RESULTS_ROOT, cfg.name)
-        if not out:  # two runs of one name in the same second get two folders
-            base, n = run_dir, 1
-            while (run_dir / TRIALS).exists():
-                n += 1
-                run_dir = base.with_name(f"{base.name}-{n}")
-        elif (run_dir / TRIALS).is_file() and (run_dir / TRIALS).stat().st_size > 0:
-            raise StoreError(f"{run_dir}: already holds a run's records; continue it with --resume {run_dir}, "
-                             "or give another --out (a new run never writes into an old one)")
+        if out:
+            check_new_run_folder(run_dir)  # judged again, race-free, when the folder is claimed
+        grid_dir = Path(grid_path).resolve().parent
+    from .core.data import resolve_data_path  # pandas: only once the grid file itself is known to be good
+
     trials = expand(cfg)
+    paths = {source: resolve_data_path(source, grid_dir, notes) for source in sorted({t.params["source"] for t in trials})}
+    trials = [dataclasses.replace(t, data_path=paths[t.params["source"]]) for t in trials]
     from .core.preflight import check  # imports torch: only once the grid file itself is known to be good
 
-    check(trials, grid_path, check_devices=check_devices)
+    check(trials, grid_path, check_devices=check_devices, cfg=cfg)
     return cfg, text, trials, run_dir
+
+
+def check_same_grid(cfg: GridFile, grid_path: str, run_dir: Path) -> None:
+    """`--resume` continues a run only with the grid it was started with, compared by meaning (the parsed,
+    validated settings): line endings, comments, key order and spelling (1 vs 1.0) do not count. A run
+    folder without its grid copy is refused: nothing could tell two grids' records apart."""
+    from .config import ConfigError, parse_grid
+
+    stored = run_dir / GRID
+    if not stored.is_file():
+        raise StoreError(f"{run_dir}: has no {GRID} (the copy of the grid this run was started with), so "
+                         f"{grid_path} cannot be checked against it and resuming could mix the records of two "
+                         f"grids; start a new run with --out instead")
+    try:
+        old_text = stored.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise StoreError(f"{stored}: the copy of the grid this run was started with cannot be read ({why}); "
+                         f"{grid_path} cannot be checked against it") from None
+    try:
+        old = parse_grid(old_text, str(stored))
+    except ConfigError as exc:  # a copy this version does not accept cannot mean what a valid grid means
+        raise ConfigError(f"{grid_path}: differs from the grid the run in {run_dir} was started with (its copy is "
+                          f"not a valid grid here: {str(exc).removeprefix(str(stored) + ': ')})") from None
+    diffs = grid_differences(old, cfg)
+    if diffs:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise ConfigError(f"{grid_path}: differs from the grid the run in {run_dir} was started with ({shown}); "
+                          f"resume with {stored}, or start a new run with --out")
+
+
+def grid_differences(old: GridFile, new: GridFile) -> list[str]:
+    """The settings two grids disagree on, as "[train] epochs: 3 in the run, 5 now"."""
+    def flat(cfg: GridFile) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in cfg.model_dump().items():
+            if isinstance(value, dict) and key != "grid":
+                out.update({f"[{key}] {k}": v for k, v in value.items()})
+            elif key == "grid":
+                out.update({f"[grid] {k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+    a, b = flat(old), flat(new)
+    missing = object()
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb or type(va) is not type(vb) and not {type(va), type(vb)} <= {int, float}:
+            show_a = "not set" if va is missing else repr(va)
+            show_b = "not set" if vb is missing else repr(vb)
+            diffs.append(f"{key}: {show_a} in the run, {show_b} now")
+    return diffs
+
+
+def _grid_dir_of(grid_path: str, run_dir: Path) -> Path:
+    """The folder relative data paths are read from on --resume: the given grid file's, except when that file
+    is the run folder's own copy, where it is the folder the original grid file was in (env.json)."""
+    given = Path(grid_path).resolve()
+    if given == (run_dir / GRID).resolve():
+        recorded = read_env(run_dir).get("grid_dir")
+        if isinstance(recorded, str) and recorded:
+            return Path(recorded)
+    return given.parent
+
+
+# A grid this long gets a rough duration before it starts (issue 13 plans a real estimate). Each trial's child
+# imports torch and transformers and builds its model before it trains: 30 to 44 s to the first training step
+# for random:bert-tiny measured on the 2-core test machine under a load of 25 (docs/scripts/trial_startup.py),
+# less on an idle machine. So the note gives the total at two per-trial times, not a prediction.
+LONG_GRID_TRIALS = 200
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds / 60:.0f} minutes"
+
+
+def duration_note(n_trials: int, workers: int = 1) -> str | None:
+    """For a grid of many trials, how long it would take at 10 s and at 1 min a trial, said before it starts."""
+    if n_trials < LONG_GRID_TRIALS:
+        return None
+    rounds = -(-n_trials // max(1, workers))
+    on = f"{workers} workers" if workers > 1 else "one worker"
+    return (f"{n_trials} trials: at 10 s a trial (a tiny model; each trial starts a fresh process that imports "
+            f"torch and loads its model) that is {_span(rounds * 10)} on {on}, at 1 min a trial {_span(rounds * 60)}; "
+            "the progress line estimates from the trials that finish. Ctrl-C stops, --resume continues")
 
 
 def run_grid(grid_path: str, out: str | None = None, resume: str | None = None, executor: str = "local",
              workers: int = 1, address: str | None = None, console: Console | None = None,
              report: bool = True, max_batch: bool = False) -> RunOutcome:
     console = console or make_console()
-    cfg, text, trials, run_dir = prepare(grid_path, out, resume, check_devices=(executor == "local"))
+    notes: list[str] = []
+    cfg, text, trials, run_dir = prepare(grid_path, out, resume, check_devices=(executor == "local"), notes=notes)
     ex = make_executor(executor, workers, address)
     store = RunStore(run_dir)
-    store.create(text, env_info.collect(), resume=bool(resume))
+    env = env_info.collect()
+    if resume is None:  # where relative data paths were read from, for a resume with the folder's grid copy
+        env["grid_dir"] = str(Path(grid_path).resolve().parent)
+    store.create(text, env, resume=resume is not None, unique=not out and resume is None)
+    long = duration_note(len(trials), workers if executor == "local" else 1)
+    for note in notes + ([long] if long else []):
+        console.print(f"[yellow]{escape(note)}[/yellow]")
     try:
         return _run_in(store, cfg, trials, ex, resume, console, report, max_batch)
     finally:
@@ -142,7 +244,7 @@ def run_grid(grid_path: str, out: str | None = None, resume: str | None = None, 
 def _run_in(store: RunStore, cfg: GridFile, trials: list[Trial], ex: Any, resume: str | None, console: Console,
             report: bool, max_batch: bool) -> RunOutcome:
     run_dir = store.run_dir
-    if resume:
+    if resume is not None:
         try:
             set_aside = store.repair()
         except OSError as exc:

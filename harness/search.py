@@ -17,28 +17,21 @@ timeout) makes the search inconclusive: the record's status is `error` and says 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
 import math
 from typing import Any
 
 from .grid import Trial, trial_id_of
+from .record import TrialRecord, config_key, now_iso
 
+# What a search result's id leaves out of its grid point's settings (the ids of earlier runs' results hold).
 SEARCH_SKIP = ("batch_size", "eval_batch_size", "seed")
-
-
-def limit_steps(trainer: Any, n: int) -> None:
-    """Cut every training and evaluation pass of `trainer` to its first `n` batches (probe trials)."""
-    original = trainer._batches
-
-    def limited(*args: Any, **kwargs: Any) -> Any:
-        return itertools.islice(original(*args, **kwargs), n)
-
-    trainer._batches = limited
+BATCH_KEYS = ("batch_size", "eval_batch_size")
 
 
 def group_key(params: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in params.items() if k not in SEARCH_SKIP}, sort_keys=True, default=str)
+    """The grid point a search answers for: its configuration (`record.config_key`) without the batch sizes,
+    so that the repeats of one configuration (seeds, data seeds) share one search."""
+    return config_key(params, ignore=BATCH_KEYS)
 
 
 def n_train(params: dict[str, Any]) -> int:
@@ -147,8 +140,6 @@ class Search:
 
 def search_max_batch(cfg: Any, trials: list[Trial], executor: Any, events: Any, console: Any = None) -> list[dict[str, Any]]:
     """Run the search for every grid point; each result goes through `events.trial_finished`."""
-    from .core.trial import empty_record, now_iso
-
     groups: dict[str, Trial] = {}
     for t in trials:
         if t.repeat == 0 and t.kind == "train":
@@ -186,13 +177,14 @@ def search_max_batch(cfg: Any, trials: list[Trial], executor: Any, events: Any, 
         best, smallest_oom = s.run()
         if s.stopped:
             break
-        rec = empty_record(rep)
         fit = s.probes.get(best) if best else None
         last = s.records[-1] if s.records else {}
         params["batch_size"] = best
         if s.follows:
             params["eval_batch_size"] = best
-        rec.update({
+        empty = TrialRecord.empty(rep)
+        rec = TrialRecord.model_validate({
+            **empty.dump(),
             "trial_id": result_id,
             "kind": "max_batch",
             "params": params,
@@ -208,7 +200,7 @@ def search_max_batch(cfg: Any, trials: list[Trial], executor: Any, events: Any, 
             if best == s.limit else None,
             "probes": [s.probes[b] for b in sorted(s.probes)],
             "device_name": last.get("device_name"),
-            "host": last.get("host") or rec["host"],
+            "host": last.get("host") or empty.host,
             "seconds_total": round(sum(r.get("seconds_total") or 0 for r in s.records), 6),
             "cost_usd": (round(sum(r["cost_usd"] for r in s.records), 8)
                          if s.records and all(r.get("cost_usd") is not None for r in s.records) else None),
@@ -217,12 +209,14 @@ def search_max_batch(cfg: Any, trials: list[Trial], executor: Any, events: Any, 
         if fit is not None:
             src = next((r for r in s.records if r.get("trial_id") == fit.get("trial_id")), None)
             if src is not None:
-                rec["memory"], rec["memory_note"] = src.get("memory"), src.get("memory_note")
-                rec["memory_budget"] = src.get("memory_budget") or rec["memory_budget"]
+                rec.memory = rec.memory.model_validate(src.get("memory") or {})
+                rec.memory_note = src.get("memory_note")
+                rec.memory_budget = rec.memory_budget.model_validate(src.get("memory_budget") or rec.memory_budget.model_dump())
             else:
-                rec["memory"] = {**rec["memory"], **{k: v for k, v in fit.items() if k in rec["memory"]}}
+                rec.memory = rec.memory.model_copy(update={k: v for k, v in fit.items() if k in type(rec.memory).model_fields})
         if last.get("memory_budget"):
-            rec["memory_budget"] = last["memory_budget"]
+            rec.memory_budget = rec.memory_budget.model_validate(last["memory_budget"])
+        rec = rec.dump()
         result_trial = dataclasses.replace(rep, kind="max_batch", trial_id=result_id, params=params)
         events.trial_finished(result_trial, rec)
         results.append(rec)

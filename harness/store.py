@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import re
 import shutil
@@ -16,25 +15,15 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from .record import SCHEMA_VERSION, TrialRecord, json_safe, normalise  # noqa: F401 (SCHEMA_VERSION re-exported)
 
 TRIALS = "trials.jsonl"
 REJECTED = "trials.rejected.jsonl"
 ENV = "env.json"
 GRID = "grid.toml"
 LOCK = ".harness.lock"
-SCHEMA_VERSION = 1
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities become null: JSON has no spelling for them and a diverged loss is not a number."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 class StoreError(Exception):
@@ -68,12 +57,8 @@ def _read_lines(path: Path) -> ReadResult:
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            out.bad_lines.append(raw.decode("utf-8", "replace"))
-            continue
-        if isinstance(rec, dict) and "trial_id" in rec and "status" in rec:
+        rec = _parse_record(raw)
+        if rec is not None:
             out.records.append(rec)
         else:
             out.bad_lines.append(raw.decode("utf-8", "replace"))
@@ -81,7 +66,8 @@ def _read_lines(path: Path) -> ReadResult:
 
 
 def read_records(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every complete record of a run folder, in the order written. A torn line is skipped.
+    """Every complete record of a run folder, in the order written, each read through `record.load_record`
+    (so that a record an older run wrote reads like a new one). A torn line is skipped.
 
     Where a trial id appears more than once (it should not), the last record wins.
     """
@@ -95,7 +81,26 @@ def read_records(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     for rec in result.records:
         by_id.pop(rec["trial_id"], None)
         by_id[rec["trial_id"]] = rec
-    return list(by_id.values())
+    return [normalise(rec) for rec in by_id.values()]
+
+
+def unreadable_lines(run_dir: str | os.PathLike) -> list[int]:
+    """Line numbers (1-based) of trials.jsonl lines that are not complete records: a torn last line, or
+    garbage. Readers skip them; a report says that it did."""
+    try:
+        data = (Path(run_dir) / TRIALS).read_bytes()
+    except OSError:
+        return []
+    return [n for n, raw in enumerate(data.split(b"\n"), start=1) if raw.strip() and _parse_record(raw) is None]
+
+
+def _parse_record(raw: bytes) -> dict[str, Any] | None:
+    """One line of trials.jsonl as a record, or None where it is not one."""
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and "trial_id" in rec and "status" in rec else None
 
 
 def read_env(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -116,53 +121,123 @@ def read_grid_text(run_dir: str | os.PathLike) -> str | None:
         return None
 
 
+HARNESS_FILES = frozenset({TRIALS, REJECTED, ENV, GRID, LOCK, ".write-probe", GRID + ".tmp", ENV + ".tmp"})
+
+
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """A folder a harness run made: it holds trials.jsonl and the copy of its grid."""
+    folder = Path(folder)
+    return (folder / TRIALS).is_file() and (folder / GRID).is_file()
+
+
+def check_new_run_folder(folder: str | os.PathLike) -> None:
+    """A new run may write into `folder` only if it does not exist, is empty, or holds an unfinished harness
+    run with no records yet (only the harness's own files, trials.jsonl empty). Anything else is refused:
+    a folder with the user's own files (a grid.toml, an env.json of their own is never overwritten), or a
+    run with records (continue it with --resume)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise StoreError(f"{folder}: output folder is a file; expected a folder (or a path that does not exist)")
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError as exc:
+        raise StoreError(f"{folder}: output folder cannot be read ({exc.strerror or exc})") from None
+    if not names or names == [LOCK]:
+        return
+    trials = folder / TRIALS
+    if trials.is_file() and trials.stat().st_size > 0:
+        raise StoreError(f"{folder}: already holds a run's records; continue it with --resume {folder}, "
+                         "or give another --out (a new run never writes into an old one)")
+    others = [n for n in names if n not in HARNESS_FILES]
+    if not others and (LOCK in names or TRIALS in names):
+        return  # a run that stopped (or is being set up) before its first record: the lock decides
+    shown = ", ".join(others[:5] or [n for n in names if n != LOCK][:5]) + (", ..." if len(others) > 5 else "")
+    raise StoreError(f"{folder}: output folder is not empty and is not a harness run (it holds {shown}); "
+                     "give a new or empty folder to --out")
+
+
 class RunStore:
     """Writes one run folder. Records are appended with one `os.write` each, then fsynced."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.trials_path = self.run_dir / TRIALS
+        self._lock_fd: int | None = None
+        self._made_lock = False
 
     # -- creation -------------------------------------------------------------------------------------
-    def create(self, grid_text: str, env: dict[str, Any], resume: bool = False) -> None:
-        """Make the folder and check that it is writable before the first trial runs.
+    def create(self, grid_text: str, env: dict[str, Any], resume: bool = False, unique: bool = False) -> None:
+        """Claim the folder, lock it, and check that it is writable before the first trial runs.
 
-        On failure, folders this call made are removed again (no partial run folder), and the error is one
-        line. The folder is locked for the life of this process, so two runs never append to one file."""
+        Race-free: a new folder is claimed with one `os.mkdir` (atomic: of two runs making it at the same
+        instant, one makes it), then locked with `flock`; what the folder holds is judged only once the lock
+        is held. Of two runs reaching one folder, the one that gets the lock goes on and the other is told
+        that another harness run holds it; a run that fails removes only a folder it made itself and still
+        holds the lock of, never one another run may be writing. A new run refuses a folder that holds
+        anything but an unfinished harness run with no records (`check_new_run_folder`). `unique` (the
+        default folder name, no --out): a folder that exists already is never entered; `-2`, `-3`, ... are
+        tried instead. The lock is held for the life of this process."""
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise StoreError(f"{self.run_dir}: output folder is a file; expected a folder (or a path that does not exist)")
-        made = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]
-        probe = self.run_dir / ".write-probe"
+        made_parents: list[Path] = []
+        made = False
+        base = self.run_dir
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                made_parents = [d for d in reversed(self.run_dir.parents) if not d.exists()]
+                self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+                for attempt in range(2, 10_000):
+                    try:
+                        os.mkdir(self.run_dir)  # the atomic claim
+                        made = True
+                        break
+                    except FileExistsError:
+                        if not unique:
+                            break
+                        self.run_dir = base.with_name(f"{base.name}-{attempt}")
+                        self.trials_path = self.run_dir / TRIALS
+                if not made:  # judged once before the lock file is made in it (a user's folder gains nothing)
+                    check_new_run_folder(self.run_dir)
+            self._lock()
+            if not resume:
+                check_new_run_folder(self.run_dir)  # again, under the lock: what counts
+            probe = self.run_dir / ".write-probe"
             with open(probe, "wb") as f:
                 f.write(b"x" * 4096)
                 f.flush()
                 os.fsync(f.fileno())
             probe.unlink()
-            self._lock()
-            if not resume or not (self.run_dir / GRID).exists():
+            # trials.jsonl first: a folder left by a crash from here on is recognisably a harness run
+            self.trials_path.touch(exist_ok=True)
+            if not resume:
                 self._atomic_write(self.run_dir / GRID, grid_text.encode("utf-8"))
             if resume and (self.run_dir / ENV).exists():
                 old = read_env(self.run_dir)
                 env = {**env, "resumed_from": old,
                        "nodes": sorted(set(old.get("nodes", [])) | set(env.get("nodes", [])))}
             self.write_env(env)
-            self.trials_path.touch(exist_ok=True)
         except (OSError, StoreError) as exc:
+            owner = self._lock_fd is not None
             self.close()
-            if made:  # this call made the folder: take it away again, nothing of a run was in it
-                shutil.rmtree(made[0], ignore_errors=True)
-                for d in made[1:]:
+            if made and owner:  # this run made the folder and nobody else entered it: take it away again
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            elif owner:  # an existing folder (resume, an empty --out): only what this call may have left
+                left = [".write-probe", GRID + ".tmp", ENV + ".tmp"]
+                if self._made_lock and not is_run_folder(self.run_dir):
+                    left.append(LOCK)
+                for name in left:
+                    try:
+                        (self.run_dir / name).unlink(missing_ok=True)
+                    except OSError:
+                        pass
+            if made and owner or not made and not self.run_dir.exists():
+                for d in reversed(made_parents):  # parents this call made, if nobody put anything in them
                     try:
                         d.rmdir()
                     except OSError:
                         break
-            else:  # an existing folder (resume, or --out given): only the probe goes; the lock file stays
-                try:
-                    probe.unlink(missing_ok=True)
-                except OSError:
-                    pass
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"{self.run_dir}: output folder is not writable ({exc.strerror or exc})") from None
@@ -194,19 +269,25 @@ class RunStore:
 
     def _lock(self) -> None:
         """An advisory lock on the run folder, held until this process exits (the kernel drops it even on
-        SIGKILL): a second `run --resume` of a folder that is still being written is refused."""
+        SIGKILL): a second run of a folder that is still being written is refused."""
         import fcntl
 
-        fd = os.open(self.run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            self._made_lock = True
+        except FileExistsError:
+            fd = os.open(self.run_dir / LOCK, os.O_RDWR, 0o644)
+            self._made_lock = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise StoreError(f"{self.run_dir}: another harness run is writing to this folder; wait for it or stop it") from None
+            raise StoreError(f"{self.run_dir}: another harness run holds this folder (it is writing to it); "
+                             "wait for it or stop it, or give another --out") from None
         self._lock_fd = fd
 
     def close(self) -> None:
-        fd = getattr(self, "_lock_fd", None)
+        fd = self._lock_fd
         if fd is not None:
             self._lock_fd = None
             os.close(fd)
@@ -239,11 +320,12 @@ class RunStore:
             last[r["trial_id"]] = r
         return {tid for tid, r in last.items() if r.get("retry_on_resume") is not True}
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: TrialRecord | dict[str, Any]) -> None:
         """One `os.write` of one line, then fsync. If the write fails or is short (a full disk), the file is
         cut back to its length before the write, so no torn line is left behind; if even that fails, the
         torn line is set aside by `repair()` on `--resume`."""
-        line = json.dumps(json_safe(record), default=str, allow_nan=False).encode("utf-8") + b"\n"
+        data = record.dump() if isinstance(record, TrialRecord) else normalise(record)
+        line = json.dumps(json_safe(data), default=str, allow_nan=False).encode("utf-8") + b"\n"
         try:
             fd = os.open(self.trials_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -274,12 +356,3 @@ class RunStore:
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.run_dir)
 
-
-def iter_run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    out = []
-    for p in paths:
-        path = Path(p)
-        if not (path / TRIALS).exists():
-            raise StoreError(f"{path}: not a run folder (no {TRIALS})")
-        out.append(path)
-    return out

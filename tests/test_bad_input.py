@@ -209,7 +209,7 @@ CASES: dict[str, Builder] = {
     "text column missing": data_case("review,label\n" + ROWS, ["text_column 'text' is not a column", "review, label"]),
     "unknown file type": data_case("text,label\n" + ROWS, ["unknown file type '.txt'"], suffix=".txt"),
     "corrupt parquet": data_case(b"PAR1 not really", ["cannot be read as parquet"], suffix=".parquet"),
-    "broken jsonl": data_case('{"text": "a", "label": 1}\n{"text": \n', ["cannot be read as jsonl"], suffix=".jsonl"),
+    "broken jsonl": data_case('{"text": "a", "label": 1}\n{"text": \n', ["line 2: not valid JSON", "one JSON object per line"], suffix=".jsonl"),
     # -- models ----------------------------------------------------------------------------------------
     "unknown random shape": grid_case(["[model] name", "random:nope", "unknown random shape", "bert-tiny"],
                                       model__name="random:nope"),
@@ -247,9 +247,268 @@ CASES: dict[str, Builder] = {
     "report of a folder that is not a run": argv_case(lambda c: ["report", str(c.tmp)], ["not a run folder"]),
 }
 
+# --------------------------------------------------------------------------------------------------
+# Round two (issue 15): the classes a hostile new user still found, several inputs per class
+# --------------------------------------------------------------------------------------------------
+def parquet_case(columns: dict[str, list], needles: list[str], **overrides) -> Builder:
+    def build(c: Ctx) -> tuple[list[str], list[str]]:
+        import pandas as pd
+
+        d = c.tmp / "data.parquet"
+        pd.DataFrame(columns).to_parquet(d)
+        g = c.grid(data__source=str(d), **overrides)
+        return c.run(g), [str(g), "[data] source", str(d), *needles]
+    return build
+
+
+def _fifo(c: Ctx) -> tuple[list[str], list[str]]:
+    d = c.tmp / "pipe.csv"
+    os.mkfifo(d)
+    g = c.grid(data__source=str(d))
+    return c.run(g), [str(g), "[data] source", str(d), "named pipe (FIFO)", "not a regular file"]
+
+
+def _symlink_loop(c: Ctx) -> tuple[list[str], list[str]]:
+    a, b = c.tmp / "a.csv", c.tmp / "b.csv"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    g = c.grid(data__source=str(a))
+    return c.run(g), [str(g), "[data] source", str(a), "symbolic link loop"]
+
+
+def _dangling_symlink(c: Ctx) -> tuple[list[str], list[str]]:
+    a = c.tmp / "gone.csv"
+    a.symlink_to(c.tmp / "moved-away.csv")
+    g = c.grid(data__source=str(a))
+    return c.run(g), [str(g), str(a), "symbolic link to", "moved-away.csv", "does not exist"]
+
+
+def _folder_named_csv(c: Ctx) -> tuple[list[str], list[str]]:
+    d = c.tmp / "folder.csv"
+    d.mkdir()
+    g = c.grid(data__source=str(d))
+    return c.run(g), [str(g), str(d), "a folder; expected a data file"]
+
+
+def compressed_case(suffix: str, compress: Callable[[bytes], bytes], what: str) -> Builder:
+    def build(c: Ctx) -> tuple[list[str], list[str]]:
+        d = c.csv(f"data{suffix}", compress(("text,label\n" + ROWS).encode()))
+        g = c.grid(data__source=str(d))
+        return c.run(g), [str(g), "[data] source", str(d), what, "not"]
+    return build
+
+
+def _zip(data: bytes) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("data.csv", data)
+    return buf.getvalue()
+
+
+def _parquet_bytes(data: bytes) -> bytes:
+    import io
+
+    import pandas as pd
+
+    buf = io.BytesIO()
+    pd.DataFrame({"text": ["a", "b"], "label": [0, 1]}).to_parquet(buf)
+    return buf.getvalue()
+
+
+def _relative_missing(c: Ctx) -> tuple[list[str], list[str]]:
+    sub = c.tmp / "grids"
+    sub.mkdir()
+    g = tiny_grid(sub, data__source="reviews.csv")
+    return c.run(g), [str(g), "[data] source", str(sub / "reviews.csv"), "no such data file",
+                      "relative path is read from the grid file's folder"]
+
+
+def _resume_without_grid_copy(c: Ctx) -> tuple[list[str], list[str]]:
+    run_dir = c.tmp / "old-run"
+    run_dir.mkdir()
+    (run_dir / "trials.jsonl").write_text('{"trial_id": "x", "status": "ok"}\n', encoding="utf-8")
+    g = c.grid()
+    return (["run", str(g), "--resume", str(run_dir), "--no-report"],
+            [str(run_dir), "has no grid.toml", "mix the records of two grids", "--out"])
+
+
+def _resume_grid_copy_not_utf8(c: Ctx) -> tuple[list[str], list[str]]:
+    run_dir = c.tmp / "old-run"
+    run_dir.mkdir()
+    (run_dir / "trials.jsonl").write_text("", encoding="utf-8")
+    (run_dir / "grid.toml").write_bytes(b'name = "caf\xe9"\n')
+    g = c.grid()
+    return (["run", str(g), "--resume", str(run_dir), "--no-report"],
+            [str(run_dir / "grid.toml"), "cannot be read", "not UTF-8"])
+
+
+def _resume_user_folder_with_grid_only(c: Ctx) -> tuple[list[str], list[str]]:
+    run_dir = c.tmp / "mygrids"  # the user's folder of grids: a grid.toml but no trials.jsonl
+    run_dir.mkdir()
+    g = c.grid()
+    (run_dir / "grid.toml").write_bytes(g.read_bytes())
+    return ["run", str(g), "--resume", str(run_dir), "--no-report"], [str(run_dir), "--resume expects a run folder"]
+
+
+def user_folder_case(files: dict[str, str], needles: list[str]) -> Builder:
+    """--out names a folder of the user's own: it must be refused and stay byte for byte as it was."""
+    def build(c: Ctx) -> tuple[list[str], list[str]]:
+        folder = c.tmp / "mine"
+        folder.mkdir()
+        for name, content in files.items():
+            if content == "<dir>":
+                (folder / name).mkdir()
+            else:
+                (folder / name).write_text(content, encoding="utf-8")
+        g = c.grid()
+        return (["run", str(g), "--out", str(folder), "--no-report"],
+                [str(folder), "not empty and is not a harness run", *needles])
+    return build
+
+
+def _tiny_run(c: Ctx, name: str) -> Path:
+    """A run folder with one record per trial, written as a run writes it."""
+    from harness.record import TrialRecord
+    from harness.store import RunStore
+
+    from harness.config import load_grid
+
+    cfg, text = load_grid(c.grid(f"{name}.toml"))
+    store = RunStore(c.tmp / name)
+    store.create(text, {})
+    for trial in expand(cfg):
+        rec = TrialRecord.empty(trial)
+        rec.status = "ok"
+        store.append(rec)
+    store.close()
+    return c.tmp / name
+
+
+def compare_ignore_case(ignored: str, needles: list[str]) -> Builder:
+    def build(c: Ctx) -> tuple[list[str], list[str]]:
+        a, b = _tiny_run(c, "base"), _tiny_run(c, "new")
+        return ["compare", str(a), str(b), "--ignore", ignored], [f"--ignore {ignored}", "not a setting", *needles]
+    return build
+
+
+def report_twice_case(second: Callable[[Path], str]) -> Builder:
+    def build(c: Ctx) -> tuple[list[str], list[str]]:
+        run = _tiny_run(c, "run1")
+        return (["report", str(run), second(run), "--out", str(c.out)],
+                ["given twice", "each run counts once"])
+    return build
+
+
+ROUND_TWO: dict[str, Builder] = {
+    # -- 1. one column named as both the texts and the labels ---------------------------------------------
+    "text_column is the label column": grid_case(["[data] text_column", "[data] label_column", "both name 'label'",
+                                                  "two different columns"], data__text_column="label"),
+    "label_column is the text column": grid_case(["[data] label_column", "both name 'text'"], data__label_column="text"),
+    "text_column swept onto the label column": grid_case(["[grid] text_column", "both name 'label'"],
+                                                         grid__text_column=["text", "label"]),
+    "text and label column the same, both custom": grid_case(["both name 'stars'"], data__text_column="stars",
+                                                             data__label_column="stars"),
+    # -- 4. --out is a folder of the user's own ------------------------------------------------------------
+    "--out holds the user's grid.toml": user_folder_case({"grid.toml": 'name = "mine"\n'}, ["grid.toml"]),
+    "--out holds the user's env.json": user_folder_case({"env.json": "{}"}, ["env.json"]),
+    "--out holds grid.toml and env.json": user_folder_case({"grid.toml": "x", "env.json": "{}"}, ["env.json, grid.toml"]),
+    "--out holds notes and a folder": user_folder_case({"notes.txt": "mine", "sub": "<dir>"}, ["notes.txt, sub"]),
+    "--out holds a run's files and the user's": user_folder_case(
+        {"trials.jsonl": "", "grid.toml": "x", "notes.txt": "mine"}, ["notes.txt"]),
+    # -- 5. --resume of nothing, or of a run that lost its grid ------------------------------------------
+    "--resume of an empty name": argv_case(lambda c: ["run", str(c.grid()), "--resume", ""],
+                                           ["--resume is an empty name", "unset shell variable"]),
+    "--resume of a blank name": argv_case(lambda c: ["run", str(c.grid()), "--resume", "  "], ["--resume is an empty name"]),
+    "--out of an empty name": argv_case(lambda c: ["run", str(c.grid()), "--out", ""], ["--out is an empty name"]),
+    "grid file of an empty name": argv_case(lambda c: ["run", "", "--out", str(c.out)], ["the grid file is an empty name"]),
+    "report of an empty name": argv_case(lambda c: ["report", ""], ["RUN_DIR is an empty name"]),
+    "compare of an empty name": argv_case(lambda c: ["compare", "", str(c.tmp)], ["BASE is an empty name"]),
+    "--resume of a run without its grid copy": _resume_without_grid_copy,
+    "--resume of a run whose grid copy is not UTF-8": _resume_grid_copy_not_utf8,
+    "--resume of a folder with a grid.toml and no run": _resume_user_folder_with_grid_only,
+    # -- 6. texts that are not strings ---------------------------------------------------------------------
+    "texts are lists (parquet)": parquet_case({"text": [["a", "b"]] * 30 + [["c"]] * 30, "label": [0, 1] * 30},
+                                              ["'text' in data row 1 is a list", "['a', 'b']", "expected a text",
+                                               "60 row(s)"]),
+    "texts are structs (parquet)": parquet_case({"text": [{"a": 1}] * 60, "label": [0, 1] * 30},
+                                                 ["data row 1 is a table", "60 row(s)"]),
+    "texts are bytes (parquet)": parquet_case({"text": [b"abc"] * 60, "label": [0, 1] * 30}, ["is a bytes"]),
+    "a text is a number (jsonl)": data_case("".join(json.dumps({"text": f"t {i}", "label": i % 2}) + "\n" for i in range(40))
+                                            + '{"text": 42, "label": 1}\n', ["data row 41 (line 41) is a number", "42"],
+                                            suffix=".jsonl"),
+    "a text is a table (jsonl)": data_case('{"text": {"a": 1}, "label": 1}\n' + "".join(
+        json.dumps({"text": f"t {i}", "label": i % 2}) + "\n" for i in range(40)), ["data row 1 (line 1) is a table"],
+        suffix=".jsonl"),
+    "a text is true (jsonl)": data_case('\n\n{"text": true, "label": 1}\n' + "".join(
+        json.dumps({"text": f"t {i}", "label": i % 2}) + "\n" for i in range(40)), ["data row 1 (line 3) is a boolean"],
+        suffix=".jsonl"),
+    # -- 9. messages that misled -----------------------------------------------------------------------
+    "frozen_layers in [train] deeper than the model": grid_case(["[train] frozen_layers", "has 2 layers"],
+                                                                grid__frozen_layers=None, train__frozen_layers=3),
+    "batch_size in [train] too large": grid_case(["[train] batch_size", "larger than the 36 training rows"],
+                                                 grid__batch_size=None, train__batch_size=64),
+    "dataset_size in [data] too large": grid_case(["[data] dataset_size", "larger than the 60 usable rows"],
+                                                  grid__dataset_size=None, data__dataset_size=61),
+    "broken jsonl line after blank lines": data_case('{"text": "a", "label": 1}\n\n\n{"text" "b"}\n',
+                                                     ["line 4: not valid JSON"], suffix=".jsonl"),
+    "jsonl line that is a list": data_case('{"text": "a", "label": 1}\n[1, 2]\n', ["line 2: a JSON list, not an object"],
+                                           suffix=".jsonl"),
+    "broken json array": data_case('[{"text": "a", "label": 1},\n {"text": }]\n', ["line 2: not valid JSON"], suffix=".json"),
+    "row number with its line after a quoted multi-line text": data_case(
+        'text,label\n"a text\nover three\nlines",0\n' + ROWS + "x,positve\n",
+        ["'positve' only in data row 42 (line 45)"]),
+    "row number with its line after blank lines (tsv)": data_case(
+        "text\tlabel\n\n\n" + ROWS.replace(",", "\t") + "x\tNaN\n", ["data row 41 (line 44)"], suffix=".tsv"),
+    "compare --ignore with a typo": compare_ignore_case("stratgy", ["did you mean strategy?"]),
+    "compare --ignore with another typo": compare_ignore_case("batchsize", ["did you mean batch_size?"]),
+    "compare --ignore of nothing like a setting": compare_ignore_case("zzz", ["expected one of", "strategy"]),
+    "report of one run twice": report_twice_case(lambda run: str(run)),
+    "report of a run and its trials.jsonl": report_twice_case(lambda run: str(run / "trials.jsonl")),
+    "report of a run by two spellings": report_twice_case(lambda run: str(run.parent / "." / run.name) + "/"),
+    "one learning rate twice (1 and 1.0)": grid_case(["[grid] learning_rate", "1 and 1.0 are the same value"],
+                                                     grid__learning_rate=[1, 1.0]),
+    "one momentum twice (0 and 0.0)": grid_case(["[grid] momentum", "0 and 0.0 are the same value"],
+                                                grid__momentum=[0, 0.5, 0.0]),
+    "one weight decay twice (1 and 1.0)": grid_case(["[grid] weight_decay", "same value"], grid__weight_decay=[1.0, 1]),
+    "gzip file named .csv": compressed_case(".csv", __import__("gzip").compress, "gzip-compressed"),
+    "bzip2 file named .tsv": compressed_case(".tsv", __import__("bz2").compress, "bzip2-compressed"),
+    "xz file named .jsonl": compressed_case(".jsonl", __import__("lzma").compress, "xz-compressed"),
+    "zip file named .csv": compressed_case(".csv", _zip, "a zip archive"),
+    "parquet file named .csv": compressed_case(".csv", _parquet_bytes, "a parquet file"),
+    "data path is a FIFO": _fifo,
+    "data path is a symlink loop": _symlink_loop,
+    "data path is a dangling symlink": _dangling_symlink,
+    "data path is a folder named .csv": _folder_named_csv,
+    "val_fraction leaves no training rows": grid_case(["[data] val_fraction", "0.99", "no training rows", "not a percentage"],
+                                                      data__val_fraction=0.99),
+    "swept val_fraction leaves no training rows": grid_case(["[grid] val_fraction", "no training rows"],
+                                                            grid__val_fraction=[0.1, 0.98]),
+    "val_fraction leaves too few rows for the batch": grid_case(["[grid] batch_size", "after val_fraction 0.9"],
+                                                                data__val_fraction=0.9),
+    "target_accuracy as a percentage": grid_case(["[report] target_accuracy", "did you mean 0.75?"],
+                                                 report__target_accuracy=75),
+    "val_fraction as a percentage": grid_case(["[data] val_fraction", "did you mean 0.1?"], data__val_fraction=10),
+    "momentum as a percentage": grid_case(["[grid] momentum", "did you mean 0.9?"], grid__momentum=[90]),
+    "key in the wrong section ([train] max_length)": grid_case(["[train] max_length", "belongs in [model]"],
+                                                               train__max_length=64),
+    "key in the wrong section (top-level epochs)": grid_case(["epochs: unknown key", "belongs in [train]"], epochs=2),
+    "key in the wrong section ([limits] max_batch)": grid_case(["[limits] max_batch", "belongs in [search]"],
+                                                               limits__max_batch=True),
+    "run-wide key swept in [grid]": grid_case(["[grid] trial_timeout_s", "not a setting that can be swept", "[limits]"],
+                                              grid__trial_timeout_s=[10, 20]),
+    "key misspelt in its section": grid_case(["[train] learnig_rate", "did you mean learning_rate?"],
+                                             train__learnig_rate=0.1),
+    "relative data path missing beside the grid": _relative_missing,
+}
+CASES.update(ROUND_TWO)
+
 # Run again as real subprocesses: grid, data, model, output and command-line mistakes.
 SUBPROCESS_CASES = ["unknown key in a section", "non-UTF-8 bytes", "model folder with pickled weights only",
-                    "missing grid file", "unknown command", "hub id not available offline"]
+                    "missing grid file", "unknown command", "hub id not available offline",
+                    "texts are lists (parquet)", "--out holds the user's grid.toml", "--resume of an empty name"]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -418,3 +677,46 @@ def test_any_grid_table_is_a_config_or_a_config_error(axes):
         assert str(exc).startswith("g.toml: [grid]") or str(exc).startswith("g.toml: ")
         return
     assert expand(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# What must still be accepted next to the round-two refusals
+# --------------------------------------------------------------------------------------------------
+LABELLED = [(f"t {i}", i % 2) for i in range(40)]
+
+
+@pytest.mark.parametrize("name, suffix, content, first_text", [
+    ("numbers in a CSV text column are texts", ".csv",
+     "text,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40)), "0"),
+    ("JSON Lines with blank lines and a BOM", ".jsonl",
+     "\ufeff" + "\n\n".join(json.dumps({"text": t, "label": y}) for t, y in LABELLED) + "\n\n", "t 0"),
+    ("a .json file holding one array", ".json", json.dumps([{"text": t, "label": y} for t, y in LABELLED]), "t 0"),
+    ("a CSV with a quoted multi-line text", ".csv",
+     'text,label\n"two\nlines",1\n' + "".join(f"{t},{y}\n" for t, y in LABELLED), "two\nlines"),
+])
+def test_good_data_is_still_read(tmp_path, name, suffix, content, first_text):
+    from harness.core.data import load_rows
+
+    path = tmp_path / f"data{suffix}"
+    path.write_text(content, encoding="utf-8")
+    rows = load_rows(str(path), "text", "label")
+    assert rows.texts[0] == first_text and all(isinstance(t, str) for t in rows.texts)
+    assert len(rows.texts) >= 40 and sorted(rows.label_names) == [0, 1]
+
+
+@pytest.mark.parametrize("flat, section, value", [
+    ("frozen_layers", "train__frozen_layers", 0),
+    ("model", "model__name", "random:bert-tiny"),
+    ("source", "data__source", "embedded:reviews"),
+    ("data_seed", "data__seed", 7),
+    ("dataset_size", "data__dataset_size", 40),
+    ("batch_size", "train__batch_size", 8),
+])
+def test_a_setting_is_named_where_the_user_wrote_it(flat, section, value):
+    from harness.core.preflight import setting_place
+
+    swept = parse_grid(dumps_toml(tiny_grid_doc(**{f"grid__{flat}": [value]})))
+    fixed = parse_grid(dumps_toml(tiny_grid_doc(**{f"grid__{flat}": None, section: value})))
+    table, _, key = section.partition("__")
+    assert setting_place(swept, flat) == f"[grid] {flat}"
+    assert setting_place(fixed, flat) == f"[{table}] {key}"

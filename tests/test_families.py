@@ -19,7 +19,7 @@ from harness.core.data import Encoded
 from harness.core.models import (FAMILIES, ModelError, anatomy, check_depth, family_of, freeze, from_config,
                                   random_config)
 from harness.core.train import Trainer
-from harness.core.trial import run_trial
+from harness.trial import run_trial
 from harness.grid import expand
 
 # family name -> tiny random shape (README's Models table names the same test ids)

@@ -180,11 +180,12 @@ SECTION_TITLES = {
     "memory": "Memory: peak by batch size and frozen depth",
     "curves": "Learning curves",
     "scaling": "Time per epoch vs dataset size",
+    "forecast": "What more data or more epochs would buy",
     "frozen": "Frozen depth: accuracy against time and memory",
     "strategies": "lab vs fast",
 }
 FIGURES = ["accuracy_vs_cost", "accuracy_vs_time", "memory_heatmap", "learning_curves", "time_vs_size",
-           "frozen_depth", "strategies"]
+           "frozen_depth", "strategies", "data_curve", "epoch_curve"]
 
 
 class _Checker(html.parser.HTMLParser):
@@ -394,7 +395,10 @@ def test_recommendation_planted(tmp_path):
     assert rec_.cheapest.params["batch_size"] == 16 and rec_.cheapest.n_ok == 2
     assert rec_.cheapest.val_accuracy == pytest.approx(0.83)  # median of the two repeats
     assert rec_.fastest.params["batch_size"] == 32
-    assert rec_.most_accurate.params["batch_size"] == 64
+    # 0.93 (batch 64) against 0.79 (batch 8) on 40 validation rows is within noise (95 %): no winner is named,
+    # the cheapest of the tied is, and the others are listed as tied.
+    assert rec_.most_accurate.params["batch_size"] == 8
+    assert any("batch=64" in t for t in rec_.most_accurate.tied)
     assert list(r.frontier_cost["batch_size"]) == [8, 16, 64]
     rec2 = analyse(results.load(run), target_accuracy=0.9).recommendation
     assert rec2.cheapest.params["batch_size"] == 64
@@ -416,7 +420,8 @@ def test_print_summary_no_markup(report_one):
     print_summary(report_one, Console(file=out, width=300, color_system=None))
     text = out.getvalue()
     assert "Cheapest reaching 80.0 %: rows=800, batch=32, frozen=0, strategy=fast" in text
-    assert "Most accurate: rows=800, batch=32, frozen=0, strategy=lab" in text
+    # 20-80 validation rows per trial: the most accurate configurations are within noise of each other
+    assert "Most accurate: no winner, " in text and "within noise (95 %) of" in text
 
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,6 +1,6 @@
 """What a memory cgroup charges a trial, against the process tree's RSS that the record shows.
 
-Each trial of GRID runs as `harness run` runs it (its own child process, `core.budget.prepare` making the
+Each trial of GRID runs as `harness run` runs it (its own child process, `executors.budget.prepare` making the
 cgroup, the child joining it first thing), with `[limits] cpu_memory = BUDGET` enforced by
 `cpu_memory_method = "cgroup"` whatever the grid says: pick a budget well above the trial's peak so that
 nothing is killed. Before the cgroup is removed its high-water mark is read (v2 `memory.peak`, v1

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from harness.core.budget import RssWatchdog
+from harness.executors.budget import RssWatchdog
 from harness.meters import Meters
 
 
@@ -40,7 +40,7 @@ def run(seconds: float, busy: bool) -> None:
 
     dog.observe = stamped
     dog.start()
-    meters = Meters("cpu")
+    meters = Meters("cpu", rss_observers=(dog.observe,))  # as the trial's child wires them (executors/budget.py)
     with meters:
         t0 = time.monotonic()
         if busy:

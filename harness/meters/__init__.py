@@ -36,10 +36,10 @@ Heartbeat = Callable[[dict[str, Any]], None]
 class Meters:
     def __init__(self, device: str, cpu_interval_s: float = 0.02, gpu_interval_s: float = 0.05,
                  rapl_interval_s: float = 1.0, heartbeat: Heartbeat | None = None, heartbeat_s: float = 0.5,
-                 rapl_root: str = RAPL_ROOT):
+                 rapl_root: str = RAPL_ROOT, rss_observers: tuple[Callable[[int], Any], ...] = ()):
         self.device = device
         self.clock = Clock(device)
-        self.cpu = CpuMemorySampler(interval_s=cpu_interval_s)
+        self.cpu = CpuMemorySampler(interval_s=cpu_interval_s, observers=rss_observers)
         self.cuda = CudaMemory(device, interval_s=gpu_interval_s) if device.startswith("cuda") else None
         self.rapl_root = rapl_root
         self.energy_meter: EnergyMeter | None = None

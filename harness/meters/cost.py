@@ -60,10 +60,9 @@ def trial_cost(device_name: str | None, device: str, seconds: float | None, pric
     return round(cost, 8), note
 
 
-def annotate_cost(rec: dict[str, Any], trial: Any) -> None:
-    """Set `cost_usd` and `cost_note` of a record (child or parent side) from what it holds so far."""
-    params = rec.get("params") or {}
-    device = str(params.get("device") or "cpu")
-    cost, note = trial_cost(rec.get("device_name"), device, rec.get("seconds_total"), trial.prices or {},
-                            trial.price_per_kwh, rec.get("energy_j"))
-    rec["cost_usd"], rec["cost_note"] = cost, note
+def annotate_cost(rec: Any, trial: Any) -> None:
+    """Set `cost_usd` and `cost_note` of a record (a `record.TrialRecord`, child or parent side) from what
+    it holds so far."""
+    device = str(rec.params.get("device") or "cpu")
+    rec.cost_usd, rec.cost_note = trial_cost(rec.device_name, device, rec.seconds_total, trial.prices or {},
+                                             trial.price_per_kwh, rec.energy_j.model_dump())

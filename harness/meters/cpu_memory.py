@@ -27,11 +27,10 @@ from typing import Any, Callable
 
 import psutil
 
-MiB = 1024 * 1024
+from ..record import MiB
+
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-# Called with every tree-RSS reading a sampler takes (the CPU-budget watchdog listens here, core/budget.py).
-RSS_OBSERVERS: list[Callable[[int], Any]] = []
 
 
 def _statm_rss(pid: int) -> int | None:
@@ -81,12 +80,6 @@ def rss_of(pid: int) -> int | None:
         return psutil.Process(pid).memory_info().rss
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-
-
-def tree_rss(proc: psutil.Process | int) -> int:
-    """RSS of a process plus all its descendants, in bytes (re-lists the tree: the slow path)."""
-    pid = proc if isinstance(proc, int) else proc.pid
-    return sum(r for r in (rss_of(p) for p in [pid, *descendants(pid)]) if r is not None)
 
 
 def maxrss_bytes() -> int:
@@ -160,8 +153,12 @@ class TreeRss:
 
 
 class CpuMemorySampler:
-    def __init__(self, interval_s: float = 0.01, pid: int | None = None, tree_refresh_s: float = 0.5):
+    def __init__(self, interval_s: float = 0.01, pid: int | None = None, tree_refresh_s: float = 0.5,
+                 observers: tuple[Callable[[int], Any], ...] = ()):
+        """`observers`: called with every reading (bytes), from the sampling thread (a memory-budget watchdog
+        reads the tree through them, so that it is not read twice)."""
         self.interval_s = interval_s
+        self.observers = tuple(observers)
         self.proc = psutil.Process(pid or os.getpid())
         self.tree = TreeRss(self.proc.pid, tree_refresh_s)
         self.peak = 0
@@ -186,7 +183,7 @@ class CpuMemorySampler:
                 self._reported = self.peak
         if grew and self.on_growth is not None:
             self.on_growth(self.peak)
-        for observer in RSS_OBSERVERS:
+        for observer in self.observers:
             observer(rss)
         return rss
 
@@ -211,9 +208,6 @@ class CpuMemorySampler:
 
     def mark_baseline(self) -> None:
         self.baseline = self.sample(force_refresh=True)
-
-    def peak_mib(self) -> float:
-        return round(self.peak / MiB, 1)
 
     def summary(self) -> dict[str, Any]:
         self.sample()

@@ -16,9 +16,9 @@ import os
 import threading
 from typing import Any
 
+from ..record import MiB
 from .nvml import handle_for
 
-MiB = 1024 * 1024
 
 
 class CudaMemory:

@@ -12,9 +12,9 @@ Per pass over the data: layers that are trained run forward and backward, about 
 layers run forward only, and no gradient flows through them. With the frozen-prefix cache the frozen part
 runs ONCE (the `cache` phase, over the training and validation sets) and each epoch runs only what is
 above it; without the cache the frozen part runs forward every epoch. Evaluation is a forward pass of what
-runs at evaluation. Training tokens per epoch are the epoch's `train_padded_tokens`; the sequence-length
-factor of attention uses their mean per example (exact with `longest_in_set` padding, a slight under-count
-of the attention term with per-batch padding). Cache and evaluation passes are counted batch by batch.
+runs at evaluation. Every pass is counted batch by batch, from the batches the Trainer reports it ran
+(`core.train.WorkReport`: examples and padded length per batch, the cache's token-budgeted batches
+included); the model's shape comes from `core.models.encoder_shape`. Nothing here re-simulates training.
 
 Backward is 2x forward (gradients for the inputs and for the weights), except that the first trained block
 above frozen ones (or above the cache) needs no gradient for its input: its Q, K, V projections' input
@@ -28,27 +28,12 @@ The peak of a CPU is unknown unless given, so a CPU trial's MFU is null with the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
-# Dense peak TFLOP/s per precision (NVIDIA datasheets; "with sparsity" figures halved). "fp32" is the
-# non-tensor-core rate; "tf32" applies to fp32 matmuls when torch allows TF32. A precision missing for a
-# device (bf16 on a T4) means no peak is known.
-PEAK_TFLOPS: dict[str, dict[str, float]] = {
-    "t4": {"fp32": 8.1, "fp16": 65.0},
-    "a10g": {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0, "fp16": 125.0},
-    "l4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0},
-    "a100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
-    "h100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
-    "h100 pcie": {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0},
-    "h100 nvl": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
-    "h200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
-    "h200 nvl": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
-}
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+from ..config import PEAK_TFLOPS, PRECISIONS  # noqa: F401 (PRECISIONS re-exported)
+from .cost import match_device
+
 BACKWARD_FACTOR = 2.0  # backward ~ 2x forward (gradients for inputs and for weights)
-# Names of the Linear layers that read a block's input (BERT/RoBERTa, DistilBERT, most newer encoders).
-INPUT_LINEARS = frozenset({"query", "key", "value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj", "qkv", "Wqkv",
-                           "query_proj", "key_proj", "value_proj", "c_attn"})
 
 
 @dataclass(frozen=True)
@@ -89,45 +74,6 @@ class Work:
             t += n * length
             sq += n * length * length
         return cls(s, t, sq)
-
-
-def _linear_params(modules: Iterable[Any]) -> int:
-    """in x out summed over the Linear layers (and transformers' Conv1D, GPT-2's linear with [in, out] weights)."""
-    from torch import nn
-
-    total = 0
-    for m in modules:
-        if isinstance(m, nn.Linear):
-            total += m.in_features * m.out_features
-        elif type(m).__name__ == "Conv1D" and getattr(m, "weight", None) is not None and m.weight.dim() == 2:
-            total += m.weight.numel()
-    return total
-
-
-def shape_of(model: Any) -> EncoderShape:
-    """EncoderShape of a sequence classifier (BERT, DistilBERT, RoBERTa, ... via `core.models.anatomy`)."""
-    from ..core.models import anatomy
-
-    parts = anatomy(model)
-    # A block used at several depths (ALBERT's shared group) counts at each of them.
-    blocks = list(parts.layers or [])
-    if blocks and len(blocks) < parts.num_layers:
-        blocks = [blocks[i * len(blocks) // parts.num_layers] for i in range(parts.num_layers)]
-    layers = tuple(_linear_params(block.modules()) for block in blocks)
-    inputs = tuple(_linear_params(m for name, m in block.named_modules() if name.rsplit(".", 1)[-1] in INPUT_LINEARS)
-                   for block in blocks)
-    in_layers = {id(m) for block in blocks for m in block.modules()}
-    in_embeddings = {id(m) for _, stem in parts.stem for m in stem.modules()} or {id(m) for m in parts.embeddings.modules()}
-    pooler = _linear_params(m for m in parts.base.modules() if id(m) not in in_layers and id(m) not in in_embeddings)
-    in_base = {id(m) for m in parts.base.modules()}
-    head = _linear_params(m for m in model.modules() if id(m) not in in_base)
-    cfg = model.config
-    width = getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", None) or 0
-    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", None)
-    head_dim = getattr(cfg, "head_dim", None)
-    if heads and head_dim:
-        width = heads * head_dim
-    return EncoderShape(layers, int(width), pooler, head, inputs)
 
 
 def forward_flops(shape: EncoderShape, work: Work, layers: range, pooler: bool, head: bool) -> float:
@@ -191,42 +137,6 @@ def trial_flops(shape: EncoderShape, depth: int | None, cached: bool, train: lis
 
 
 # --------------------------------------------------------------------------------------------------
-# Glue: the passes of a real trial, from its encoded sets and epoch records
-# --------------------------------------------------------------------------------------------------
-def _pass_work(lengths: Any, batch_size: int, pad_to: int | None, buckets: bool, max_batches: int | None = None) -> Work:
-    import numpy as np
-
-    from ..core.train import batch_order
-
-    order = batch_order(np.asarray(lengths), batch_size, np.random.default_rng(0), shuffle=False,
-                        drop_last=False, buckets=buckets)
-    if max_batches:
-        order = order[:max_batches]
-    return Work.from_batches((len(b), int(pad_to or lengths[b].max())) for b in order)
-
-
-def count_trial(model: Any, params: Mapping[str, Any], depth: int | None, cached: bool, train_set: Any,
-                val_set: Any, epochs: list[Mapping[str, Any]], cache_built: bool) -> FlopCount:
-    """FLOPs of the passes a trial made: the cache (if built), each finished epoch's training (its
-    `train_samples` / `train_padded_tokens`) and evaluation (batched as `Trainer.evaluate` batches)."""
-    shape = shape_of(model)
-    cache = None
-    if cached and cache_built:
-        bs = max(int(params["eval_batch_size"]), int(params["batch_size"]))
-        cache = Work(0, 0, 0.0)
-        for enc in (train_set, val_set):
-            w = _pass_work(enc.lengths(), bs, None, buckets=True)  # the cache pads per batch
-            cache = Work(cache.samples + w.samples, cache.tokens + w.tokens, cache.tokens_sq + w.tokens_sq)
-    train = [Work.uniform(int(e["train_samples"]), int(e["train_padded_tokens"])) for e in epochs
-             if e.get("train_samples")]
-    max_steps = params.get("max_steps")
-    ev = _pass_work(val_set.lengths(), int(params["eval_batch_size"]), val_set.pad_to,
-                    buckets=bool(params.get("length_buckets")), max_batches=int(max_steps) if max_steps else None)
-    evals = [ev for _ in epochs]
-    return trial_flops(shape, depth, cached and cache_built, train, evals, cache)
-
-
-# --------------------------------------------------------------------------------------------------
 # Peak and MFU
 # --------------------------------------------------------------------------------------------------
 def peak_table(overrides: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, dict[str, float]]:
@@ -253,8 +163,6 @@ def matmul_precision(precision: str, device: str) -> str:
 def mfu(flops: float | None, seconds: float | None, device_name: str | None, device: str, precision: str,
         overrides: Mapping[str, Mapping[str, float]] | None = None) -> tuple[float | None, str]:
     """(MFU or None, mfu_note)."""
-    from .cost import match_device
-
     if flops is None or not seconds or seconds <= 0:
         return None, "no FLOPs or no compute time measured"
     table = peak_table(overrides)

@@ -23,6 +23,7 @@ from harness.report import analysis as _analysis
 from harness.report import document as _document
 from harness.report import figures as _figures
 from harness.report import fmt
+from harness.report import forecast as _fc
 from harness.report import html as _html
 from harness.report import markdown as _markdown
 from harness.report.analysis import (
@@ -33,7 +34,7 @@ from harness.report.analysis import (
     Recommendation,
 )
 from harness.report.figures import FigureFiles
-from harness.store import StoreError, read_env, read_grid_text, safe_name
+from harness.store import TRIALS, StoreError, read_env, read_grid_text, safe_name, unreadable_lines
 
 __all__ = [
     "ReportResult",
@@ -48,7 +49,7 @@ __all__ = [
 
 REPORTS_ROOT = Path("reports")
 FIGURE_KEYS = ("accuracy_vs_cost", "accuracy_vs_time", "memory_heatmap", "learning_curves", "time_vs_size",
-               "frozen_depth", "strategies")
+               "frozen_depth", "strategies", "data_curve", "epoch_curve")
 
 
 @dataclass
@@ -68,10 +69,7 @@ class ReportResult:
     status_counts: dict[str, int]
     run_dirs: list[Path]
     analysis: Analysis = field(repr=False)
-
-    @property
-    def figure_paths(self) -> list[Path]:
-        return [p for f in self.figures.values() for p in (f.png, f.svg)]
+    warnings: list[str] = field(default_factory=list)  # what the reader must know (lines skipped)
 
 
 def _report_settings(run_dirs: list[Path]) -> dict[str, Any]:
@@ -107,12 +105,30 @@ def _run_name(df: pd.DataFrame) -> str | None:
     return None
 
 
+def _refuse_repeats(dirs: list[Path]) -> None:
+    """One run given twice (or as its folder and its trials.jsonl) would count every trial twice."""
+    seen: dict[Path, Path] = {}
+    for d in dirs:
+        if not str(d).strip():
+            raise StoreError("a run folder was given as an empty name (an unset shell variable?)")
+        folder = d.parent if d.name == "trials.jsonl" else d
+        try:
+            key = folder.resolve()
+        except OSError:
+            continue
+        if key in seen:
+            raise StoreError(f"{d}: the same run as {seen[key]}, given twice; each run counts once (give it once)")
+        seen[key] = d
+
+
 def render_report(
     run_dirs: Iterable[str | os.PathLike] | str | os.PathLike,
     out_dir: Path | None = None,
     *,
     target_accuracy: float | None = None,
     extrapolate_rows: int | None = None,
+    budget_hours: float | None = None,
+    budget_usd: float | None = None,
 ) -> ReportResult:
     """Read the run folders (or report tables), analyse, draw, and write the report. Raises StoreError for a
     folder that is not a run folder or an output folder that cannot be written."""
@@ -121,12 +137,15 @@ def render_report(
     dirs = [Path(p) for p in run_dirs]
     if not dirs:
         raise StoreError("no run folder given")
+    _refuse_repeats(dirs)
     frames, runs = [], []
     for d in dirs:
         df = results.load(d)
         frames.append(df)
+        folder = d.parent if d.name == TRIALS else d
         runs.append(_document.RunInfo(str(d), _run_name(df), read_env(d) if d.is_dir() else {},
-                                      read_grid_text(d) if d.is_dir() else None))
+                                      read_grid_text(d) if d.is_dir() else None,
+                                      unreadable_lines(folder) if folder.is_dir() else []))
     df = results.merge_frames(frames)
 
     grid = _report_settings(dirs)
@@ -138,6 +157,11 @@ def render_report(
     if int(rows) != rows or int(rows) < 1:
         raise ValueError(f"extrapolate rows {rows!r}: expected a positive whole number")
     rows = int(rows)
+    hours, _ = _choose(budget_hours, grid, "budget_hours", None)
+    usd, _ = _choose(budget_usd, grid, "budget_usd", None)
+    for what, v in (("budget hours", hours), ("budget usd", usd)):
+        if v is not None and not (float(v) > 0 and math.isfinite(float(v))):
+            raise ValueError(f"{what} {v!r}: expected a positive number")
 
     name = next((r.run_name for r in runs if r.run_name), None) or dirs[0].name
     out = Path(out_dir) if out_dir is not None else REPORTS_ROOT / safe_name(name)
@@ -150,17 +174,20 @@ def render_report(
     except OSError as exc:
         raise StoreError(f"{out}: report folder is not writable ({exc.strerror or exc})") from None
 
-    a = _analysis.analyse(df, target_accuracy=target, extrapolate_rows=rows)
+    a = _analysis.analyse(df, target_accuracy=target, extrapolate_rows=rows,
+                          budget_hours=None if hours is None else float(hours),
+                          budget_usd=None if usd is None else float(usd))
     figs = _figures.make_all(a, fig_dir)
     doc = _document.build(a, runs, figs, target_source=target_src, rows_source=rows_src)
 
     paths = {"md": out / "report.md", "html": out / "report.html", "csv": out / "trials.csv",
-             "parquet": out / "trials.parquet"}
+             "parquet": out / "trials.parquet", "forecast": out / "forecast.json"}
     try:
         paths["md"].write_text(_markdown.render(doc, out), encoding="utf-8")
         paths["html"].write_text(_html.render(doc), encoding="utf-8")
         df.to_csv(paths["csv"], index=False)
         df.to_parquet(paths["parquet"], index=False)
+        paths["forecast"].write_text(_forecast_json(a), encoding="utf-8")
     except OSError as exc:
         raise StoreError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
 
@@ -180,16 +207,38 @@ def render_report(
         status_counts=a.status_counts,
         run_dirs=dirs,
         analysis=a,
+        warnings=[_document.skipped_sentence(r) for r in runs if r.skipped_lines],
     )
+
+
+def _forecast_json(a: Analysis) -> str:
+    """forecast.json: the learning curves as data (docs/forecast.md, "forecast.json")."""
+    configs = []
+    epochs = {e.config_key: e for e in a.epoch_curves}
+    for f in a.data_curves:
+        configs.append({"kind": "rows", **f.to_json(a.target_accuracy)})
+    for e in epochs.values():
+        configs.append({"kind": "epochs", "label": e.label, "config_keys": [e.config_key],
+                        "extra_seconds_at_double": e.extra_seconds, "extra_usd_at_double": e.extra_usd,
+                        **e.forecast.to_json()})
+    settings = {"target_accuracy": a.target_accuracy, "extrapolate_rows": a.extrapolate_rows,
+                "budget_hours": a.budget.hours if a.budget else None, "budget_usd": a.budget.usd if a.budget else None,
+                "budget_answer": a.budget.lines if a.budget else None,
+                "budget_choice": a.budget.choice if a.budget else None}
+    return _fc.forecast_json(configs, settings)
 
 
 def _frontier_line(fr: pd.DataFrame, x: str) -> str | None:
     if fr is None or not len(fr):
         return None
     f = fmt.usd if x == "cost_usd" else fmt.seconds
-    parts = [f"{r['label']} ({fmt.pct(r['val_accuracy'])}, {f(r[x])})" for _, r in fr.iterrows()]
+    parts = []
+    for _, r in fr.iterrows():
+        tie = r.get("within_noise_of")
+        parts.append(f"{r['label']} ({_analysis.accuracy_text(r)}, {f(r[x])}"
+                     + (f"; within noise of {tie}" if isinstance(tie, str) else "") + ")")
     what = "cost" if x == "cost_usd" else "time"
-    return f"Pareto frontier, accuracy vs {what}: " + " → ".join(parts)
+    return f"Pareto frontier, accuracy vs {what} (95 % intervals): " + " → ".join(parts)
 
 
 def print_summary(result: ReportResult, console: Any) -> None:
@@ -200,8 +249,13 @@ def print_summary(result: ReportResult, console: Any) -> None:
     console.print(Text.assemble(("Report: ", "bold"), str(result.html_path),
                                 f"  (also report.md, {len(result.figures)} figures, trials.csv/.parquet)"))
     console.print(Text(f"Trials: {counts}"))
+    for warning in result.warnings:
+        console.print(Text(warning, style="yellow"))
     for line in result.recommendation.lines():
         console.print(Text(line))
+    if result.analysis.budget is not None:
+        for line in result.analysis.budget.lines:
+            console.print(Text(line))
     for fr, x in ((result.frontier_cost, "cost_usd"), (result.frontier_time, "seconds_total")):
         line = _frontier_line(fr, x)
         if line:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from harness.results import SEED_KEYS, param_columns
 from harness.report import fmt
+from harness.report import forecast as fc
 
 FROZEN = "frozen_layers"
 BATCH = "batch_size"
@@ -107,8 +108,12 @@ def is_search(df: pd.DataFrame) -> pd.Series:
     return mask
 
 
+# A configuration's validation accuracy with its 95 % interval (harness.report.forecast.accuracy_interval).
+INTERVAL_COLUMNS = ("val_accuracy_mean", "val_accuracy_lo", "val_accuracy_hi", "val_accuracy_se",
+                    "val_accuracy_method", "n_val", "within_noise_of")
+
 # Columns `group_configs` adds next to the settings.
-GROUP_COLUMNS = frozenset({"label", "n_trials", "n_ok", "statuses", "run_names"}) | frozenset(
+GROUP_COLUMNS = frozenset({"label", "n_trials", "n_ok", "statuses", "run_names"}) | frozenset(INTERVAL_COLUMNS) | frozenset(
     m + sfx for m in METRICS for sfx in ("_min", "_max", "_std", "_n")
 )
 
@@ -167,14 +172,9 @@ def _group_id(row: Any, cols: list[str]) -> str:
     return json.dumps([fmt.value(row[c]) for c in cols])
 
 
-def _median(s: pd.Series) -> float | None:
-    s = pd.to_numeric(s, errors="coerce").dropna()
+def _median(s: Any) -> float | None:
+    s = pd.to_numeric(pd.Series(s, dtype=object), errors="coerce").dropna()
     return float(s.median()) if len(s) else None
-
-
-def _nanfloat(v: Any) -> float:
-    f = fmt.num(v)
-    return float("nan") if f is None else f
 
 
 # -- configurations -------------------------------------------------------------------------------------------
@@ -207,6 +207,7 @@ def group_configs(trials: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
             row[m + "_max"] = float(vals.max()) if len(vals) else float("nan")
             row[m + "_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
             row[m + "_n"] = int(len(vals))
+        row.update(interval_columns(ok))
         rows.append(row)
     out = pd.DataFrame(rows)
     if len(out) and varying:
@@ -215,9 +216,61 @@ def group_configs(trials: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
     return out
 
 
+def interval_columns(ok: pd.DataFrame) -> dict[str, Any]:
+    """The 95 % interval of the `ok` trials' last-epoch validation accuracy: Wilson on the validation rows,
+    widened to the t interval of the repeats where their spread is larger (NaN where nothing is known)."""
+    empty = {c: float("nan") for c in INTERVAL_COLUMNS}
+    empty.update(val_accuracy_method=None, within_noise_of=None)
+    if not len(ok) or "val_accuracy" not in ok.columns:
+        return empty
+    accs = pd.to_numeric(ok["val_accuracy"], errors="coerce")
+    n_val = pd.to_numeric(ok["n_val"], errors="coerce") if "n_val" in ok.columns else pd.Series(np.nan, index=ok.index)
+    keep = accs.notna()
+    iv = fc.accuracy_interval(accs[keep].tolist(), [None if math.isnan(v) else v for v in n_val[keep]])
+    if iv is None:
+        return empty
+    return {"val_accuracy_mean": iv.mean, "val_accuracy_lo": iv.lo, "val_accuracy_hi": iv.hi,
+            "val_accuracy_se": iv.se, "val_accuracy_method": iv.method,
+            "n_val": iv.n_val if iv.n_val is not None else float("nan"), "within_noise_of": None}
+
+
+def trial_interval(acc: Any, n_val: Any) -> tuple[float, float] | None:
+    """One trial's 95 % Wilson interval, or None where its validation rows are unknown."""
+    a, n = fmt.num(acc), fmt.num(n_val)
+    if a is None or not n:
+        return None
+    return fc.wilson(a * n, n)
+
+
+def accuracy_text(row: Any, col: str = "val_accuracy") -> str:
+    """"81.0 % [77.1, 84.4]": the accuracy shown (median of repeats) and its 95 % interval where known."""
+    text = fmt.pct(row.get(col) if hasattr(row, "get") else row[col])
+    lo, hi = fmt.num(row.get("val_accuracy_lo")), fmt.num(row.get("val_accuracy_hi"))
+    if lo is not None and hi is not None:
+        text += f" [{lo * 100:.1f}, {hi * 100:.1f}]"
+    return text
+
+
+def _se(row: Any) -> float:
+    se = fmt.num(row.get("val_accuracy_se"))
+    return 0.0 if se is None else se
+
+
+def tied(a: Any, b: Any) -> bool:
+    """Are two configurations' accuracies within noise of each other (|difference| < 1.96 standard errors of
+    the difference)? Unknown noise (no validation rows, one repeat) is no tie unless they are equal."""
+    x, y = fmt.num(a.get("val_accuracy")), fmt.num(b.get("val_accuracy"))
+    if x is None or y is None:
+        return False
+    se = math.sqrt(_se(a) ** 2 + _se(b) ** 2)
+    return abs(x - y) <= (fc.Z95 * se if se > 0 else 0.0)
+
+
 # -- Pareto frontier ------------------------------------------------------------------------------------------
 def pareto_frontier(groups: pd.DataFrame, x: str, y: str = "val_accuracy") -> pd.DataFrame:
-    """Configurations not beaten on both axes: nothing else is at least as accurate for less `x`."""
+    """Configurations not beaten on both axes: nothing else is at least as accurate for less `x`. Each step
+    up the frontier is checked against noise: `within_noise_of` names the cheaper frontier configuration a
+    step is statistically tied with (its extra accuracy is not shown to be real), else None."""
     if not len(groups) or x not in groups.columns or y not in groups.columns:
         return groups.iloc[0:0]
     d = groups[groups[x].notna() & groups[y].notna()]
@@ -228,7 +281,17 @@ def pareto_frontier(groups: pd.DataFrame, x: str, y: str = "val_accuracy") -> pd
         if r[y] > best:
             keep.append(idx)
             best = r[y]
-    return d.loc[keep]
+    out = d.loc[keep].copy()
+    anchor = None  # the last step that was a real gain
+    ties: list[Any] = []
+    for _, r in out.iterrows():
+        if anchor is not None and tied(r, anchor):
+            ties.append(str(anchor["label"]))
+        else:
+            ties.append(None)
+            anchor = r
+    out["within_noise_of"] = ties
+    return out
 
 
 # -- recommendation -------------------------------------------------------------------------------------------
@@ -242,6 +305,9 @@ class Pick:
     seconds_per_epoch: float | None
     cost_usd: float | None
     n_ok: int
+    val_accuracy_lo: float | None = None  # 95 % interval (forecast.accuracy_interval)
+    val_accuracy_hi: float | None = None
+    tied: list[str] = field(default_factory=list)  # labels of the configurations within noise of this one
 
     @classmethod
     def from_group(cls, row: Any, pcols: list[str]) -> "Pick":
@@ -254,10 +320,18 @@ class Pick:
             seconds_per_epoch=fmt.num(row["seconds_per_epoch"]),
             cost_usd=fmt.num(row["cost_usd"]),
             n_ok=int(row["n_ok"]),
+            val_accuracy_lo=fmt.num(row.get("val_accuracy_lo")),
+            val_accuracy_hi=fmt.num(row.get("val_accuracy_hi")),
         )
 
+    def accuracy_text(self) -> str:
+        text = fmt.pct(self.val_accuracy)
+        if self.val_accuracy_lo is not None and self.val_accuracy_hi is not None:
+            text += f" [{self.val_accuracy_lo * 100:.1f}, {self.val_accuracy_hi * 100:.1f}]"
+        return text
+
     def describe(self) -> str:
-        bits = [f"val accuracy {fmt.pct(self.val_accuracy)}"]
+        bits = [f"val accuracy {self.accuracy_text()}"]
         if self.cost_usd is not None:
             bits.append(f"cost {fmt.usd(self.cost_usd)}")
         if self.seconds_total is not None:
@@ -300,7 +374,13 @@ class Recommendation:
         if self.fastest is not None:
             add(f"Fastest reaching {t}" if self.reached else "Fastest overall", self.fastest)
         if self.most_accurate is not None:
-            add("Most accurate", self.most_accurate)
+            m = self.most_accurate
+            if m.tied:
+                lead = f"Most accurate: no winner, {len(m.tied) + 1} configurations are within noise of the best; the cheapest of them"
+                out.append((lead, m.describe() if m.config_key not in seen else f"the same configuration ({m.label})"))
+                seen.setdefault(m.config_key, lead)
+            else:
+                add("Most accurate", m)
         return out
 
     def lines(self) -> list[str]:
@@ -339,7 +419,25 @@ def recommend(groups: pd.DataFrame, target_accuracy: float) -> Recommendation:
         rec.fastest = Pick.from_group(best, pcols)
     acc = done.assign(_c=done["cost_usd"].fillna(math.inf), _t=done["seconds_total"].fillna(math.inf))
     best = acc.sort_values(["val_accuracy", "_c", "_t"], ascending=[False, True, True], kind="mergesort").iloc[0]
-    rec.most_accurate = Pick.from_group(best, pcols)
+    # No winner among ties: every configuration within noise of the best is as good as far as we know, so the
+    # cheapest of them (then the quickest) is the pick, and the others are named as tied.
+    tie = acc[acc.apply(lambda r: tied(r, best), axis=1)]
+    pick = tie.sort_values(["_c", "_t", "val_accuracy"], ascending=[True, True, False], kind="mergesort").iloc[0]
+    rec.most_accurate = Pick.from_group(pick, pcols)
+    rec.most_accurate.tied = [str(r["label"]) for _, r in tie.iterrows() if r["config_key"] != pick["config_key"]]
+    if rec.most_accurate.tied:
+        rec.notes.append(
+            f"No configuration is measurably the most accurate: {', '.join(rec.most_accurate.tied)} "
+            f"{'is' if len(rec.most_accurate.tied) == 1 else 'are'} within noise (95 %) of "
+            f"{rec.most_accurate.label}; the cheapest of them is named.")
+    for p in (rec.cheapest, rec.fastest):
+        if (p is not None and rec.reached and p.val_accuracy_lo is not None and p.val_accuracy_lo < target_accuracy
+                and (p.val_accuracy or 0) >= target_accuracy):
+            rec.notes.append(
+                f"{p.label} reaches {fmt.pct(target_accuracy)} only within noise: its 95 % interval "
+                f"[{p.val_accuracy_lo * 100:.1f}, {(p.val_accuracy_hi or 0) * 100:.1f}] includes accuracies below the "
+                f"target (more validation rows or repeats would tell).")
+            break
     return rec
 
 
@@ -643,10 +741,6 @@ class Curve:
         return d_acc, d_loss, "unlikely: flat"
 
 
-def _median_or_none(values: list[float]) -> float | None:
-    return float(np.median(values)) if values else None
-
-
 def learning_curves(trials: pd.DataFrame, varying: list[str]) -> list[Curve]:
     curves = []
     if not len(trials):
@@ -672,9 +766,9 @@ def learning_curves(trials: pd.DataFrame, varying: list[str]) -> list[Curve]:
             config_key=str(key),
             label=label(g.iloc[0], varying),
             epochs=epochs,
-            val_accuracy=[_median_or_none(per_epoch[e]["val_accuracy"]) for e in epochs],
-            val_loss=[_median_or_none(per_epoch[e]["val_loss"]) for e in epochs],
-            train_loss=[_median_or_none(per_epoch[e]["train_loss"]) for e in epochs],
+            val_accuracy=[_median(per_epoch[e]["val_accuracy"]) for e in epochs],
+            val_loss=[_median(per_epoch[e]["val_loss"]) for e in epochs],
+            train_loss=[_median(per_epoch[e]["train_loss"]) for e in epochs],
             n_trials=n,
             final_val_accuracy=None,
         )
@@ -738,9 +832,9 @@ def frozen_effect(groups: pd.DataFrame) -> pd.DataFrame | None:
             "peak_mib": _median(sub[mem]) if mem else None,
             "memory_measure": mem,
             "trainable_params": _median(sub["trainable_params"]),
-            "accuracy_change": _median_or_none(d_acc),
-            "time_saved": _median_or_none(t_saved),
-            "memory_saved": _median_or_none(m_saved),
+            "accuracy_change": _median(d_acc),
+            "time_saved": _median(t_saved),
+            "memory_saved": _median(m_saved),
             "n_matched": len(d_acc) if depth != base_depth else len(sub),
         })
     return pd.DataFrame(rows)
@@ -783,6 +877,192 @@ def strategy_comparison(groups: pd.DataFrame) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
+# -- forecasts: more data, more epochs, a budget ---------------------------------------------------------------
+@dataclass
+class DataForecast:
+    """Accuracy against rows for configurations that differ only in `dataset_size` (and seeds)."""
+
+    label: str
+    config_keys: list[str]
+    fit: fc.CurveFit
+    cost: fc.Cost | None  # one trial's seconds (and dollars) against rows, a line through the measured trials
+    target_rows: float | None = None  # rows at which the fitted curve reaches the target accuracy
+    cost_per_point: list[tuple[float, float | None]] = field(default_factory=list)  # (rows, $ or s per pp)
+
+    def to_json(self, target: float) -> dict[str, Any]:
+        c = self.cost
+        return {
+            "label": self.label, "config_keys": self.config_keys, "fit": self.fit.to_json(),
+            "cost": None if c is None else {"fixed_s": c.fixed_s, "per_row_s": c.per_row_s, "usd_per_s": c.usd_per_s,
+                                            "source": c.source},
+            "target_accuracy": target, "rows_for_target": self.target_rows,
+            "seconds_for_target": c.seconds(self.target_rows) if c and self.target_rows else None,
+            "usd_for_target": c.usd(self.target_rows) if c and self.target_rows else None,
+            "cost_per_point": [{"rows": r, "per_point": v, "unit": "usd" if c and c.usd_per_s else "s"}
+                               for r, v in self.cost_per_point],
+        }
+
+
+def _cost_line(g: pd.DataFrame) -> fc.Cost | None:
+    """Measured cost of one trial against rows: seconds_total = fixed + per_row x rows (least squares over the
+    ok trials), and the trials' own dollars per second."""
+    ok = g[(g["status"] == "ok")]
+    x = pd.to_numeric(ok[SIZE], errors="coerce")
+    y = pd.to_numeric(ok["seconds_total"], errors="coerce")
+    keep = x.notna() & y.notna()
+    if x[keep].nunique() < 2:
+        return None
+    slope, intercept, _ = fit_line(x[keep].to_numpy(float), y[keep].to_numpy(float))
+    if slope <= 0:
+        return None
+    cps = _median(pd.to_numeric(ok["cost_usd"], errors="coerce") / y)
+    return fc.Cost(fixed_s=max(float(intercept), 0.0), per_row_s=float(slope), usd_per_s=cps, source="measured")
+
+
+BOOT_FITS = 1200  # refits a whole report may spend on bootstraps (about 10 ms each on one free core)
+
+
+def _boot_share(n_curves: int) -> int:
+    """Bootstrap size per curve: the full N_BOOT for a few curves, fewer (at least 30) for a big grid."""
+    return max(30, min(fc.N_BOOT, BOOT_FITS // max(n_curves, 1)))
+
+
+def data_forecasts(trials: pd.DataFrame, extrapolate_rows: int, target: float, repeats: int = 1) -> list[DataForecast]:
+    """A learning curve in rows for each group of configurations measured at two sizes or more (two sizes say
+    "too few points"), predicting at `extrapolate_rows`, 2x and 4x the largest size."""
+    if not len(trials) or SIZE not in trials.columns:
+        return []
+    d = trials[(trials["status"] == "ok") & pd.to_numeric(trials[SIZE], errors="coerce").notna()]
+    if not len(d):
+        return []
+    cols = config_columns(d, exclude=(SIZE,))
+    label_cols = label_columns(d, exclude=(SIZE,))
+    d = d.assign(_g=d.apply(lambda r: _group_id(r, cols), axis=1))
+    out = []
+    n_curves = sum(1 for _, g in d.groupby("_g", sort=False) if g[SIZE].nunique() >= fc.MIN_SIZES)
+    n_boot = _boot_share(n_curves)
+    for _, g in d.groupby("_g", sort=False):
+        if g[SIZE].nunique() < 2:
+            continue
+        fit = fc.fit_data_curve(g, [extrapolate_rows], repeats=repeats, n_boot=n_boot)
+        f = DataForecast(label=label(g.iloc[0], label_cols) if label_cols else "all trials",
+                         config_keys=sorted({str(k) for k in g["config_key"]}), fit=fit, cost=_cost_line(g))
+        if fit.status == "fitted":
+            f.target_rows = fit.rows_for(target)
+            if f.cost is not None:
+                largest = max(fit.x_sizes)
+                f.cost_per_point = [(p.x, fc.cost_per_point(fit, f.cost, largest, p.x)) for p in fit.predictions
+                                    if p.x > largest]
+        out.append(f)
+    return out
+
+
+@dataclass
+class EpochForecast:
+    config_key: str
+    label: str
+    forecast: fc.EpochForecast
+    extra_seconds: float | None  # the E more epochs at the measured time per epoch
+    extra_usd: float | None
+
+
+def epoch_forecasts(trials: pd.DataFrame, groups: pd.DataFrame) -> list[EpochForecast]:
+    out = []
+    if not len(trials) or not len(groups):
+        return out
+    n_boot = _boot_share(int((pd.to_numeric(groups["n_epochs_done"], errors="coerce") >= fc.MIN_EPOCHS).sum()))
+    for _, row in groups.iterrows():
+        ok = trials[(trials["config_key"] == row["config_key"]) & (trials["status"] == "ok")]
+        if not len(ok):
+            continue
+        logs = [parse_epochs(v) for v in ok["epoch_log"]]
+        n_val = pd.to_numeric(ok["n_val"], errors="coerce").tolist() if "n_val" in ok.columns else []
+        f = fc.fit_epoch_curve(logs, n_val, n_boot=n_boot)
+        spe = fmt.num(row["seconds_per_epoch"])
+        extra_s = spe * f.epochs_run if spe is not None and f.epochs_run else None
+        cps = _median(pd.to_numeric(ok["cost_usd"], errors="coerce") / pd.to_numeric(ok["seconds_total"], errors="coerce"))
+        out.append(EpochForecast(str(row["config_key"]), str(row["label"]), f, extra_s,
+                                 extra_s * cps if extra_s is not None and cps is not None else None))
+    return out
+
+
+@dataclass
+class BudgetAnswer:
+    hours: float | None
+    usd: float | None
+    lines: list[str]
+    choice: dict[str, Any] | None = None  # for forecast.json
+
+
+def budget_answer(data: list[DataForecast], groups: pd.DataFrame, target: float, hours: float | None,
+                  usd: float | None) -> BudgetAnswer | None:
+    """ "On this machine, for this budget: expected accuracy X [lo, hi] with settings S; to reach the target
+    you would need about N rows, H hours, $C" from the data curves and the measured cost per row."""
+    if hours is None and usd is None:
+        return None
+    limit = " and ".join(x for x in ((f"{fmt.hours(hours * 3600)}" if hours is not None else None),
+                                     (fmt.usd(usd) if usd is not None else None)) if x)
+    ans = BudgetAnswer(hours, usd, [])
+    cands = []
+    for f in data:
+        if f.fit.status != "fitted" or f.cost is None:
+            continue
+        rows = f.cost.rows_within(hours, usd)
+        if rows is None or rows < 1:
+            continue
+        pred = f.fit.predict([rows])[0]
+        cands.append((f, rows, pred))
+    if cands:
+        best = max(cands, key=lambda c: c[2].accuracy)
+        # Tied: another curve whose interval reaches the best's expected accuracy; the cheapest to run wins.
+        tie = [c for c in cands if c[2].hi >= best[2].accuracy]
+        f, rows, pred = min(tie, key=lambda c: (c[0].cost.seconds(c[1]) if c[0].cost else math.inf))
+        where = f"{rows:,.0f} rows"
+        line = (f"On this machine, for {limit}: expected accuracy {pred.text()} ({int(fc.LEVEL * 100)} % interval) "
+                f"with {f.label}, {where} (one trial: {fmt.hours(f.cost.seconds(rows))}"
+                + (f", {fmt.usd(f.cost.usd(rows))}" if f.cost.usd(rows) is not None else "") + ")")
+        if len(tie) > 1:
+            line += (f"; {len(tie) - 1} other configuration{'s are' if len(tie) > 2 else ' is'} within its interval "
+                     f"({', '.join(c[0].label for c in tie if c[0] is not f)}): the quickest is named")
+        ans.lines.append(line + ".")
+        if f.target_rows is not None:
+            ans.lines.append(
+                f"To reach {fmt.pct(target)} you would need about {f.target_rows:,.0f} rows, "
+                f"{fmt.hours(f.cost.seconds(f.target_rows))}"
+                + (f", {fmt.usd(f.cost.usd(f.target_rows))}" if f.cost.usd(f.target_rows) is not None else "")
+                + f" (the fitted curve; cost per row measured on {len(f.fit.x)} trials).")
+        else:
+            ans.lines.append(f"The fitted curve levels off at {fmt.pct(f.fit.asymptote)} "
+                             f"({int(fc.LEVEL * 100)} % interval {fmt.pct((f.fit.asymptote_interval or (None,))[0])}–"
+                             f"{fmt.pct((f.fit.asymptote_interval or (None, None))[1])}): more rows alone are not "
+                             f"forecast to reach {fmt.pct(target)}.")
+        ans.choice = {"label": f.label, "config_keys": f.config_keys, "rows": rows, "prediction": pred.__dict__,
+                      "rows_for_target": f.target_rows}
+        return ans
+    # No learning curve: what the budget buys among the configurations measured, as measured.
+    g = groups[(groups["n_ok"] > 0) & groups["val_accuracy"].notna()] if len(groups) else groups
+    if len(g):
+        within = g[pd.Series(True, index=g.index)
+                   & ((g["seconds_total"] <= hours * 3600) if hours is not None else True)
+                   & ((g["cost_usd"] <= usd) if usd is not None else True)]
+        if len(within):
+            best = within.sort_values("val_accuracy", ascending=False, kind="mergesort").iloc[0]
+            tie = within[within.apply(lambda r: tied(r, best), axis=1)]
+            pick = tie.sort_values("seconds_total", kind="mergesort").iloc[0]
+            ans.lines.append(f"For {limit}, as measured (no learning curve: {_why_no_curve(data)}): "
+                             f"{pick['label']} at {accuracy_text(pick)}"
+                             + (f", tied within noise with {len(tie) - 1} other{'s' if len(tie) > 2 else ''}; "
+                                "the quickest is named" if len(tie) > 1 else "") + ".")
+        else:
+            ans.lines.append(f"No configuration measured fits within {limit}.")
+    return ans
+
+
+def _why_no_curve(data: list[DataForecast]) -> str:
+    reasons = {f.fit.reason for f in data if f.fit.reason}
+    return "; ".join(sorted(reasons)) if reasons else "every configuration was run at one dataset size"
+
+
 # -- everything -----------------------------------------------------------------------------------------------
 @dataclass
 class Analysis:
@@ -802,6 +1082,9 @@ class Analysis:
     strategies: pd.DataFrame | None
     target_accuracy: float
     extrapolate_rows: int
+    data_curves: list[DataForecast] = field(default_factory=list)
+    epoch_curves: list[EpochForecast] = field(default_factory=list)
+    budget: BudgetAnswer | None = None
 
     def fit_for(self, config_key: str) -> SizeFit | None:
         """The dataset-size fit a configuration belongs to, if it was measured at two sizes or more."""
@@ -813,7 +1096,8 @@ class Analysis:
 
 
 def analyse(df: pd.DataFrame, target_accuracy: float = DEFAULT_TARGET_ACCURACY,
-            extrapolate_rows: int = DEFAULT_EXTRAPOLATE_ROWS) -> Analysis:
+            extrapolate_rows: int = DEFAULT_EXTRAPOLATE_ROWS, budget_hours: float | None = None,
+            budget_usd: float | None = None) -> Analysis:
     search_mask = is_search(df)
     trials = df[~search_mask].reset_index(drop=True)
     searches = df[search_mask].reset_index(drop=True)
@@ -825,14 +1109,18 @@ def analyse(df: pd.DataFrame, target_accuracy: float = DEFAULT_TARGET_ACCURACY,
         if grid is not None:
             grids.append(grid)
     has = len(groups) > 0
+    frontier_cost = pareto_frontier(groups, "cost_usd") if has else groups
+    frontier_time = pareto_frontier(groups, "seconds_total") if has else groups
+    data = data_forecasts(trials, extrapolate_rows, target_accuracy)
+    epochs = epoch_forecasts(trials, groups) if has else []
     return Analysis(
         df=df,
         trials=trials,
         searches=searches,
         varying=varying,
         groups=groups,
-        frontier_cost=pareto_frontier(groups, "cost_usd") if has else groups,
-        frontier_time=pareto_frontier(groups, "seconds_total") if has else groups,
+        frontier_cost=frontier_cost,
+        frontier_time=frontier_time,
         recommendation=recommend(groups, target_accuracy),
         fits=size_fits(trials, extrapolate_rows),
         memory_grids=grids,
@@ -842,4 +1130,7 @@ def analyse(df: pd.DataFrame, target_accuracy: float = DEFAULT_TARGET_ACCURACY,
         strategies=strategy_comparison(groups) if has else None,
         target_accuracy=target_accuracy,
         extrapolate_rows=extrapolate_rows,
+        data_curves=data,
+        epoch_curves=epochs,
+        budget=budget_answer(data, groups, target_accuracy, budget_hours, budget_usd) if has else None,
     )

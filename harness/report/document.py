@@ -14,7 +14,9 @@ from typing import Any, Union
 import pandas as pd
 
 from harness.report import fmt
-from harness.report.analysis import BATCH, FROZEN, Analysis, order_key, setting_columns, short_name
+from harness.report import forecast as fc
+from harness.report.analysis import (BATCH, FROZEN, Analysis, accuracy_text, order_key, setting_columns, short_name,
+                                     trial_interval)
 from harness.report.figures import FigureFiles
 
 
@@ -79,6 +81,7 @@ class RunInfo:
     run_name: str | None
     env: dict[str, Any]
     grid_text: str | None
+    skipped_lines: list[int] = field(default_factory=list)  # trials.jsonl lines that are not records
 
 
 @dataclass
@@ -89,11 +92,6 @@ class Document:
 
 
 # -- cells ----------------------------------------------------------------------------------------------------
-def c_text(v: Any) -> Cell:
-    text = fmt.value(v)
-    return Cell(text, None if fmt.is_missing(v) else text)
-
-
 def c_setting(v: Any) -> Cell:
     """A setting's value; sorts numerically where it is a number, 'all' after every number."""
     text = fmt.value(v)
@@ -128,6 +126,20 @@ def c_status(row: Any) -> Cell:
             text = f"oom ({', '.join(where)})"
     cls = f"status-{status}" if status in ("ok", "oom", "timeout", "error") else "status-other"
     return Cell(text, status, cls)
+
+
+def c_trial_accuracy(row: Any) -> Cell:
+    """One trial's accuracy and its 95 % Wilson interval over its validation rows."""
+    text = fmt.pct(row["val_accuracy"])
+    iv = trial_interval(row["val_accuracy"], row.get("n_val"))
+    if iv is not None:
+        text += f" [{iv[0] * 100:.1f}, {iv[1] * 100:.1f}]"
+    return Cell(text, fmt.num(row["val_accuracy"]))
+
+
+def c_accuracy(row: Any) -> Cell:
+    """A configuration's accuracy (median of repeats) and its 95 % interval."""
+    return Cell(accuracy_text(row), fmt.num(row["val_accuracy"]))
 
 
 def _any(df: pd.DataFrame, col: str) -> bool:
@@ -195,9 +207,39 @@ def section_recommendation(a: Analysis) -> Section | None:
     fit = a.fit_for(pick.config_key) if pick is not None else None
     if fit is not None:
         s.blocks.append(Para(fit.sentence(with_label=False), lead=f"Full set, {fit.label}:"))
+    if a.budget is not None:
+        for line in a.budget.lines:
+            s.blocks.append(Para(line, lead="Budget:"))
+    for line in forecast_lines(a, pick.config_key if pick is not None else None):
+        s.blocks.append(Para(line, lead="Forecast:"))
     for note in rec.notes:
         s.blocks.append(Para(note))
     return s
+
+
+def forecast_lines(a: Analysis, config_key: str | None) -> list[str]:
+    """One or two sentences on what more data and more epochs would buy the recommended configuration."""
+    out = []
+    for f in a.data_curves:
+        if config_key is None or config_key not in f.config_keys:
+            continue
+        if f.fit.status != "fitted":
+            out.append(f"{f.label}: no learning curve in rows ({f.fit.reason}).")
+            continue
+        preds = "; ".join(f"{p.x:,.0f} rows {p.text()}" for p in f.fit.predictions)
+        out.append(f"{f.label}: more data is forecast to give {preds} ({int(fc.LEVEL * 100)} % intervals; the curve "
+                   f"levels off at {fmt.pct(f.fit.asymptote)}).")
+    for e in a.epoch_curves:
+        if e.config_key != config_key:
+            continue
+        f = e.forecast
+        if f.at_double is None:
+            out.append(f"More epochs: {f.reason}.")
+        else:
+            out.append(f"More epochs ({f.verdict}): {f.epochs_run * 2} epochs are forecast to give "
+                       f"{f.at_double.text()} against {fmt.pct(f.last_accuracy)} at {f.epochs_run}"
+                       + (f", for {fmt.seconds(e.extra_seconds)} more" if e.extra_seconds is not None else "") + ".")
+    return out
 
 
 def _flat_env(env: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -332,7 +374,7 @@ def section_trials(a: Analysis, runs: list[RunInfo]) -> Section:
         if show_repeat:
             cells.append(c_setting(r["repeat"]))
         cells.append(c_status(r))
-        cells.append(c_num(r["val_accuracy"], fmt.pct))
+        cells.append(c_trial_accuracy(r))
         cells.append(c_num(r["n_epochs_done"], fmt.count))
         cells.append(c_num(r["seconds_per_epoch"], fmt.seconds))
         cells.append(c_num(r["seconds_total"], fmt.seconds))
@@ -344,7 +386,8 @@ def section_trials(a: Analysis, runs: list[RunInfo]) -> Section:
         cells.append(c_num(r["cost_usd"], fmt.usd))
         rows.append(cells)
     s.blocks.append(Table(cols, rows, sortable=True, key="trials"))
-    notes = ["Val accuracy is the last finished epoch's; time per epoch is the mean over finished epochs."]
+    notes = ["Val accuracy is the last finished epoch's, with its 95 % Wilson interval over the trial's validation "
+             "rows; time per epoch is the mean over finished epochs."]
     if energy:
         notes.append("Energy is CPU (RAPL) plus GPU (NVML) where each could be read.")
     if gpu:
@@ -359,7 +402,9 @@ def section_configurations(a: Analysis) -> Section | None:
         return None
     s = Section("configurations", "Configurations across repeats")
     s.blocks.append(Para("Median over each configuration's ok repeats, with the range (min – max) and the "
-                         "standard deviation where there are two or more."))
+                         "standard deviation where there are two or more. The accuracy's 95 % interval (in "
+                         "brackets) is the wider of the Wilson interval over all its validation rows and the "
+                         "t interval of its repeats' mean."))
 
     def spread(row: Any, m: str, f) -> Cell:
         med = fmt.num(row[m])
@@ -376,12 +421,13 @@ def section_configurations(a: Analysis) -> Section | None:
             Cell(str(r["label"])),
             Cell(str(r["statuses"]), r["n_trials"]),
             spread(r, "val_accuracy", fmt.pct),
+            c_accuracy(r),
             spread(r, "seconds_per_epoch", fmt.seconds),
             spread(r, "seconds_total", fmt.seconds),
             spread(r, "cost_usd", fmt.usd),
         ])
-    s.blocks.append(Table(["configuration", "trials", "val accuracy", "time per epoch", "total time", "cost"],
-                          rows, sortable=True, key="configurations"))
+    s.blocks.append(Table(["configuration", "trials", "val accuracy", "95 % interval", "time per epoch", "total time",
+                           "cost"], rows, sortable=True, key="configurations"))
     return s
 
 
@@ -410,13 +456,19 @@ def section_problems(a: Analysis) -> Section | None:
 def _frontier_table(fr: pd.DataFrame, x: str) -> Table:
     rows = []
     for n, (_, r) in enumerate(fr.iterrows(), start=1):
-        rows.append([Cell(str(n), n), Cell(str(r["label"])), c_num(r["val_accuracy"], fmt.pct), c_num(r["cost_usd"], fmt.usd),
+        tie = r.get("within_noise_of")
+        rows.append([Cell(str(n), n), Cell(str(r["label"])), c_accuracy(r),
+                     Cell(f"within noise of {tie}: not shown to be more accurate" if isinstance(tie, str)
+                          else ("cheapest" if n == 1 else "a real gain (95 %)")),
+                     c_num(r["cost_usd"], fmt.usd),
                      c_num(r["seconds_total"], fmt.seconds), c_num(r["seconds_per_epoch"], fmt.seconds),
                      c_num(r["n_ok"], fmt.count)])
     what = "cost" if x == "cost_usd" else "total time"
-    return Table(["#", "configuration", "val accuracy", "cost", "total time", "time per epoch", "ok repeats"], rows,
+    return Table(["#", "configuration", "val accuracy [95 %]", "step up the frontier", "cost", "total time",
+                  "time per epoch", "ok repeats"], rows,
                  caption=f"Pareto frontier, accuracy vs {what}: no other configuration is at least as accurate "
-                         f"for less {what}.")
+                         f"for less {what}. A step whose accuracy is within noise of the cheaper one before it "
+                         f"is no winner: the cheaper one is as good as far as these trials can tell.")
 
 
 def section_frontier(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
@@ -485,8 +537,12 @@ def section_curves(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
     s = Section("curves", "Learning curves")
     s.blocks.append(Fig(figs["learning_curves"]))
     rows = []
+    plateau = {e.config_key: e.forecast for e in a.epoch_curves}
     for c in sorted(a.curves, key=lambda c: -(c.final_val_accuracy if c.final_val_accuracy is not None else -1)):
         d_acc, d_loss, verdict = c.verdict()
+        f = plateau.get(c.config_key)
+        if f is not None and f.at_double is not None:
+            verdict = f"{f.verdict} (power-law fit: {f.at_double.text()} at {2 * f.epochs_run} epochs)"
         accs = [v for v in c.val_accuracy if v is not None]
         rows.append([
             Cell(c.label), c_num(len(c.epochs), fmt.count),
@@ -498,8 +554,10 @@ def section_curves(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
         ])
     s.blocks.append(Table(["configuration", "epochs", "val accuracy first → last", "last epoch: accuracy change",
                            "last epoch: val loss change", "would more epochs help?"], rows, sortable=True,
-                          caption="Still improving: the last epoch gained over 0.5 pp of accuracy, or the "
-                                  "validation loss still fell by over 1 %."))
+                          caption="Where 4 or more epochs were run, the answer is the plateau test of the "
+                                  "forecast section (a power law in epochs, 80 % interval); with fewer: still "
+                                  "improving if the last epoch gained over 0.5 pp of accuracy, or the validation loss "
+                                  "still fell by over 1 %."))
     return s
 
 
@@ -614,6 +672,14 @@ def section_strategies(a: Analysis, figs: dict[str, FigureFiles]) -> Section | N
     return s
 
 
+def skipped_sentence(run: RunInfo) -> str:
+    lines = run.skipped_lines
+    shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if len(lines) > 10 else "")
+    return (f"{run.run_dir}: {len(lines)} line{'s' if len(lines) != 1 else ''} of trials.jsonl "
+            f"{'are' if len(lines) != 1 else 'is'} not a complete record and {'were' if len(lines) != 1 else 'was'} "
+            f"skipped (line {shown}); `harness run --resume` sets such lines aside in trials.rejected.jsonl.")
+
+
 def build(a: Analysis, runs: list[RunInfo], figs: dict[str, FigureFiles], *, target_source: str,
           rows_source: str) -> Document:
     names = []
@@ -631,6 +697,7 @@ def build(a: Analysis, runs: list[RunInfo], figs: dict[str, FigureFiles], *, tar
         f"{a.extrapolate_rows:,} rows ({rows_source}).",
         "Generated " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + ".",
     ]
+    intro += [skipped_sentence(r) for r in runs if r.skipped_lines]
     sections = [
         section_recommendation(a),
         section_setup(a, runs),
@@ -641,7 +708,70 @@ def build(a: Analysis, runs: list[RunInfo], figs: dict[str, FigureFiles], *, tar
         section_memory(a, figs),
         section_curves(a, figs),
         section_scaling(a, figs),
+        section_forecast(a, figs),
         section_frozen(a, figs),
         section_strategies(a, figs),
     ]
     return Document(title, intro, [s for s in sections if s is not None])
+
+
+def section_forecast(a: Analysis, figs: dict[str, FigureFiles]) -> Section | None:
+    """What more data or more epochs would buy: the learning curves in rows and in epochs (docs/forecast.md)."""
+    if not a.data_curves and not a.epoch_curves:
+        return None
+    s = Section("forecast", "What more data or more epochs would buy")
+    level = f"{int(fc.LEVEL * 100)} %"
+    s.blocks.append(Para(
+        "Validation error is fitted as a saturating power law, error = a + b·(x/x0)^−c, against rows (configurations "
+        "that differ only in dataset size) and against epochs (each configuration's per-epoch validation "
+        f"accuracy). Intervals are {level}, from a bootstrap over the trials (seeds, repeats; a lone trial's "
+        "accuracy redrawn from its binomial) plus the validation noise of one run at the predicted size. Below 3 "
+        "sizes (4 epochs) there is no fit, and the table says so. The curves are also in forecast.json."))
+    if "data_curve" in figs:
+        s.blocks.append(Fig(figs["data_curve"]))
+    if a.data_curves:
+        rows = []
+        for f in a.data_curves:
+            fit = f.fit
+            sizes = ", ".join(f"{x:,.0f}" for x in fit.x_sizes)
+            if fit.status != "fitted":
+                rows.append([Cell(f.label), Cell(sizes), Cell(fit.reason or fit.status), Cell(fmt.MISSING),
+                             Cell(fmt.MISSING), Cell(fmt.MISSING), Cell(fmt.MISSING)])
+                continue
+            p = fit.params or {}
+            law = f"a={p.get('a', 0):.3f}, b={p.get('b', 0):.3f}, c={p.get('c', 0):.2f}, x0={fit.x0:,.0f}"
+            asym = fmt.pct(fit.asymptote)
+            if fit.asymptote_interval:
+                asym += f" [{fit.asymptote_interval[0] * 100:.1f}, {fit.asymptote_interval[1] * 100:.1f}]"
+            preds = "; ".join(f"{q.x:,.0f}: {q.text()}" for q in fit.predictions)
+            unit = "$" if f.cost is not None and f.cost.usd_per_s else "s"
+            cpp = "; ".join(f"to {x:,.0f}: {(fmt.usd(v) if unit == '$' else fmt.seconds(v)) if v is not None else fmt.MISSING}"
+                            for x, v in f.cost_per_point) or fmt.MISSING
+            target = (f"{f.target_rows:,.0f} rows" + (f", {fmt.hours(f.cost.seconds(f.target_rows))}" if f.cost else "")
+                      if f.target_rows is not None else f"not reached (levels off at {fmt.pct(fit.asymptote)})")
+            rows.append([Cell(f.label), Cell(sizes), Cell(law), Cell(asym), Cell(preds), Cell(target), Cell(cpp)])
+        s.blocks.append(Table(["configuration", "sizes measured (rows)", "fit", "levels off at",
+                               f"predicted accuracy [{level}]", f"to reach {fmt.pct(a.target_accuracy)}",
+                               "cost per extra point of accuracy"], rows,
+                              caption="Accuracy against rows; predictions at the report's extrapolated size and at "
+                                      "2x and 4x the largest size run. Cost per point: the extra cost of one trial "
+                                      "from the largest size run to each size, per percentage point the curve gains."))
+    if "epoch_curve" in figs:
+        s.blocks.append(Fig(figs["epoch_curve"]))
+    if a.epoch_curves:
+        rows = []
+        for e in a.epoch_curves:
+            f = e.forecast
+            rows.append([
+                Cell(e.label), c_num(f.epochs_run, fmt.count), c_num(f.last_accuracy, fmt.pct),
+                Cell(f.at_double.text() if f.at_double else fmt.MISSING, f.at_double.accuracy if f.at_double else None),
+                Cell(f"{f.gain[0] * 100:+.1f} pp [{f.gain[1] * 100:+.1f}, {f.gain[2] * 100:+.1f}]" if f.gain else fmt.MISSING),
+                c_num(e.extra_seconds, fmt.seconds), Cell(f.verdict), Cell(f.reason),
+            ])
+        s.blocks.append(Table(["configuration", "epochs run", "val accuracy at the last epoch",
+                               f"predicted at 2x the epochs [{level}]", "gain", "extra time", "verdict", "why"],
+                              rows, sortable=True,
+                              caption="Plateau test: 'still improving' where the whole interval of the gain from E "
+                                      "to 2E epochs is above 1 pp, 'plateau' where it is below, 'overfitting' where "
+                                      "the validation loss rises while accuracy does not gain."))
+    return s

@@ -102,8 +102,15 @@ def accuracy_vs(a: Analysis, x: str, out: Path) -> FigureFiles | None:
     xerr = [d[x] - d[x + "_min"], d[x + "_max"] - d[x]]
     yerr = [d["val_accuracy"] - d["val_accuracy_min"], d["val_accuracy_max"] - d["val_accuracy"]]
     has_spread = (d["n_ok"] > 1).any()
-    ax.errorbar(d[x], d["val_accuracy"], xerr=xerr if has_spread else None, yerr=yerr if has_spread else None,
-                fmt="o", ms=5, color="#1f77b4", ecolor="#9ecae1", elinewidth=1, label="configurations (median)",
+    has_interval = "val_accuracy_lo" in d.columns and d["val_accuracy_lo"].notna().any()
+    if has_interval:  # the 95 % interval (validation rows, repeats) where known, else the repeats' range
+        lo = d["val_accuracy_lo"].fillna(d["val_accuracy_min"])
+        hi = d["val_accuracy_hi"].fillna(d["val_accuracy_max"])
+        yerr = [(d["val_accuracy"] - lo).clip(lower=0), (hi - d["val_accuracy"]).clip(lower=0)]
+    ax.errorbar(d[x], d["val_accuracy"], xerr=xerr if has_spread else None,
+                yerr=yerr if (has_spread or has_interval) else None,
+                fmt="o", ms=5, color="#1f77b4", ecolor="#9ecae1", elinewidth=1,
+                label="configurations (median, 95 % interval)" if has_interval else "configurations (median)",
                 zorder=2)
     if len(frontier):
         ax.plot(frontier[x], frontier["val_accuracy"], "-o", color=FRONTIER_COLOR, ms=7, lw=1.5,
@@ -123,8 +130,10 @@ def accuracy_vs(a: Analysis, x: str, out: Path) -> FigureFiles | None:
     ax.set_title(f"Validation accuracy vs {what}")
     fig.legend(loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     return _save(fig, out, key, f"Accuracy vs {what}",
-                 "Each point is a configuration (median over its ok repeats, bars: min to max); the red line is "
-                 "the Pareto frontier, its points numbered as in the table below.")
+                 "Each point is a configuration (median over its ok repeats); vertical bars: its 95 % interval "
+                 "(Wilson over the validation rows, or the t interval of the repeats where wider), horizontal bars: "
+                 "the repeats' range. The red line is the Pareto frontier, its points numbered as in the table "
+                 "below; a step within noise of the one before is no real gain.")
 
 
 def memory_heatmap(a: Analysis, out: Path) -> FigureFiles | None:
@@ -306,6 +315,85 @@ def strategies(a: Analysis, out: Path) -> FigureFiles | None:
     return _save(fig, out, "strategies", "lab vs fast", "Configurations that ran under both strategies.")
 
 
+def data_curve(a: Analysis, out: Path) -> FigureFiles | None:
+    """Accuracy against rows: the measured trials, the fitted power law with its band, the predictions marked."""
+    curves = [f for f in a.data_curves if len(f.fit.x)][:MAX_SERIES]
+    if not curves:
+        return None
+    import numpy as np
+
+    fig, (ax,) = _new(8, 5)
+    xs_all: list[float] = []
+    for i, f in enumerate(curves):
+        c = _color(i, len(curves))
+        fit = f.fit
+        name = _short(f.label) if f.label != "all trials" else "trials"
+        ax.scatter(fit.x, fit.accuracy, s=14, color=c, alpha=0.6, zorder=3,
+                   label=f"{name}" + ("" if fit.status == "fitted" else f" ({len(fit.x_sizes)} sizes: no fit)"))
+        xs_all += fit.x
+        if fit.status != "fitted":
+            ax.plot(fit.x_sizes, fit.mean_accuracy, ":", color=c, lw=1)
+            continue
+        top = max([p.x for p in fit.predictions] + fit.x_sizes)
+        grid = np.geomspace(min(fit.x_sizes), top, 80)
+        band = fit.predict(grid)
+        ax.plot(grid, [b.accuracy for b in band], "-", color=c, lw=1.5, zorder=2)
+        ax.fill_between(grid, [b.curve_lo for b in band], [b.curve_hi for b in band], color=c, alpha=0.15, lw=0)
+        preds = [p for p in fit.predictions if p.kind == "extrapolated"]
+        ax.errorbar([p.x for p in preds], [p.accuracy for p in preds],
+                    yerr=[[p.accuracy - p.lo for p in preds], [p.hi - p.accuracy for p in preds]],
+                    fmt="D", mfc="white", color=c, ms=6, capsize=3, zorder=4)
+        xs_all += [p.x for p in preds]
+    ax.plot([], [], "D", mfc="white", color="#555555", label="predicted (80 % interval)")
+    ax.axhline(a.target_accuracy, ls="--", color="#2ca02c", lw=1, label=f"target {fmt.pct(a.target_accuracy)}")
+    ax.set_xscale("log")
+    ax.set_xlabel("rows (dataset_size) — log scale")
+    ax.set_ylabel("validation accuracy (last epoch)")
+    _pct_axis(ax)
+    ax.set_title("Accuracy against rows: measured, fitted and predicted")
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    return _save(fig, out, "data_curve", "Accuracy against rows",
+                 "Dots: trials. Line and band: the saturating power law fitted to validation error and its 80 % "
+                 "bootstrap band. Open diamonds: predictions beyond the sizes run, with the 80 % interval of what "
+                 "one run there would measure. Fewer than 3 sizes: the points only (no fit).")
+
+
+def epoch_curve(a: Analysis, out: Path) -> FigureFiles | None:
+    """Accuracy against epochs with the fit, the prediction at 2x the epochs and the plateau verdict."""
+    items = [e for e in a.epoch_curves if len(e.forecast.fit.x)][:MAX_SERIES]
+    if not items:
+        return None
+    import numpy as np
+
+    fig, (ax,) = _new(8, 5)
+    for i, e in enumerate(items):
+        c = _color(i, len(items))
+        f = e.forecast
+        fit = f.fit
+        ax.plot(fit.x_sizes, fit.mean_accuracy, "o", color=c, ms=4, zorder=3,
+                label=f"{_short(e.label, 40)}: {f.verdict}")
+        if fit.status != "fitted" or f.at_double is None:
+            ax.plot(fit.x_sizes, fit.mean_accuracy, ":", color=c, lw=1)
+            continue
+        grid = np.linspace(min(fit.x_sizes), 2 * f.epochs_run, 60)
+        band = fit.predict(grid)
+        ax.plot(grid, [b.accuracy for b in band], "-", color=c, lw=1.3)
+        ax.fill_between(grid, [b.curve_lo for b in band], [b.curve_hi for b in band], color=c, alpha=0.15, lw=0)
+        p = f.at_double
+        ax.errorbar([p.x], [p.accuracy], yerr=[[p.accuracy - p.lo], [p.hi - p.accuracy]], fmt="D", mfc="white",
+                    color=c, ms=6, capsize=3, zorder=4)
+    ax.axvline(max(e.forecast.epochs_run for e in items), ls=":", color="#777777", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (mean over repeats)")
+    _pct_axis(ax)
+    ax.set_title("Accuracy against epochs: would more epochs help?")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return _save(fig, out, "epoch_curve", "Accuracy against epochs",
+                 "Dots: validation accuracy per epoch. Line and band: the power law fitted to validation error "
+                 "against epoch and its 80 % band; open diamond: the prediction at twice the epochs run (80 % "
+                 "interval); the legend gives each configuration's plateau verdict. Fewer than 4 epochs: no fit.")
+
+
 def make_all(a: Analysis, out: Path) -> dict[str, FigureFiles]:
     """Every figure the data supports, keyed by name."""
     figs: dict[str, FigureFiles] = {}
@@ -318,6 +406,8 @@ def make_all(a: Analysis, out: Path) -> dict[str, FigureFiles]:
             lambda: time_vs_size(a, out),
             lambda: frozen_depth(a, out),
             lambda: strategies(a, out),
+            lambda: data_curve(a, out),
+            lambda: epoch_curve(a, out),
         ):
             f = make()
             if f is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.record import finite
+
 MISSING = "—"
 
 
@@ -19,15 +21,7 @@ def is_missing(value: Any) -> bool:
         return value.__class__.__name__ == "NAType"
 
 
-def num(value: Any) -> float | None:
-    """A finite float, or None."""
-    if value is None or isinstance(value, bool) or isinstance(value, str):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+num = finite  # a finite float, or None
 
 
 def value(v: Any) -> str:

@@ -33,14 +33,14 @@ import resource
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-METHODS = ("auto", "cgroup", "watchdog", "rlimit")
-MiB = 1024 * 1024
+from ..meters.cpu_memory import TreeRss, descendants
+from ..record import BudgetExceededEvent, MiB
 
-# What this process enforces (the child's record carries it as `memory_budget`).
-_ACTIVE: dict[str, Any] = {"cpu_enforced_by": None, "gpu_enforced_by": None}
+METHODS = ("auto", "cgroup", "watchdog", "rlimit")
 
 
 class BudgetError(Exception):
@@ -152,13 +152,6 @@ class CgroupLimit:
             raise BudgetError(f"cannot set the memory limit of cgroup {path} ({exc.strerror})") from None
         return cg
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "path": str(self.path), "limit": self.limit}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CgroupLimit":
-        return cls(d["version"], Path(d["path"]), d["limit"])
-
     def join(self, pid: int | None = None) -> None:
         (self.path / "cgroup.procs").write_text(str(pid or os.getpid()))
 
@@ -204,14 +197,12 @@ class CgroupLimit:
 class RssWatchdog:
     """SIGKILLs this process tree when its RSS passes `limit`, after telling `report` (the parent).
 
-    While the meters' sampler runs it hands every reading over (`cpu_memory.RSS_OBSERVERS`), so the tree is
-    not read twice; the watchdog's own thread reads it only when no reading came for two periods (before
-    the meters start, after they stop)."""
+    While the meters' sampler runs it hands every reading to `observe` (the trial passes it to the meters as
+    an RSS observer), so the tree is not read twice; the watchdog's own thread reads it only when no reading
+    came for two periods (before the meters start, after they stop)."""
 
     def __init__(self, limit: int, report: Callable[[dict[str, Any]], None] | None = None, interval_s: float = 0.01,
                  kill: Callable[[list[int]], None] | None = None):
-        from ..meters.cpu_memory import TreeRss
-
         self.limit = int(limit)
         self.report = report
         self.interval_s = interval_s
@@ -225,17 +216,10 @@ class RssWatchdog:
         self._thread = threading.Thread(target=self._run, name="cpu-budget-watchdog", daemon=True)
 
     def start(self) -> "RssWatchdog":
-        from ..meters.cpu_memory import RSS_OBSERVERS
-
-        RSS_OBSERVERS.append(self.observe)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        from ..meters.cpu_memory import RSS_OBSERVERS
-
-        if self.observe in RSS_OBSERVERS:
-            RSS_OBSERVERS.remove(self.observe)
         self._stop.set()
         self._thread.join(timeout=1.0)
 
@@ -247,15 +231,15 @@ class RssWatchdog:
             if rss <= self.limit or self.fired:
                 return False
             self.fired = True
-        event = {"type": "budget_exceeded", "rss_bytes": rss,
-                 "reason": (f"cpu_memory budget exceeded: the process tree's RSS reached {rss / MiB:.1f} MiB > "
-                            f"{self.limit / MiB:.1f} MiB (watchdog, SIGKILL)")}
+        event = BudgetExceededEvent(rss_bytes=rss, reason=(
+            f"cpu_memory budget exceeded: the process tree's RSS reached {rss / MiB:.1f} MiB > "
+            f"{self.limit / MiB:.1f} MiB (watchdog, SIGKILL)")).dump()
         if self.report is not None:
             try:
                 self.report(event)
             except Exception:
                 pass
-        self.kill([os.getpid(), *descendants_of_self()])
+        self.kill([os.getpid(), *descendants(os.getpid())])
         return True
 
     def check(self) -> bool:
@@ -266,12 +250,6 @@ class RssWatchdog:
             time.sleep(self.interval_s)
             if time.monotonic() - self.last_observed > 2 * self.interval_s and self.check():
                 return
-
-
-def descendants_of_self() -> list[int]:
-    from ..meters.cpu_memory import descendants
-
-    return descendants(os.getpid())
 
 
 def _kill_tree(pids: list[int]) -> None:
@@ -287,15 +265,11 @@ def _kill_tree(pids: list[int]) -> None:
 # Parent side
 # --------------------------------------------------------------------------------------------------
 class Prepared:
-    """What the parent set up for one child: a cgroup, or the reason there is none."""
+    """What the parent set up for one child: a cgroup, or the reason there is none. The child gets a copy
+    (pickled with its arguments) to join the cgroup; only the parent removes it."""
 
     def __init__(self, cgroup: CgroupLimit | None = None, reason: str | None = None, error: str | None = None):
         self.cgroup, self.reason, self.error = cgroup, reason, error
-
-    def for_child(self) -> dict[str, Any] | None:
-        if self.cgroup is None and self.reason is None and self.error is None:
-            return None
-        return {"cgroup": self.cgroup.to_dict() if self.cgroup else None, "reason": self.reason, "error": self.error}
 
     def explain_kill(self) -> str | None:
         """Why a SIGKILLed child died, where the cgroup can tell."""
@@ -341,23 +315,39 @@ def prepare(trial: Any) -> Prepared:
 # --------------------------------------------------------------------------------------------------
 # Child side
 # --------------------------------------------------------------------------------------------------
-def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: dict[str, Any] | None = None,
-                     report: Callable[[dict[str, Any]], None] | None = None) -> str | None:
-    """Enforce the CPU budget on this process; returns how (for the record).
+@dataclass
+class Applied:
+    """How the child enforces its budgets (the record's `memory_budget`), and the watchdog, if one runs:
+    its `observe` goes to the trial's meters, which then read the tree's RSS for both."""
+
+    cpu_enforced_by: str | None = None
+    gpu_enforced_by: str | None = None
+    watchdog: RssWatchdog | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"cpu_enforced_by": self.cpu_enforced_by, "gpu_enforced_by": self.gpu_enforced_by}
+
+    def rss_observers(self) -> tuple[Callable[[int], Any], ...]:
+        return (self.watchdog.observe,) if self.watchdog is not None else ()
+
+
+def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: Prepared | None = None,
+                     report: Callable[[dict[str, Any]], None] | None = None) -> tuple[str | None, RssWatchdog | None]:
+    """Enforce the CPU budget on this process; returns how (for the record) and the watchdog, if one runs.
 
     "auto" runs the watchdog AND, where the parent could make one, the cgroup: the watchdog holds the
     budget to the figure the record shows (the tree's RSS, which also counts shared-library pages that the
     cgroup charges elsewhere, about 180 MiB with torch, docs/meters.md), and the cgroup catches in the kernel
     what grows faster than one 20 ms sampling period."""
     if not limit_bytes:
-        return None
-    prepared = prepared or {}
-    if prepared.get("error"):
-        raise BudgetError(prepared["error"])
+        return None, None
+    prepared = prepared or Prepared()
+    if prepared.error:
+        raise BudgetError(prepared.error)
     joined: str | None = None
-    why = prepared.get("reason")
-    if method in ("auto", "cgroup") and prepared.get("cgroup"):
-        cg = CgroupLimit.from_dict(prepared["cgroup"])
+    why = prepared.reason
+    if method in ("auto", "cgroup") and prepared.cgroup is not None:
+        cg = prepared.cgroup
         try:
             cg.join()
             joined = cg.describe()
@@ -368,19 +358,19 @@ def apply_cpu_budget(limit_bytes: int | None, method: str = "auto", prepared: di
     if method == "cgroup":
         if joined is None:
             raise BudgetError("cpu_memory_method = cgroup, but the parent made no cgroup for this trial")
-        return joined
+        return joined, None
     if method == "rlimit":
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         new = int(limit_bytes) if hard == resource.RLIM_INFINITY else min(int(limit_bytes), hard)
         resource.setrlimit(resource.RLIMIT_AS, (new, hard))
-        return f"RLIMIT_AS = {new / MiB:.0f} MiB (address space, not resident memory)"
-    RssWatchdog(int(limit_bytes), report).start()
-    dog = f"watchdog: the process tree's RSS read every 20 ms, SIGKILL past {int(limit_bytes) / MiB:.0f} MiB"
+        return f"RLIMIT_AS = {new / MiB:.0f} MiB (address space, not resident memory)", None
+    dog = RssWatchdog(int(limit_bytes), report).start()
+    how = f"watchdog: the process tree's RSS read every 20 ms, SIGKILL past {int(limit_bytes) / MiB:.0f} MiB"
     if method == "watchdog":
-        return dog
+        return how, dog
     if joined is not None:
-        return f"{dog}; backstop: {joined}"
-    return f"{dog} (no cgroup: {why or 'none prepared'})"
+        return f"{how}; backstop: {joined}", dog
+    return f"{how} (no cgroup: {why or 'none prepared'})", dog
 
 
 def apply_gpu_budget(limit_bytes: int | None, device: str) -> str | None:
@@ -402,14 +392,8 @@ def apply_gpu_budget(limit_bytes: int | None, device: str) -> str | None:
 
 
 def apply_budgets(trial: Any, report: Callable[[dict[str, Any]], None] | None = None,
-                  prepared: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Child side, before the trial: enforce both budgets; returns (and remembers) how they are enforced."""
-    cpu = apply_cpu_budget(trial.limits.get("cpu_memory"), cpu_method(trial.limits), prepared, report)
+                  prepared: Prepared | None = None) -> Applied:
+    """Child side, before the trial: enforce both budgets; returns how they are enforced."""
+    cpu, dog = apply_cpu_budget(trial.limits.get("cpu_memory"), cpu_method(trial.limits), prepared, report)
     gpu = apply_gpu_budget(trial.limits.get("gpu_memory"), trial.params["device"])
-    _ACTIVE.update({"cpu_enforced_by": cpu, "gpu_enforced_by": gpu})
-    return dict(_ACTIVE)
-
-
-def describe() -> dict[str, Any]:
-    """How this process's budgets are enforced (None where no budget is set or none was applied)."""
-    return dict(_ACTIVE)
+    return Applied(cpu, gpu, dog)

@@ -1,0 +1,106 @@
+"""Score the forecasts of docs/scripts/forecast_bench.py against the runs held out from them (docs/forecast.md).
+
+    python docs/scripts/forecast_evaluate.py OUT
+
+Data: for each data set and frozen depth, the learning curve is fitted on OUT/runs/<set>-fit only and predicts
+the sizes of OUT/runs/<set>-held; each (size, setting, set) is one case: the predicted accuracy and its 80 %
+interval (for the mean of as many seeds as were measured there) against the measured mean.
+Epochs: every configuration of OUT/runs/*-epochs and OUT/runs/imdb-lab-20: fitted on epochs 1-10 of its
+trials, predicting epoch 20, against the measured mean at epoch 20.
+Prints Markdown tables and the summary lines (mean absolute error, interval coverage).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import results
+from harness.report import forecast as fc
+from harness.report.analysis import parse_epochs
+
+
+def _load(run: Path) -> pd.DataFrame | None:
+    if not (run / "trials.jsonl").exists():
+        return None
+    df = results.load(run)
+    return df[df["status"] == "ok"]
+
+
+def data_cases(out: Path) -> list[dict]:
+    cases = []
+    for fit_run in sorted((out / "runs").glob("*-fit")):
+        held_run = fit_run.with_name(fit_run.name.replace("-fit", "-held"))
+        fit_df, held_df = _load(fit_run), _load(held_run)
+        if fit_df is None or not len(fit_df):
+            continue
+        for depth, g in fit_df.groupby(fit_df["frozen_layers"].astype(str)):
+            held = held_df[held_df["frozen_layers"].astype(str) == depth] if held_df is not None else pd.DataFrame()
+            sizes = sorted(held["dataset_size"].unique()) if len(held) else []
+            n_seeds = max([len(held[held["dataset_size"] == s]) for s in sizes] or [1])
+            fit = fc.fit_data_curve(g, sizes, repeats=n_seeds)
+            for s in sizes:
+                measured = held[held["dataset_size"] == s]["val_accuracy"]
+                p = next((q for q in fit.predictions if q.x == float(s)), None)
+                cases.append({"set": fit_run.name.removesuffix("-fit"), "frozen": depth, "rows": int(s),
+                              "fit sizes": ", ".join(f"{x:.0f}" for x in fit.x_sizes), "seeds": len(measured),
+                              "measured": measured.mean(), "predicted": p.accuracy if p else None,
+                              "lo": p.lo if p else None, "hi": p.hi if p else None, "status": fit.status})
+    return cases
+
+
+def epoch_cases(out: Path) -> list[dict]:
+    cases = []
+    for run in sorted((out / "runs").glob("*-epochs")) + sorted((out / "runs").glob("imdb-lab-20")):
+        df = _load(run)
+        if df is None or not len(df):
+            continue
+        for key, g in df.groupby("config_key"):
+            logs = [parse_epochs(v) for v in g["epoch_log"]]
+            if min(len(log) for log in logs) < 20:
+                continue
+            f = fc.fit_epoch_curve(logs, g["n_val"].tolist(), up_to=10)
+            measured = np.mean([log[19]["val_accuracy"] for log in logs])
+            at10 = np.mean([log[9]["val_accuracy"] for log in logs])
+            p = f.at_double
+            cases.append({"run": run.name, "frozen": str(g["frozen_layers"].iloc[0]), "seeds": len(logs),
+                          "at 10": at10, "predicted 20": p.accuracy if p else None, "lo": p.lo if p else None,
+                          "hi": p.hi if p else None, "measured 20": measured, "verdict": f.verdict})
+    return cases
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no cases)"
+    cols = list(rows[0])
+    fmt = lambda v: f"{v * 100:.1f} %" if isinstance(v, float) and v <= 1.0 else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) if r[c] is not None else "—" for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _summary(rows: list[dict], pred: str, meas: str) -> str:
+    done = [r for r in rows if r[pred] is not None]
+    if not done:
+        return "no case with a forecast"
+    err = [abs(r[pred] - r[meas]) for r in done]
+    inside = sum(1 for r in done if r["lo"] <= r[meas] <= r["hi"])
+    return (f"{len(done)} cases: mean absolute error {np.mean(err) * 100:.2f} points (max {max(err) * 100:.2f}); "
+            f"80 % intervals contain the measured mean in {inside} of {len(done)} ({inside / len(done):.0%})")
+
+
+def evaluate(out: Path) -> None:
+    d, e = data_cases(out), epoch_cases(out)
+    print("## Data: fitted on the -fit runs, measured on the -held runs\n")
+    print(_table(d) + "\n\n" + _summary(d, "predicted", "measured") + "\n")
+    print("## Epochs: fitted on epochs 1-10, measured at epoch 20\n")
+    print(_table(e) + "\n\n" + _summary(e, "predicted 20", "measured 20"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    evaluate(Path(sys.argv[1]))
