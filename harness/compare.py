@@ -310,7 +310,7 @@ def _side(records: list[dict[str, Any]], metric: Metric) -> Side:
     if metric.gate == "accuracy":
         from harness.report.forecast import accuracy_interval
 
-        pairs = [(metric.get(r), _as_number(r.get("n_val"))) for r in records]
+        pairs = [(metric.get(r), finite(r.get("n_val"))) for r in records]
         pairs = [(v, n) for v, n in pairs if v is not None]
         iv = accuracy_interval([v for v, _ in pairs], [n for _, n in pairs])
         if iv is not None and (iv.n_val is not None or iv.n_repeats > 1):
