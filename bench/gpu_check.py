@@ -43,7 +43,7 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 LAB_SECONDS_10_EPOCHS = 24.5  # the notebook's loop on one H200: 2.45 s an epoch (lab.md)
 FAST_TARGET_SECONDS = 0.5  # `fast`, 10 epochs of training, on an H200
-CUDA_TEST_FILES = ["tests/test_meters.py", "tests/test_cache.py", "tests/test_trial_server.py",
+CUDA_TEST_FILES = ["tests/test_meters.py", "tests/test_cache.py", "tests/test_trial_server.py", "tests/test_families.py",
                    "bench/test_core_bench.py"]
 
 # --dry-run: the same grids at shapes a CPU runs in seconds.
@@ -57,6 +57,13 @@ TINY_BUDGET = {  # one epoch, as the real grid; no GPU budget on a CPU; one prob
     "grid": {"batch_size": [4, 8]},
     "limits": {"gpu_memory": None},
     "search": {"start_batch": 4, "max_batch_limit": 16},
+}
+
+TINY_FAMILIES = {  # the families step's modern encoder and decoder at tiny shapes, on CPU in fp32
+    "model": {"max_length": 32},
+    "train": {"epochs": 1, "precision": "fp32", "num_threads": 1},
+    "grid": {"model": ["random:modernbert-tiny", "random:qwen2-tiny"], "dataset_size": [40], "batch_size": [8],
+             "frozen_layers": ["all", 1], "device": ["cpu"]},
 }
 
 
@@ -257,9 +264,32 @@ def step_plan(ctx: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def step_families(ctx: dict[str, Any]) -> dict[str, Any]:
+    """grids/families_gpu.toml: a modern encoder (ModernBERT) and a decoder (Qwen2) at their base shapes, random
+    weights, on CUDA in bf16, frozen "all" and 6 blocks with the cache, end to end (issue 16)."""
+    grid = REPO / "grids/families_gpu.toml"
+    if ctx["dry_run"]:
+        grid = write_grid(grid, ctx["out"] / "families_tiny.toml", TINY_FAMILIES)
+    run_dir = ctx["out"] / "runs" / "families_gpu"
+    result = run_command(harness_cmd("run", str(grid), "--out", str(run_dir), "--no-report"),
+                         ctx["out"] / "families.log", ctx["timeout"](240))
+    if not (run_dir / "trials.jsonl").exists():
+        raise StepFailed(result, f"no trials.jsonl (exit code {result['exit_code']})")
+    result["trials"] = [{"model": param(r, "model"), "frozen": param(r, "frozen_layers"), "status": r["status"],
+                         "error": r.get("error"), "precision": (r.get("strategy_detail") or {}).get("precision"),
+                         "cache_used": (r.get("strategy_detail") or {}).get("cache_used"),
+                         "total_s": r.get("seconds_total"),
+                         "cuda_peak_allocated_mib": (r.get("memory") or {}).get("cuda_peak_allocated_mib")}
+                        for r in records(run_dir)]
+    failed = [t for t in result["trials"] if t["status"] != "ok"]
+    if result["exit_code"] != 0 or failed or not result["trials"]:
+        raise StepFailed(result, f"exit code {result['exit_code']}, {len(failed)} of {len(result['trials'])} trials not ok")
+    return result
+
+
 STEPS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("env", step_env), ("cuda_tests", step_cuda_tests), ("lab_vs_fast", step_lab_vs_fast),
-    ("budget_16gib", step_budget_16gib), ("plan", step_plan),
+    ("budget_16gib", step_budget_16gib), ("plan", step_plan), ("families", step_families),
 ]
 
 
@@ -340,6 +370,14 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"Skipped: {plan.get('reason')}.")
     elif plan.get("result"):
         lines += ["```", plan["result"].get("output", "").rstrip(), "```"]
+    families = (steps.get("families") or {}).get("result") or {}
+    if families.get("trials"):
+        lines += ["", "## Model families (grids/families_gpu.toml)", "",
+                  "| model | frozen | status | precision | cache | total s | CUDA peak MiB | error |",
+                  "| --- | --- | --- | --- | --- | ---: | ---: | --- |"]
+        for t in families["trials"]:
+            lines.append(f"| {t['model']} | {t['frozen']} | {t['status']} | {t['precision'] or '-'} | {fmt(t['cache_used'])} | "
+                         f"{fmt(t['total_s'], 1)} | {fmt(t['cuda_peak_allocated_mib'], 0)} | {t['error'] or ''} |")
     return "\n".join(lines) + "\n"
 
 

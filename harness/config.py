@@ -52,6 +52,8 @@ class ModelSection(Strict):
     trust_remote_code: bool = False
     allow_pickle: bool = False
     attention: Optional[Literal["sdpa", "eager"]] = None
+    # A hub model's branch, tag or commit (default: its main branch); pin a commit for runs that must repeat.
+    revision: Optional[str] = Field(None, min_length=1, max_length=200)
 
     @field_validator("name")
     @classmethod
@@ -71,6 +73,9 @@ class DataSection(Strict):
     dataset_size: Optional[int] = Field(None, ge=2, le=MAX_ROWS)
     padding: Optional[Literal["longest_in_set", "batch"]] = None
     eval_batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH)
+    # Which `dataset_size` rows: "stratified" (default) a seeded stratified sample, "head" the first rows of
+    # the source, as the lab's df.head(2000) took them; the train/validation split is stratified either way.
+    sample: Optional[Literal["head", "stratified"]] = None
 
     @field_validator("source", "text_column", "label_column")
     @classmethod

@@ -65,8 +65,9 @@ def resolve(params: dict[str, Any], repeat: int = 0) -> dict[str, Any]:
             p[switch] = value
     if p.get("eval_batch_size") is None:
         p["eval_batch_size"] = p["batch_size"]
-    if p.get("head_learning_rate") is None:
-        p.pop("head_learning_rate", None)  # unset: absent, so that earlier runs keep their trial ids
+    for optional in ("head_learning_rate", "revision", "sample"):
+        if p.get(optional) is None:
+            p.pop(optional, None)  # unset: absent, so that earlier runs keep their trial ids
     resolve_adapter(p)
     base_seed = p["data_seed"] if p.get("seed") is None else p["seed"]
     p["seed"] = int(base_seed) + repeat

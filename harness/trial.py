@@ -107,16 +107,18 @@ def run_trial(trial: Trial, emit: Emit | None = None, budget: dict[str, Any] | N
         with meters:
             enter("load_data")
             with meters.phase("load_data"):
-                rows = data.load_rows(trial.data_path or p["source"], p["text_column"], p["label_column"], p["split"])
+                rows = data.load_rows(trial.data_path or p["source"], p["text_column"], p["label_column"], p["split"],
+                                      offline=True)
                 train_idx, val_idx = data.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"],
-                                                           p["source"])
+                                                           p["source"], sample=p.get("sample") or "stratified")
             rec.n_train, rec.n_val, rec.num_labels = len(train_idx), len(val_idx), len(rows.label_names)
             meters.mark_baseline()
 
             enter("load_model")
             with meters.phase("load_model"):
                 loaded = load_model(p["model"], len(rows.label_names), trust_remote_code=p["trust_remote_code"],
-                                    allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"])
+                                    allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"],
+                                    revision=p.get("revision"))
                 model = loaded.model
                 rec.trainable_params, rec.total_params = freeze(model, p["frozen_layers"], p["model"])
                 if p.get("adapter"):  # peft is imported here only, in trials that ask for adapters

@@ -214,7 +214,8 @@ CASES: dict[str, Builder] = {
     "unknown random shape": grid_case(["[model] name", "random:nope", "unknown random shape", "bert-tiny"],
                                       model__name="random:nope"),
     "unknown embedded model": grid_case(["[model] name", "expected embedded:minilm-l6"], model__name="embedded:gpt"),
-    "hub id not available offline": grid_case(["[model] name", "nobody/no-such-model", "unknown model"],
+    "hub id not available offline": grid_case(["[model] name", "nobody/no-such-model", "not in the local hub cache",
+                                               "HF_HUB_OFFLINE is set", "hf download nobody/no-such-model"],
                                               model__name="nobody/no-such-model"),
     "control characters in a model name": grid_case(["[model] name", "x\\ny\\x1b[2J"], model__name="x\ny\x1b[2J"),
     "model folder without config": model_case({}, ["no config.json"]),
@@ -224,6 +225,11 @@ CASES: dict[str, Builder] = {
         ["pytorch_model.bin", "arbitrary code", "allow_pickle = true", "safetensors"]),
     "model folder with a broken config": model_case({"config.json": "{", "model.safetensors": ""}, ["not valid JSON"]),
     "model path is a file": model_case(None, ["not a folder"]),
+    "model folder with garbage safetensors": model_case({"config.json": BERT_CONFIG, "model.safetensors": "<html>oops</html>"},
+                                                        ["model.safetensors is not a readable safetensors file"]),
+    "model folder of a vision model": model_case(
+        {"config.json": json.dumps({"model_type": "vit", "architectures": ["ViTModel"]}), "model.safetensors": ""},
+        ["model type 'vit'", "no sequence-classification head"]),
     # -- command line ----------------------------------------------------------------------------------
     "no command": argv_case(lambda c: [], ["required: command", "harness --help"]),
     "run without a grid": argv_case(lambda c: ["run"], ["required: grid", "harness run --help"]),
@@ -514,6 +520,8 @@ def ctx(tmp_path, monkeypatch) -> Ctx:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)  # default results/ and reports/ folders would land here
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network in tests: a hub id is looked up in an empty cache
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     return Ctx(tmp=tmp_path, data=tiny_csv(tmp_path), out=tmp_path / "out")
 
 

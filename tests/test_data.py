@@ -45,6 +45,24 @@ def test_dataset_by_name_goes_through_datasets_load_dataset(tmp_path):
     assert len(rows.texts) == 40
 
 
+def test_head_takes_the_first_rows_then_the_labs_stratified_split():
+    """sample = "head": the first dataset_size usable rows in file order (the lab's df.head(2000)), then
+    train_test_split(test_size, shuffle=True, random_state=seed, stratify=labels) exactly as the lab called it."""
+    from sklearn.model_selection import train_test_split
+
+    from harness.core.data import Rows, sample_and_split
+
+    labels = np.array([i % 3 % 2 for i in range(300)])
+    rows = Rows([f"t{i}" for i in range(300)], labels, [0, 1])
+    train, val = sample_and_split(rows, 100, 0.1, 324, sample="head")
+    assert sorted(train + val) == list(range(100))
+    lab_train, lab_val = train_test_split(np.arange(100), test_size=0.1, shuffle=True, random_state=324,
+                                          stratify=labels[:100])
+    assert train == lab_train.tolist() and val == lab_val.tolist()
+    strat_train, strat_val = sample_and_split(rows, 100, 0.1, 324)  # the default: a stratified sample of all rows
+    assert max(strat_train + strat_val) >= 100
+
+
 def test_the_labs_csv_shape_drops_empty_texts(tmp_path):
     df = pd.DataFrame({
         "ID": range(6),

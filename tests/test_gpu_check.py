@@ -32,7 +32,7 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path):
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     steps = summary["steps"]
-    assert list(steps) == ["env", "cuda_tests", "lab_vs_fast", "budget_16gib", "plan"]
+    assert list(steps) == ["env", "cuda_tests", "lab_vs_fast", "budget_16gib", "plan", "families"]
     assert all(s["status"] in ("ok", "skipped") for s in steps.values()), steps
     assert steps["cuda_tests"]["status"] == "ok" and "skipped" in steps["cuda_tests"]["result"]["summary"]
     lab = steps["lab_vs_fast"]["result"]
@@ -44,6 +44,10 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path):
     assert {(t["frozen"], t["batch"]) for t in budget["trials"]} == {(f, b) for f in (0, "all") for b in (4, 8)}
     assert {b["frozen"] for b in budget["largest_batch"]} == {0, "all"}
     assert all(b["max_batch"] for b in budget["largest_batch"])
+    families = steps["families"]["result"]
+    assert {(t["model"], str(t["frozen"])) for t in families["trials"]} == {
+        (m, f) for m in ("random:modernbert-tiny", "random:qwen2-tiny") for f in ("all", "1")}
+    assert all(t["status"] == "ok" for t in families["trials"])
     doc = (tmp_path / "gpu.md").read_text()
     assert "DRY RUN" in doc and "bash bench/gpu_check.sh --dry-run" in doc and "Largest batch" in doc
     after = (REPO / "docs" / "gpu.md").read_bytes() if (REPO / "docs" / "gpu.md").exists() else None

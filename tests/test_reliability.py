@@ -596,7 +596,11 @@ def test_trust_remote_code_is_passed_only_as_the_grid_sets_it(tmp_path, monkeypa
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    (folder / "model.safetensors").write_bytes(b"")
+    # Readable weights: the pre-flight reads every safetensors header (issue 16), before any loading is mocked.
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))
     seen: list[tuple[str, Any]] = []
 
     class Tok:

@@ -12,8 +12,12 @@ training rows):
 - `frozen_layers = N`: we keep the hidden states after block N, unpadded and packed into one [tokens, H]
   tensor with per-example offsets, in the compute dtype (bf16/fp16 under mixed precision). A batch is one
   vectorised gather, padded to the batch's longest example (or to a fixed length, for `longest_in_set`).
-  Blocks N.. and the head train on it: the embeddings are replaced by a pass-through and the block list by
-  its top part, so the model's own forward (masks, pooling, head, loss) runs unchanged.
+  Blocks N.. and the head train on it: the embedding stage is replaced by a stand-in and the block list by
+  its top part, so the model's own forward (masks, pooling, head, loss) runs unchanged. Encoders take the
+  states as `inputs_embeds`; decoders, whose classifier finds the token it pools from `input_ids`, get ids
+  that name cache rows (`CacheLookup`). A final norm after the blocks is off while the cache is built.
+  "all" keeps, per example, the one state the family's head reads (first token, last non-pad token, or the
+  masked mean), so the head run on it gives the uncached logits.
 
 Where the cache lives: on the GPU when it takes less than a quarter of the free device memory after the
 model is loaded (`placement`), otherwise in host memory (pinned on a CUDA machine, so that each batch's
@@ -50,6 +54,26 @@ class PassThroughEmbeddings(nn.Module):
         return emb
 
 
+def _cached_output_class() -> type:
+    """BaseModelOutputWithPooling that answers None for the fields a family's head reads and a cache has
+    none of (a decoder's key/value cache is `past_key_values` in some transformers versions, `cache` in others)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    global _CachedOutput
+    if _CachedOutput is None:
+        class CachedOutput(BaseModelOutputWithPooling):  # type: ignore[misc]
+            def __getattr__(self, name: str) -> Any:
+                if name.startswith("__"):
+                    raise AttributeError(name)
+                return None
+
+        _CachedOutput = CachedOutput
+    return _CachedOutput
+
+
+_CachedOutput: type | None = None
+
+
 class CachedEncoder(nn.Module):
     """Stands in for the whole frozen encoder: `input_ids[:, 0]` carries example indices into the cache.
     Results come back on the device of `input_ids` (the cache itself may live in host memory)."""
@@ -61,7 +85,7 @@ class CachedEncoder(nn.Module):
         self.config = config
 
     def forward(self, input_ids: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        BaseModelOutputWithPooling = _cached_output_class()
 
         if input_ids is None:
             raise RuntimeError("cached encoder called without example indices (input_ids)")
@@ -70,6 +94,54 @@ class CachedEncoder(nn.Module):
         hidden = self.first_token.index_select(0, idx).to(out_device, non_blocking=True)
         pooled = None if self.pooled is None else self.pooled.index_select(0, idx).to(out_device, non_blocking=True)
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
+
+
+class CacheLookup(nn.Module):
+    """Stands in for a decoder's token embeddings above a cached depth. A decoder's classifier finds the
+    token it pools from `input_ids` (the rightmost id that is not the pad id), so the cached batch keeps
+    `input_ids`, and they carry rows of the packed cache instead of tokens: row r is id r, or r + 1 from the
+    pad id on (so no row is ever the pad id); the pad id reads as zeros. The cache may sit in host memory:
+    rows are read there, and come back on the ids' device."""
+
+    def __init__(self, flat: torch.Tensor, pad_id: int):
+        super().__init__()
+        self.flat = flat  # a plain attribute, not a buffer: `.to()` and state_dict leave it alone
+        self.pad_id = int(pad_id)
+
+    def forward(self, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        valid = input_ids != self.pad_id
+        rows = torch.where(valid, input_ids - (input_ids > self.pad_id).to(input_ids.dtype), 0)
+        out = self.flat.index_select(0, rows.reshape(-1).to(self.flat.device)).view(*input_ids.shape, -1)
+        out = out.to(input_ids.device, non_blocking=True)
+        return out.masked_fill(~valid.unsqueeze(-1), 0)
+
+
+def row_ids(rows: torch.Tensor, valid: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """`CacheLookup`'s ids of packed rows (the pad id where `valid` is false)."""
+    ids = rows + (rows >= pad_id).to(rows.dtype)
+    return torch.where(valid, ids, pad_id)
+
+
+class Zeros(nn.Module):
+    """Stands in for GPT-2's position embeddings above a cached depth (the cached states already hold them)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.zeros(())
+
+
+def pooled_state(pooling: str, hidden: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor, pad_id: int | None
+                 ) -> torch.Tensor:
+    """[B, 1, H]: the one state of the base's output that the family's head reads. A head run on a
+    one-token sequence of it gives the full forward's logits (first, mean and last of one token are that
+    token). "last" is transformers' rule: the rightmost position whose id is not the pad id."""
+    if pooling == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).unsqueeze(1)
+    if pooling == "last":
+        non_pad = (input_ids != pad_id).to(torch.int32) if pad_id is not None else torch.ones_like(input_ids, dtype=torch.int32)
+        last = (torch.arange(input_ids.shape[1], device=input_ids.device, dtype=torch.int32) * non_pad).argmax(-1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)].unsqueeze(1)
+    return hidden[:, :1]
 
 
 @dataclass
@@ -89,6 +161,7 @@ class FrozenCache:
     lengths: torch.Tensor | None = None  # [N] int64, on the cache's device
     nbytes: int = 0
     where: str = "cpu"
+    lookup_pad_id: int | None = None  # decoders: cached batches carry `CacheLookup` ids (see there)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,7 +197,7 @@ def free_device_bytes(device: torch.device) -> int | None:
 # Views of the model
 # --------------------------------------------------------------------------------------------------
 @contextmanager
-def swapped(obj: nn.Module, attr: str, replacement: nn.Module) -> Iterator[None]:
+def swapped(obj: nn.Module, attr: str, replacement: nn.Module | None) -> Iterator[None]:
     original = getattr(obj, attr)
     setattr(obj, attr, replacement)
     try:
@@ -135,33 +208,56 @@ def swapped(obj: nn.Module, attr: str, replacement: nn.Module) -> Iterator[None]
 
 @contextmanager
 def trunk_view(parts: Anatomy, depth: int) -> Iterator[nn.Module]:
-    """The encoder with only its bottom `depth` blocks: its output is the state after block `depth`."""
-    with swapped(parts.layers_owner, parts.layers_attr, nn.ModuleList(list(parts.layers[:depth]))):
+    """The base with only its bottom `depth` blocks and no final norm: its output is the state after block
+    `depth`."""
+    with ExitStack() as stack:
+        stack.enter_context(swapped(parts.layers_owner, parts.layers_attr, nn.ModuleList(list(parts.layers[:depth]))))
+        for path in parts.family.after if parts.family else ():
+            owner, attr = _owner_of(parts.base, path)
+            if getattr(owner, attr, None) is not None:
+                stack.enter_context(swapped(owner, attr, nn.Identity()))
         yield parts.base
 
 
 class HeadView:
     """The replacement modules for training on a cache, made once per trial (stable module identity, so
-    that a compiled top part is not re-traced each epoch). `with view:` swaps them in, exit restores."""
+    that a compiled top part is not re-traced each epoch). `with view:` swaps them in, exit restores.
+
+    "all": the whole base becomes a `CachedEncoder`. N: the blocks become their top part and the embedding
+    stage a stand-in: encoders take the cached states as `inputs_embeds` (`PassThroughEmbeddings`; ELECTRA's
+    projection becomes an identity); decoders keep `input_ids` for their pooling and read the states through
+    `CacheLookup` (GPT-2's position embeddings become zeros, its embedding dropout an identity)."""
 
     def __init__(self, model: nn.Module, parts: Anatomy, cache: FrozenCache):
         self.model, self.parts, self.cache = model, parts, cache
+        self.swaps: list[tuple[nn.Module, str, nn.Module | None]] = []
         if cache.depth is None:
-            self.encoder: nn.Module | None = CachedEncoder(cache.first_token, cache.pooled, parts.base.config)  # type: ignore[arg-type]
+            self.swaps.append((model, parts.base_attr, CachedEncoder(cache.first_token, cache.pooled, parts.base.config)))  # type: ignore[arg-type]
         else:
-            self.encoder = None
-            self.top = nn.ModuleList(list(parts.layers[cache.depth:]))
-            self.pass_through = PassThroughEmbeddings()
-            self.emb_attr = _attr_name(parts.base, parts.embeddings)
+            assert parts.layers_owner is not None and parts.family is not None
+            self.swaps.append((parts.layers_owner, parts.layers_attr, nn.ModuleList(list(parts.layers[cache.depth:]))))  # type: ignore[index]
+            for i, (path, module) in enumerate(parts.stem):
+                owner, attr = _owner_of(parts.base, path)
+                if i == 0:
+                    stand_in: nn.Module = CacheLookup(cache.flat, cache.lookup_pad_id) \
+                        if cache.lookup_pad_id is not None else PassThroughEmbeddings()  # type: ignore[arg-type]
+                elif isinstance(module, nn.Embedding):
+                    stand_in = Zeros()
+                else:
+                    stand_in = nn.Identity()
+                self.swaps.append((owner, attr, stand_in))
+            if cache.depth > 0:
+                for path in parts.family.top_disable:
+                    owner, attr = _owner_of(parts.base, path)
+                    if getattr(owner, attr, None) is not None:
+                        self.swaps.append((owner, attr, None))
+        self.top = self.swaps[0][2] if cache.depth is not None else None
         self._stack: ExitStack | None = None
 
     def __enter__(self) -> nn.Module:
         stack = ExitStack()
-        if self.encoder is not None:
-            stack.enter_context(swapped(self.model, self.parts.base_attr, self.encoder))
-        else:
-            stack.enter_context(swapped(self.parts.layers_owner, self.parts.layers_attr, self.top))
-            stack.enter_context(swapped(self.parts.base, self.emb_attr, self.pass_through))
+        for owner, attr, replacement in self.swaps:
+            stack.enter_context(swapped(owner, attr, replacement))
         self._stack = stack
         return self.model
 
@@ -171,11 +267,18 @@ class HeadView:
         self._stack = None
 
 
-def _attr_name(owner: nn.Module, child: nn.Module) -> str:
-    for name, module in owner.named_children():
-        if module is child:
-            return name
-    raise RuntimeError("embeddings are not a direct child of the encoder")
+@contextmanager
+def head_view(model: nn.Module, parts: Anatomy, cache: FrozenCache) -> Iterator[nn.Module]:
+    with HeadView(model, parts, cache) as m:
+        yield m
+
+
+def _owner_of(base: nn.Module, path: str) -> tuple[nn.Module, str]:
+    owner = base
+    *heads, last = path.split(".")
+    for part in heads:
+        owner = getattr(owner, part)
+    return owner, last
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,7 +293,9 @@ def build(parts: Anatomy, depth: int | None, batches: Iterable[dict[str, torch.T
     was_training = parts.base.training
     parts.base.eval()
     n = int(lengths.numel())
-    cache = FrozenCache(depth=depth, n=n, where=str(target))
+    pad_id = getattr(parts.base.config, "pad_token_id", None)
+    decoder = parts.family is not None and parts.family.decoder
+    cache = FrozenCache(depth=depth, n=n, where=str(target), lookup_pad_id=pad_id if decoder and depth is not None else None)
     pin = target.type == "cpu" and device.type == "cuda"
     try:
         if depth is None:
@@ -200,7 +305,7 @@ def build(parts: Anatomy, depth: int | None, batches: Iterable[dict[str, torch.T
                 mask = batch["attention_mask"].to(device, non_blocking=True)
                 with autocast():
                     out = parts.base(input_ids=ids, attention_mask=mask)
-                h = out[0][:, :1].float()
+                h = pooled_state(parts.pooling, out[0], ids, mask, pad_id).float()
                 p = getattr(out, "pooler_output", None)
                 if first is None:
                     first = torch.empty((n, 1, h.shape[-1]), dtype=torch.float32, device=target, pin_memory=pin)
@@ -245,7 +350,17 @@ def build(parts: Anatomy, depth: int | None, batches: Iterable[dict[str, torch.T
 def gather(cache: FrozenCache, index: torch.Tensor, pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states [B, L, H] (zeros past each example's end) and the attention mask [B, L] of the
     examples `index`, on the cache's device; L is the longest of them, or `pad_to` if that is longer."""
-    assert cache.flat is not None and cache.offsets is not None and cache.lengths is not None
+    assert cache.flat is not None
+    rows, valid = _rows(cache, index, pad_to)
+    length = valid.shape[1]
+    hidden = cache.flat.index_select(0, rows.reshape(-1)).view(len(index), length, -1)
+    hidden.masked_fill_(~valid.unsqueeze(-1), 0)
+    return hidden, valid.to(torch.long)
+
+
+def _rows(cache: FrozenCache, index: torch.Tensor, pad_to: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed-cache rows [B, L] of the examples `index` (0 past each example's end) and where they are valid."""
+    assert cache.offsets is not None and cache.lengths is not None
     index = index.to(cache.offsets.device)
     lens = cache.lengths.index_select(0, index)
     length = int(lens.max())
@@ -253,10 +368,7 @@ def gather(cache: FrozenCache, index: torch.Tensor, pad_to: int | None = None) -
         length = max(length, int(pad_to))
     pos = torch.arange(length, device=lens.device)
     valid = pos.unsqueeze(0) < lens.unsqueeze(1)
-    rows = torch.where(valid, cache.offsets.index_select(0, index).unsqueeze(1) + pos, 0)
-    hidden = cache.flat.index_select(0, rows.reshape(-1)).view(len(index), length, -1)
-    hidden.masked_fill_(~valid.unsqueeze(-1), 0)
-    return hidden, valid.to(torch.long)
+    return torch.where(valid, cache.offsets.index_select(0, index).unsqueeze(1) + pos, 0), valid
 
 
 def cached_batch(cache: FrozenCache, index: torch.Tensor, labels: torch.Tensor, device: torch.device,
@@ -264,7 +376,12 @@ def cached_batch(cache: FrozenCache, index: torch.Tensor, labels: torch.Tensor, 
     """A training/eval batch read from the cache (the model's forward arguments), on `device`.
     `index` is in the cache's numbering (validation rows after the training rows)."""
     if cache.depth is None:
-        return {"input_ids": index.view(-1, 1).to(device), "labels": labels.to(device)}
+        ids = index.view(-1, 1).to(device)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels.to(device)}
+    if cache.lookup_pad_id is not None:
+        rows, valid = _rows(cache, index, pad_to)
+        ids = row_ids(rows, valid, cache.lookup_pad_id)
+        return {"input_ids": ids.to(device), "attention_mask": valid.to(torch.long).to(device), "labels": labels.to(device)}
     hidden, mask = gather(cache, index, pad_to)
     if hidden.device != device:
         if device.type == "cuda":

@@ -170,14 +170,25 @@ def _quiet_hub() -> None:
         pass
 
 
-def _load_dataset(name: str, split: str) -> pd.DataFrame:
+def _load_dataset(name: str, split: str, offline: bool = False) -> pd.DataFrame:
+    """A data set through `datasets.load_dataset`: a local folder as it is; a hub id through its snapshot
+    in the hub cache (`hub.resolve_dataset`: fetched by the parent unless HF_HUB_OFFLINE is set; `offline`,
+    as trials call it, reads the cache only), then read as a local folder."""
     try:
         import datasets
     except ImportError:  # pragma: no cover - a dependency
         raise DataError(f"{name}: reading a dataset by name needs the 'datasets' package") from None
     _quiet_hub()
+    target = name
+    if not Path(name).expanduser().exists():
+        from .hub import HubError, resolve_dataset
+
+        try:
+            target = str(resolve_dataset(name, local_only=True if offline else None))
+        except HubError as exc:
+            raise DataError(str(exc)) from None
     try:
-        ds = datasets.load_dataset(name, split=split)
+        ds = datasets.load_dataset(target, split=split)
     except Exception as exc:
         raise DataError(
             f"{name}: not a local file and could not be loaded with datasets.load_dataset(split={split!r}) ({first_line(exc, 200)})"
@@ -210,7 +221,7 @@ def resolve_data_path(source: str, grid_dir: Path, notes: list[str] | None = Non
     return None  # a dataset name for datasets.load_dataset
 
 
-def load_frame(source: str, split: str = "train", text_column: str | None = None) -> pd.DataFrame:
+def load_frame(source: str, split: str = "train", text_column: str | None = None, offline: bool = False) -> pd.DataFrame:
     if source == "embedded:reviews":
         from .reviews import cached
 
@@ -224,18 +235,19 @@ def load_frame(source: str, split: str = "train", text_column: str | None = None
     if path.is_file():
         known = ", ".join(sorted(FILE_SUFFIXES))
         raise DataError(f"{source}: unknown file type {path.suffix!r}; expected one of {known}")
-    return _load_dataset(source, split)
+    return _load_dataset(source, split, offline)
 
 
-def load_rows(source: str, text_column: str, label_column: str, split: str = "train") -> Rows:
+def load_rows(source: str, text_column: str, label_column: str, split: str = "train", offline: bool = False) -> Rows:
     """All usable rows of a source: texts as strings, labels mapped to class ids 0..K-1.
 
     A row is named as "data row N" (the N-th record after the header) and, for a text file, "(line L)" too:
-    a quoted CSV cell or a blank line makes the two differ, and other messages (not UTF-8) count lines."""
+    a quoted CSV cell or a blank line makes the two differ, and other messages (not UTF-8) count lines.
+    `offline`: a hub data set comes from the local cache only (a trial's reading of what the parent resolved)."""
     if text_column == label_column:
         raise DataError(f"{source}: text_column and label_column both name {text_column!r}; expected two different "
                         "columns (the texts and their labels)")
-    df = load_frame(source, split, text_column)
+    df = load_frame(source, split, text_column, offline)
     dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
     for col, key in ((text_column, "text_column"), (label_column, "label_column")):
         if col in dup:
@@ -354,9 +366,12 @@ def _record_lines(source: str) -> list[int] | None:
 # --------------------------------------------------------------------------------------------------
 # Sampling and splitting (scikit-learn's stratified splitter, exactly as the lab called it)
 # --------------------------------------------------------------------------------------------------
-def sample_and_split(rows: Rows, dataset_size: int, val_fraction: float, seed: int, source: str = "data") -> tuple[list[int], list[int]]:
-    """Indices of the train and validation rows: `dataset_size` rows (seeded, stratified), then a
-    stratified split. 2,000 rows with val_fraction 0.1 give 1,800 / 200, as in the lab."""
+def sample_and_split(rows: Rows, dataset_size: int, val_fraction: float, seed: int, source: str = "data",
+                     sample: str = "stratified") -> tuple[list[int], list[int]]:
+    """Indices of the train and validation rows: `dataset_size` rows, then a stratified split. 2,000 rows
+    with val_fraction 0.1 give 1,800 / 200, as in the lab. `sample = "stratified"` takes a seeded
+    stratified sample of the rows; "head" the first `dataset_size` usable rows in file order (the lab's
+    `dropna(subset=["reviewText"])` then `df.head(2000)`: rows with empty text are dropped first here too)."""
     from sklearn.model_selection import train_test_split
 
     n = len(rows.texts)
@@ -364,7 +379,9 @@ def sample_and_split(rows: Rows, dataset_size: int, val_fraction: float, seed: i
         raise DataError(f"{source}: dataset_size {dataset_size} is larger than the {n} usable rows")
     idx = np.arange(n)
     counts = np.bincount(rows.labels)
-    if dataset_size < n:
+    if dataset_size < n and sample == "head":
+        idx = idx[:dataset_size]
+    elif dataset_size < n:
         strat = rows.labels if _can_stratify(counts, dataset_size, n) else None
         idx, _ = train_test_split(idx, train_size=dataset_size, random_state=seed, shuffle=True, stratify=strat)
     labels = rows.labels[idx]

@@ -5,28 +5,21 @@ run folder left behind; what can only fail inside a trial (out of memory, say) b
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any, Iterable
 
 from ..grid import Trial
 from .data import DataError, load_rows
-from .models import EMBEDDED, RANDOM_SHAPES, ModelError, check_local_folder, embedded_minilm_path
+from .models import (EMBEDDED, RANDOM_SHAPES, ModelError, check_depth, depth_of, embedded_minilm_path,
+                     model_folder, random_config)
 
 
 class PreflightError(Exception):
     """One line: what is wrong, where, and what is expected."""
 
 
-def _num_layers(config: dict[str, Any]) -> int | None:
-    for key in ("num_hidden_layers", "n_layers", "num_layers"):
-        if isinstance(config.get(key), int):
-            return config[key]
-    return None
-
-
 def _max_positions(config: dict[str, Any]) -> int | None:
-    """The longest input the model's position embeddings take (RoBERTa-family tables hold 2 more)."""
+    """The longest input the model's position embeddings take (RoBERTa-family tables hold 2 more).
+    ModernBERT and rotary decoders have no table, but a trained length (max_position_embeddings)."""
     for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
         n = config.get(key)
         if isinstance(n, int) and not isinstance(n, bool):
@@ -35,46 +28,28 @@ def _max_positions(config: dict[str, Any]) -> int | None:
     return None
 
 
-def model_config(name: str, trust_remote_code: bool, allow_pickle: bool) -> dict[str, Any]:
-    """The model's config as a dict, checking on the way that it can be found without a network."""
+def model_layers(name: str, trust_remote_code: bool, allow_pickle: bool, revision: str | None = None) -> int | None:
+    """The model's block count, checking on the way that it can be found."""
+    return depth_of(model_config(name, trust_remote_code, allow_pickle, revision))
+
+
+def model_config(name: str, trust_remote_code: bool, allow_pickle: bool, revision: str | None = None) -> dict[str, Any]:
+    """The model's config as a dict, checking on the way that the model can be loaded: a local folder's or
+    hub snapshot's weights have readable safetensors headers, and its architecture has a sequence-
+    classification head. A hub id is resolved here, once, in the parent (`hub.resolve`: downloaded unless
+    HF_HUB_OFFLINE is set); trials read the cached snapshot."""
     if name.startswith("random:"):
         shape = name.split(":", 1)[1]
         if shape not in RANDOM_SHAPES:
             raise ModelError(f"{name}: unknown random shape; expected one of {', '.join(sorted(RANDOM_SHAPES))}")
-        import transformers
-
-        cls_name, kwargs = RANDOM_SHAPES[shape]
-        return getattr(transformers, cls_name)(**kwargs).to_dict()
+        return random_config(shape).to_dict()
     if name.startswith("embedded:"):
         if name not in EMBEDDED:
             raise ModelError(f"{name}: unknown embedded model; expected embedded:minilm-l6")
         path = embedded_minilm_path()
         return json.loads((path / "config.json").read_text())
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelError(f"{name}: not a folder; expected a saved transformers model folder or a hub id")
-        check_local_folder(path, name, allow_pickle)
-        try:
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            raise ModelError(f"{name}: config.json is not valid JSON") from None
-        if not isinstance(config, dict):
-            raise ModelError(f"{name}: config.json is not a JSON object; expected a saved transformers config")
-        return config
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from transformers import AutoConfig
-
-        # local_files_only: offline whatever the environment says (huggingface_hub reads HF_HUB_OFFLINE once,
-        # at import, which may have happened before this), so an unknown name never retries the network.
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=True)
-    except Exception:
-        raise ModelError(
-            f"{name}: unknown model: not a local folder, not embedded:minilm-l6 or random:<shape>, and not in the "
-            "local hub cache (no hub at run time; download it elsewhere and point [model] name at the folder)"
-        ) from None
-    return config.to_dict()
+    path, _ = model_folder(name, revision, allow_pickle, local_only=None, trust_remote_code=trust_remote_code)
+    return json.loads((path / "config.json").read_text(encoding="utf-8"))  # checked by model_folder
 
 
 def setting_place(cfg: Any, flat: str) -> str:
@@ -134,29 +109,31 @@ def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True, c
                 f"training rows of dataset_size {p['dataset_size']}{after} (batches drop the last partial batch, "
                 "so none would run)"
             )
-    layers: dict[tuple[str, bool, bool], int | None] = {}
-    positions: dict[tuple[str, bool, bool], int | None] = {}
+    configs: dict[tuple[str, bool, bool, str | None], dict[str, Any]] = {}
     for t in trials:
-        key = (t.params["model"], t.params["trust_remote_code"], t.params["allow_pickle"])
-        if key not in layers:
+        key = (t.params["model"], t.params["trust_remote_code"], t.params["allow_pickle"], t.params.get("revision"))
+        if key not in configs:
             try:
-                config = model_config(*key)
+                configs[key] = model_config(*key)
             except ModelError as exc:
                 raise PreflightError(f"{grid_path}: {where('model')}: {exc}") from None
-            layers[key], positions[key] = _num_layers(config), _max_positions(config)
-        n_pos = positions[key]
+        n_pos = _max_positions(configs[key])
         if n_pos is not None and t.params["max_length"] > n_pos:
             raise PreflightError(
                 f"{grid_path}: {where('max_length')}: {t.params['max_length']} but {t.params['model']} has "
                 f"{n_pos} positions; expected at most {n_pos}"
             )
         fl = t.params["frozen_layers"]
-        n_layers = layers[key]
-        if fl != "all" and n_layers is not None and int(fl) > n_layers:
-            raise PreflightError(
-                f"{grid_path}: {where('frozen_layers')}: {fl} but {t.params['model']} has {n_layers} layers; "
-                f"expected 0..{n_layers} or \"all\""
-            )
+        try:
+            check_depth(fl, configs[key], t.params["model"])
+        except ModelError as exc:
+            n_layers = depth_of(configs[key])
+            if fl != "all" and n_layers is not None and int(fl) > n_layers:
+                raise PreflightError(
+                    f"{grid_path}: {where('frozen_layers')}: {fl} but {t.params['model']} has {n_layers} layers; "
+                    f"expected 0..{n_layers} or \"all\""
+                ) from None
+            raise PreflightError(f"{grid_path}: {where('frozen_layers')}: {exc}") from None
     if check_devices:
         cuda = sorted({t.params["device"] for t in trials if t.params["device"].startswith("cuda")})
         if cuda:

@@ -217,8 +217,23 @@ class Trainer:
                                               params["fused_optimizer"], device)
         self.result = TrainResult(optimizer_impl=impl)
         # The cache applies where something is frozen below a trained part.
-        self.cached = bool(params["cache_frozen"]) and (self.depth is None or self.depth > 0)
-        self.work = WorkReport(self.depth)
+        # `cached`: the frozen part runs once, into a cache built at `cache_depth` (None: the whole base, "all").
+        self.cached = False
+        self.cache_depth: int | None = self.depth
+        family = self.parts.family
+        if params["cache_frozen"] and (self.depth is None or self.depth > 0):
+            if family is None:
+                self.result.cache_note = (f"no cache: the layout of model type {model.config.model_type!r} is not "
+                                          "known to harness, so the frozen part runs every epoch")
+            elif self.depth is not None and not family.partial_cache:
+                self.result.cache_note = (f"no cache at frozen_layers = {self.depth}: {family.name} shares one block "
+                                          "across its depth (the cache applies to \"all\")")
+            else:
+                self.cached = True
+                if self.depth == self.parts.num_layers and not any(p.requires_grad for p in self.parts.base.parameters()):
+                    self.cache_depth = None  # every block frozen and nothing after them in the base: the "all" cache
+        # FLOPs: what ran forward only is the cached part when there is a cache, else the frozen blocks.
+        self.work = WorkReport(self.cache_depth if self.cached else self.depth)
         if self.cached:
             if params.get("frozen_dropout"):
                 self.result.cache_note = ("frozen_dropout ignored: the cached frozen layers ran once in eval mode, "
@@ -254,7 +269,7 @@ class Trainer:
         hidden = getattr(self.model.config, "hidden_size", None) or getattr(self.model.config, "dim", 768)
         n = len(self.train_set) + len(self.val_set)
         tokens = int(self.collate_train.lengths.sum() + self.collate_val.lengths.sum())
-        return frozen_cache.estimate_bytes(self.depth, n, tokens, hidden, self.cache_store_dtype())
+        return frozen_cache.estimate_bytes(self.cache_depth, n, tokens, hidden, self.cache_store_dtype())
 
     def build_cache(self) -> None:
         """Run the frozen part once over the training and validation examples (validation rows are
@@ -262,7 +277,7 @@ class Trainer:
         assert self.cached, "build_cache without cache_frozen"
         target = frozen_cache.placement(self.cache_bytes_estimate(), self.device, frozen_cache.free_device_bytes(self.device))
         lengths = np.concatenate([self.collate_train.lengths, self.collate_val.lengths])
-        self.cache = frozen_cache.build(self.parts, self.depth, self._cache_batches(lengths), torch.from_numpy(lengths),
+        self.cache = frozen_cache.build(self.parts, self.cache_depth, self._cache_batches(lengths), torch.from_numpy(lengths),
                                         self.device, self.cache_store_dtype(), self.autocast, target)
         self.view = frozen_cache.HeadView(self.model, self.parts, self.cache)
         self.result.cache_used = True
@@ -314,7 +329,8 @@ class Trainer:
                         got_out = getattr(self.model, base_attr)(**args)
                 pairs = [(ref_logits, got_logits)]
                 if self.cache.depth is None:
-                    pairs.append((ref_out[0][:, :1], got_out[0]))
+                    pad_id = getattr(self.model.config, "pad_token_id", None)
+                    pairs.append((frozen_cache.pooled_state(self.parts.pooling, ref_out[0], ids, mask, pad_id), got_out[0]))
                 else:
                     valid = args["attention_mask"].bool()
                     width = valid.shape[1]
