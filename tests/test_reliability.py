@@ -448,7 +448,9 @@ def test_a_report_that_fails_keeps_the_records_and_the_exit_code(tmp_path, work,
 # 4. Per-trial timeout and killed children: a record with a status, what finished kept
 # --------------------------------------------------------------------------------------------------
 def test_a_trial_past_its_timeout_is_recorded_as_timeout(tmp_path, work, capsys):
-    grid = tiny_grid(tmp_path, data__source=str(tiny_csv(tmp_path)), limits__trial_timeout_s=0.5)
+    # Enough epochs that the trial cannot finish inside its 0.5 s: forked from the trial server, a tiny trial of
+    # a few epochs now starts and ends within it.
+    grid = tiny_grid(tmp_path, data__source=str(tiny_csv(tmp_path)), train__epochs=1000, limits__trial_timeout_s=0.5)
     out = tmp_path / "run"
     assert main(["run", str(grid), "--out", str(out), "--no-report"]) == 0
     (rec,) = lines_of(out / TRIALS)
