@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -376,13 +377,8 @@ def data_curve(a: Analysis, out: Path) -> FigureFiles | None:
             continue
         top = max([p.x for p in fit.predictions] + fit.x_sizes)
         grid = np.geomspace(min(fit.x_sizes), top, 80)
-        band = fit.predict(grid)
-        ax.plot(grid, [b.accuracy for b in band], "-", color=c, lw=1.5, zorder=2)
-        ax.fill_between(grid, [b.curve_lo for b in band], [b.curve_hi for b in band], color=c, alpha=0.15, lw=0)
         preds = [p for p in fit.predictions if p.kind == "extrapolated"]
-        ax.errorbar([p.x for p in preds], [p.accuracy for p in preds],
-                    yerr=[[p.accuracy - p.lo for p in preds], [p.hi - p.accuracy for p in preds]],
-                    fmt="D", mfc="white", color=c, ms=6, capsize=3, zorder=4)
+        _fitted_band(ax, fit, grid, preds, c, lw=1.5, zorder=2)
         xs_all += [p.x for p in preds]
     ax.plot([], [], "D", mfc="white", color="#555555", label="predicted (80 % interval)")
     ax.axhline(a.target_accuracy, ls="--", color="#2ca02c", lw=1, label=f"target {fmt.pct(a.target_accuracy)}")
@@ -396,6 +392,18 @@ def data_curve(a: Analysis, out: Path) -> FigureFiles | None:
                  "Dots: trials. Line and band: the saturating power law fitted to validation error and its 80 % "
                  "bootstrap band. Open diamonds: predictions beyond the sizes run, with the 80 % interval of what "
                  "one run there would measure. Fewer than 3 sizes: the points only (no fit).")
+
+
+def _fitted_band(ax: Any, fit: Any, grid: Any, predictions: list[Any], color: Any, lw: float,
+                 zorder: float | None = None) -> None:
+    """A fitted learning curve over `grid` with its band, and its predictions as open diamonds with intervals
+    (the rows and the epochs figures draw them alike)."""
+    band = fit.predict(grid)
+    ax.plot(grid, [b.accuracy for b in band], "-", color=color, lw=lw, zorder=zorder)
+    ax.fill_between(grid, [b.curve_lo for b in band], [b.curve_hi for b in band], color=color, alpha=0.15, lw=0)
+    ax.errorbar([p.x for p in predictions], [p.accuracy for p in predictions],
+                yerr=[[p.accuracy - p.lo for p in predictions], [p.hi - p.accuracy for p in predictions]],
+                fmt="D", mfc="white", color=color, ms=6, capsize=3, zorder=4)
 
 
 def epoch_curve(a: Analysis, out: Path) -> FigureFiles | None:
@@ -416,12 +424,7 @@ def epoch_curve(a: Analysis, out: Path) -> FigureFiles | None:
             ax.plot(fit.x_sizes, fit.mean_accuracy, ":", color=c, lw=1)
             continue
         grid = np.linspace(min(fit.x_sizes), 2 * f.epochs_run, 60)
-        band = fit.predict(grid)
-        ax.plot(grid, [b.accuracy for b in band], "-", color=c, lw=1.3)
-        ax.fill_between(grid, [b.curve_lo for b in band], [b.curve_hi for b in band], color=c, alpha=0.15, lw=0)
-        p = f.at_double
-        ax.errorbar([p.x], [p.accuracy], yerr=[[p.accuracy - p.lo], [p.hi - p.accuracy]], fmt="D", mfc="white",
-                    color=c, ms=6, capsize=3, zorder=4)
+        _fitted_band(ax, fit, grid, [f.at_double], c, lw=1.3)
     ax.axvline(max(e.forecast.epochs_run for e in items), ls=":", color="#777777", lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (mean over repeats)")
