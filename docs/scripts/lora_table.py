@@ -69,8 +69,9 @@ def main(run_dir: str) -> None:
              ("LoRA r=8 in every block", "full fine-tuning"),
              ("LoRA r=8 above 4 frozen blocks", "4 blocks frozen"),
              ("head only (frozen all)", "full fine-tuning")]
-    print("\n| per seed: a / b | total time ratios | mean | train s per epoch ratios | mean | accuracy a - b |")
-    print("| --- | --- | ---: | --- | ---: | --- |")
+    print("\n| per seed: a / b | total time ratios | mean | train s per epoch ratios | mean | accuracy a - b | "
+          "paired mean a - b, 95 % t |")
+    print("| --- | --- | ---: | --- | ---: | --- | ---: |")
     for a, b in pairs:
         seeds = [s for s in sorted(by_seed) if a in by_seed[s] and b in by_seed[s]]
         if not seeds:
@@ -81,7 +82,15 @@ def main(run_dir: str) -> None:
         dacc = [by_seed[s][a]["epochs"][-1]["val_accuracy"] - by_seed[s][b]["epochs"][-1]["val_accuracy"] for s in seeds]
         print(f"| {a} / {b} | {', '.join(f'{x:.2f}' for x in tot)} | {statistics.mean(tot):.2f} | "
               f"{', '.join(f'{x:.2f}' for x in ep)} | {statistics.mean(ep):.2f} | "
-              f"{', '.join(f'{x:+.3f}' for x in dacc)} |")
+              f"{', '.join(f'{x:+.3f}' for x in dacc)} | {paired(dacc)} |")
+
+
+def paired(diffs: list[float]) -> str:
+    """The seeds' paired accuracy difference, in points, with its 95 % t-interval (same seed, same split)."""
+    m, h = interval(diffs)
+    if len(diffs) < 2:
+        return f"{100 * m:+.1f}"
+    return f"{100 * m:+.1f} [{100 * (m - h):+.1f}, {100 * (m + h):+.1f}]"
 
 
 if __name__ == "__main__":

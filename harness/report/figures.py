@@ -72,10 +72,11 @@ def _color(i: int, n: int):
 
 
 def _pct_axis(ax, axis: str = "y") -> None:
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import PercentFormatter
 
-    f = FuncFormatter(lambda v, _: f"{v * 100:.0f} %")
-    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(f)
+    # decimals=None: as many decimals as the axis's span needs (ticks 2.5 points apart are not all rounded to
+    # whole percents, which printed "78 %" twice on one axis)
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(xmax=1.0, decimals=None, symbol=" %"))
 
 
 def _maybe_log(ax, values: list[float], axis: str = "x") -> None:
@@ -316,6 +317,23 @@ def strategies(a: Analysis, out: Path) -> FigureFiles | None:
     return _save(fig, out, "strategies", "lab vs fast", "Configurations that ran under both strategies.")
 
 
+def _annotate_apart(ax, labels: list[tuple[float, float, str, Any]]) -> None:
+    """Label points beside them, moving a label down a line where it would print over one already placed
+    (points close in both cost and accuracy, as a LoRA and a freezing configuration often are)."""
+    ax.autoscale_view()
+    to_axes = ax.transData + ax.transAxes.inverted()
+    placed: list[tuple[float, float]] = []
+    height_pt = ax.get_window_extent().height * 72.0 / ax.figure.dpi
+    line = 10.0 / max(height_pt, 1.0)  # one 7-pt label's line, in axes fractions
+    for xv, yv, text, color in sorted(labels, key=lambda t: (-t[1], t[0])):
+        px, py = to_axes.transform((xv, yv))
+        dy = 0.0
+        while any(abs(px - qx) < 0.3 and abs(py + dy - qy) < line for qx, qy in placed):
+            dy -= line
+        placed.append((px, py + dy))
+        ax.annotate(text, (xv, yv), textcoords="offset points", xytext=(6, 4 + dy * height_pt), fontsize=7, color=color)
+
+
 METHOD_STYLE = {"head only": ("#7f7f7f", "s"), "freezing": ("#1f77b4", "o"), "LoRA": ("#ff7f0e", "D"),
                 "full fine-tuning": ("#2ca02c", "^")}
 
@@ -328,6 +346,7 @@ def methods(a: Analysis, out: Path) -> FigureFiles | None:
     x = "cost_usd" if mc["cost_usd"].notna().all() else "seconds_total"
     g = a.groups.set_index("config_key")
     fig, (ax,) = _new(8, 5)
+    labels: list[tuple[float, float, str, Any]] = []
     for method, (color, marker) in METHOD_STYLE.items():
         m = mc[mc["method"] == method]
         if not len(m):
@@ -337,9 +356,9 @@ def methods(a: Analysis, out: Path) -> FigureFiles | None:
                     yerr=[m["val_accuracy"] - m["accuracy_low"], m["accuracy_high"] - m["val_accuracy"]],
                     fmt=marker, ms=7, color=color, ecolor=color, elinewidth=1, alpha=0.9, label=method, zorder=2)
         for _, r in m.iterrows():
-            ax.annotate(_short(r["method_label"], 36), (r[x], r["val_accuracy"]), textcoords="offset points",
-                        xytext=(6, 4), fontsize=7, color=color)
+            labels.append((r[x], r["val_accuracy"], _short(r["method_label"], 36), color))
     _maybe_log(ax, mc[x].tolist())
+    _annotate_apart(ax, labels)
     if x == "cost_usd" and ax.get_xscale() != "log":
         from matplotlib.ticker import FuncFormatter
 
