@@ -16,6 +16,8 @@ any failed):
 4. `budget_16gib`: grids/gpu_memory.toml with `--max-batch`: batches 8 to 256 under a 16 GiB
    `gpu_memory` budget, which fit, which run out, and the largest batch per frozen setting.
 5. `plan`: `harness plan` against step 4's run, where the command exists (issue 13); skipped otherwise.
+6. `families`: grids/families_gpu.toml, a modern encoder and a decoder at base shapes in bf16 (issue 16).
+7. `lora`: grids/gpu_lora.toml at one seed, freezing, LoRA and full fine-tuning at 512 tokens (issue 17).
 
 It writes `gpu_check.json` and `gpu.md` into --out, and the figures with the exact command into --doc
 (default docs/gpu.md; a dry run writes it into --out only). Runs folders go under --out too. Where $OUT is
@@ -65,6 +67,8 @@ TINY_FAMILIES = {  # the families step's modern encoder and decoder at tiny shap
     "grid": {"model": ["random:modernbert-tiny", "random:qwen2-tiny"], "dataset_size": [40], "batch_size": [8],
              "frozen_layers": ["all", 1], "device": ["cpu"]},
 }
+
+TINY_LORA = {"grid": {"frozen_layers": ["all", 1, 0], "batch_size": [8]}, "model": {"max_length": 32}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,9 +291,34 @@ def step_families(ctx: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def step_lora(ctx: dict[str, Any]) -> dict[str, Any]:
+    """grids/gpu_lora.toml (issue 17): freezing, LoRA and full fine-tuning at the lab's shape on CUDA, one seed here
+    (the grid's three are for a longer slot: `python -m harness run grids/gpu_lora.toml`)."""
+    grid = write_grid(REPO / "grids/gpu_lora.toml", ctx["out"] / "gpu_lora_one_seed.toml", {"grid": {"seed": [324]}})
+    if ctx["dry_run"]:
+        grid = write_grid(grid, ctx["out"] / "gpu_lora_tiny.toml", TINY, TINY_LORA)
+    run_dir = ctx["out"] / "runs" / "gpu_lora"
+    result = run_command(harness_cmd("run", str(grid), "--out", str(run_dir), "--no-report"),
+                         ctx["out"] / "lora.log", ctx["timeout"](240))
+    if not (run_dir / "trials.jsonl").exists():
+        raise StepFailed(result, f"no trials.jsonl (exit code {result['exit_code']})")
+    result["trials"] = [{"frozen": param(r, "frozen_layers"), "adapter": param(r, "adapter") or "none",
+                         "status": r["status"], "error": r.get("error"), "trainable_params": r.get("trainable_params"),
+                         "train_s": train_seconds(r), "total_s": r.get("seconds_total"),
+                         "cache_s": (r.get("phases") or {}).get("cache"),
+                         "val_accuracy": (r.get("epochs") or [{}])[-1].get("val_accuracy"),
+                         "cuda_peak_allocated_mib": (r.get("memory") or {}).get("cuda_peak_allocated_mib"),
+                         "gpu_energy_j": (r.get("energy_j") or {}).get("gpu"), "mfu": r.get("mfu")}
+                        for r in records(run_dir)]
+    failed = [t for t in result["trials"] if t["status"] != "ok"]
+    if result["exit_code"] != 0 or failed or not result["trials"]:
+        raise StepFailed(result, f"exit code {result['exit_code']}, {len(failed)} of {len(result['trials'])} trials not ok")
+    return result
+
+
 STEPS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("env", step_env), ("cuda_tests", step_cuda_tests), ("lab_vs_fast", step_lab_vs_fast),
-    ("budget_16gib", step_budget_16gib), ("plan", step_plan), ("families", step_families),
+    ("budget_16gib", step_budget_16gib), ("plan", step_plan), ("families", step_families), ("lora", step_lora),
 ]
 
 
@@ -378,6 +407,15 @@ def markdown(summary: dict[str, Any]) -> str:
         for t in families["trials"]:
             lines.append(f"| {t['model']} | {t['frozen']} | {t['status']} | {t['precision'] or '-'} | {fmt(t['cache_used'])} | "
                          f"{fmt(t['total_s'], 1)} | {fmt(t['cuda_peak_allocated_mib'], 0)} | {t['error'] or ''} |")
+    lora = (steps.get("lora") or {}).get("result") or {}
+    if lora.get("trials"):
+        lines += ["", "## Freezing, LoRA and full fine-tuning (grids/gpu_lora.toml, seed 324)", "",
+                  "| frozen | adapter | status | trainable | training s | cache s | total s | val acc | CUDA peak MiB | GPU energy J | MFU |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for t in lora["trials"]:
+            lines.append(f"| {t['frozen']} | {t['adapter']} | {t['status']} | {fmt(t['trainable_params'])} | {fmt(t['train_s'], 3)} | "
+                         f"{fmt(t['cache_s'], 3)} | {fmt(t['total_s'], 1)} | {fmt(t['val_accuracy'], 3)} | "
+                         f"{fmt(t['cuda_peak_allocated_mib'], 0)} | {fmt(t['gpu_energy_j'], 0)} | {fmt(t['mfu'], 3)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,7 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path):
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     steps = summary["steps"]
-    assert list(steps) == ["env", "cuda_tests", "lab_vs_fast", "budget_16gib", "plan", "families"]
+    assert list(steps) == ["env", "cuda_tests", "lab_vs_fast", "budget_16gib", "plan", "families", "lora"]
     assert all(s["status"] in ("ok", "skipped") for s in steps.values()), steps
     assert steps["cuda_tests"]["status"] == "ok" and "skipped" in steps["cuda_tests"]["result"]["summary"]
     lab = steps["lab_vs_fast"]["result"]
@@ -48,7 +48,17 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path):
     assert {(t["model"], str(t["frozen"])) for t in families["trials"]} == {
         (m, f) for m in ("random:modernbert-tiny", "random:qwen2-tiny") for f in ("all", "1")}
     assert all(t["status"] == "ok" for t in families["trials"])
+    # the plan predicts every trial of the tiny budget grid (its probes fit a 40-row source) and scores itself
+    plan_out = steps["plan"]["result"]["output"]
+    assert "cannot predict" not in plan_out and "predicted vs measured" in plan_out.lower(), plan_out[-2000:]
+    lora = steps["lora"]["result"]
+    assert {(str(t["frozen"]), t["adapter"]) for t in lora["trials"]} == {
+        (f, a) for f in ("all", "1", "0") for a in ("none", "lora")} - {("all", "lora")}
+    assert all(t["status"] == "ok" for t in lora["trials"])
+    by = {(str(t["frozen"]), t["adapter"]): t["trainable_params"] for t in lora["trials"]}
+    assert by[("all", "none")] < by[("1", "lora")] < by[("1", "none")] < by[("0", "none")]
     doc = (tmp_path / "gpu.md").read_text()
     assert "DRY RUN" in doc and "bash bench/gpu_check.sh --dry-run" in doc and "Largest batch" in doc
+    assert "LoRA" in doc
     after = (REPO / "docs" / "gpu.md").read_bytes() if (REPO / "docs" / "gpu.md").exists() else None
     assert after == before  # a dry run never writes the GPU figures

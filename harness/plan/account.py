@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..meters.flops import EncoderShape, Work, trial_flops
+from ..meters.flops import EncoderShape, Work, forward_flops, trial_flops
 
 MiB = 2**20
 # Bytes a Python list of token ids costs per token (an 8-byte pointer and, above 256, a 28-byte int).
@@ -63,9 +63,11 @@ class Anatomy:
     all0: float
     all1: float
     flops_shape: dict[str, Any] = field(default_factory=dict)
-    # Bytes per token live at once in a block's forward without a graph (evaluation, frozen blocks, the
-    # cache build): the FFN's intermediate plus a few hidden-size tensors, in the compute dtype.
+    # Bytes live at once in a forward without a graph (evaluation, frozen blocks, the cache build), per
+    # example fwd_a L + fwd_b L^2: counted by a probe (the peak of the tensors alive at once, probe.py).
     fwd_a: float = 0.0
+    fwd_b: float = 0.0
+    fwd_c: float = 0.0       # ... and fwd_c once per forward, whatever the batch (masks, position ids)
     block_c: float = 0.0     # bytes a trained block keeps whatever the batch (autocast's weight copies)
     cuda_free_after_load: float | None = None  # for the cache's placement rule on a GPU
 
@@ -84,10 +86,9 @@ class Anatomy:
 
     # -- activations -------------------------------------------------------------------------------
     def forward_bytes(self, n: int, length: int) -> float:
-        """Transient bytes of one block's forward without a graph over n examples padded to `length`: the
-        per-token tensors, and the attention's L x L scores per head (the math kernel materialises them when
-        a padding mask is given; taken as large as what a trained block keeps of them)."""
-        return n * (length * self.fwd_a + self.block_b * length * length)
+        """Transient bytes of a forward without a graph over n examples padded to `length` (the peak of what
+        is alive at once: one block's intermediates and the hidden states around them)."""
+        return self.fwd_c + n * (length * self.fwd_a + self.fwd_b * length * length)
 
     def block_bytes(self, n: int, length: int) -> float:
         """What one trained block keeps for backward over a batch of n examples padded to `length`."""
@@ -131,15 +132,29 @@ class Setting:
     epochs: int
 
 
+SLACK_SCALE = float(2**30)
+
+
+def slack_feature(saved: float) -> float:
+    """What k_act multiplies: the allocator's peak above the activations autograd keeps (backward's own
+    temporaries, freed chunks malloc's arenas hold), which grows more slowly than they do. Measured on
+    MiniLM (1 and 2 threads, 2026-11-30): 16 MiB over 60 MiB kept, 330-500 over 820, 400-540 over 2,944,
+    690-780 over 6,098; a constant factor fitted on small probes over-predicted the largest by 30-40 %.
+    Hence G log(1 + kept / G), G = 1 GiB: linear for small batches, concave beyond a GiB."""
+    return SLACK_SCALE * math.log1p(max(0.0, saved) / SLACK_SCALE)
+
+
 @dataclass
 class Coefficients:
     """Fitted per calibration key. Memory in bytes, time in seconds."""
 
     c_bytes: float = 0.0
-    k_act: float = 1.0
+    k_act: float = 0.3       # x slack_feature(activations kept for backward)
     k_state: float = 1.0     # gradients and optimiser state as the allocator holds them
+    k_fwd: float = 1.0       # a forward without a graph: the allocator's peak over the tensors' own
     t0: float = 0.0          # per training batch
-    kt: float = 0.0          # per training FLOP
+    kt: float = 0.0          # per training FLOP (forward and backward of what trains)
+    kz: float = 0.0          # per FLOP of a frozen bottom's forward without a graph, in a training batch
     ko: float = 0.0          # per trainable parameter per step
     te0: float = 0.0         # per evaluation batch
     kf: float = 0.0          # per evaluation FLOP
@@ -162,7 +177,8 @@ class MemoryParts:
     activations: float       # k x the largest of the phases' activation terms
     phase: str               # which phase sets the peak: train, eval, cache build, optimizer step
     state_overhead: float = 0.0  # (k_state - 1) x (grads + optimizer state)
-    raw_activations: float = 0.0  # the phase's activation bytes before k
+    raw_activations: float = 0.0  # the phase's slack_feature(activations kept for backward), before k_act
+    raw_forward: float = 0.0      # the phase's forward transient, before k_fwd
 
     @property
     def total(self) -> float:
@@ -194,36 +210,42 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
         # core/cache.py's placement: on the GPU only under a quarter of the free memory, else host memory.
         if on_gpu and not (a.cuda_free_after_load and cache < 0.25 * a.cuda_free_after_load):
             cache = 0.0
-    phases: dict[str, float] = {}
-    raw: dict[str, float] = {}
+    # Each phase: (bytes not scaled, the allocator's slack over what autograd keeps (x k_act), a forward's
+    # transient (x k_fwd)).
+    phases: dict[str, tuple[float, float, float]] = {}
     state = co.k_state * (grads + opt) if include_train else 0.0
     if include_train:
-        train_act = 0.0
+        saved, fwd = 0.0, 0.0
         for epoch in b.train:
             for n, length in epoch:
-                act = a.saved_bytes(n, length, s.depth, s.cached)
-                if uncached_frozen:  # the frozen blocks' forward runs below, without a graph
-                    act = max(act, a.forward_bytes(n, length) / max(co.k_act, 1e-9))
-                train_act = max(train_act, act)
-        phases["train"], raw["train"] = state + co.k_act * train_act, train_act
-        phases["optimizer step"], raw["optimizer step"] = state + (p_train * 4 if s.multi_tensor else 0), 0.0
-    eval_act = 0.0
+                saved = max(saved, a.saved_bytes(n, length, s.depth, s.cached))
+                if uncached_frozen:  # the frozen blocks' forward runs first, without a graph
+                    fwd = max(fwd, a.forward_bytes(n, length))
+        if co.k_fwd * fwd > saved + co.k_act * slack_feature(saved):
+            phases["train"] = (state, 0.0, fwd)
+        else:
+            phases["train"] = (state + saved, slack_feature(saved), 0.0)
+        phases["optimizer step"] = (state + (p_train * 4 if s.multi_tensor else 0), 0.0, 0.0)
     runs_blocks = not (s.cached and s.depth is None)
-    for n, length in b.eval:
-        eval_act = max(eval_act, a.forward_bytes(n, length) if runs_blocks else n * a.all0)
-    phases["eval"], raw["eval"] = state + eval_act, eval_act
+    if runs_blocks:
+        phases["eval"] = (state, 0.0, max((a.forward_bytes(n, length) for n, length in b.eval), default=0.0))
+    else:  # the head on cached vectors
+        phases["eval"] = (state + max((n * a.all0 for n, _ in b.eval), default=0.0), 0.0, 0.0)
     if b.cache:
-        build = max(a.forward_bytes(n, length) for n, length in b.cache)
         # The cache-building Collator holds a second copy of all token ids while it runs.
-        phases["cache build"] = build + (0.0 if on_gpu else 8 * b.n_examples * max(b.width_train, b.width_val))
-        raw["cache build"] = 0.0
-    phase = max(phases, key=lambda k: phases[k])
-    dyn = phases[phase]
+        ids = 0.0 if on_gpu else 8 * b.n_examples * max(b.width_train, b.width_val)
+        phases["cache build"] = (ids, 0.0, max(a.forward_bytes(n, length) for n, length in b.cache))
+
+    def total(ph: tuple[float, float, float]) -> float:
+        return ph[0] + co.k_act * ph[1] + co.k_fwd * ph[2]
+
+    phase = max(phases, key=lambda k: total(phases[k]))
+    dyn = total(phases[phase])
     has_state = include_train and phase != "cache build"
     g, o = (grads, opt) if has_state else (0.0, 0.0)
     over = (co.k_state - 1.0) * (g + o)
-    k_raw = raw[phase] if phase == "train" else 0.0  # only training activations carry the fitted k
-    return MemoryParts(co.c_bytes, weights, data, cache, g, o, dyn - g - o - over, phase, over, k_raw)
+    _, raw_saved, raw_fwd = phases[phase]
+    return MemoryParts(co.c_bytes, weights, data, cache, g, o, dyn - g - o - over, phase, over, raw_saved, raw_fwd)
 
 
 @dataclass
@@ -262,6 +284,22 @@ def eval_batch_flops(a: Anatomy, s: Setting, batch: tuple[int, int]) -> float:
     return _flops(a, s, [], [batch])
 
 
+def frozen_forward_flops(a: Anatomy, s: Setting, batch: tuple[int, int]) -> float:
+    """The part of a training batch's FLOPs that is the frozen bottom's forward without a graph (none under
+    the cache): priced apart, as a no-grad forward runs at another rate than a forward and backward."""
+    if s.cached or s.depth == 0:
+        return 0.0
+    shape = a.encoder_shape()
+    d = shape.num_layers if s.depth is None else min(int(s.depth), shape.num_layers)
+    return float(forward_flops(shape, Work.from_batches([batch]), range(0, d), pooler=s.depth is None, head=False))
+
+
+def train_seconds(co: "Coefficients", f: dict[str, float]) -> float:
+    """Steady seconds of the training batches summed in `f` (time_features)."""
+    return (co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.kz * f["train_frozen_flops"]
+            + co.ko * f["train_param_steps"])
+
+
 def cache_flops(a: Anatomy, s: Setting, batches: list[tuple[int, int]]) -> float:
     if not batches:
         return 0.0
@@ -272,9 +310,11 @@ def time_features(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: l
                   cache: list[tuple[int, int]]) -> dict[str, float]:
     """The sums the time coefficients multiply: batches, FLOPs and trainable parameters x steps."""
     p_train = a.trainable(s.depth)
+    frozen = [frozen_forward_flops(a, s, x) for x in train]
     return {
         "train_batches": float(len(train)),
-        "train_flops": sum(train_batch_flops(a, s, x) for x in train),
+        "train_flops": sum(train_batch_flops(a, s, x) for x in train) - sum(frozen),
+        "train_frozen_flops": float(sum(frozen)),
         "train_param_steps": float(p_train * len(train)),
         "eval_batches": float(len(evals)),
         "eval_flops": sum(eval_batch_flops(a, s, x) for x in evals),
@@ -287,7 +327,7 @@ def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
     for i, epoch in enumerate(b.train):
         f = time_features(a, s, epoch, [], [])
         warm = co.warmup_s if i == 0 and epoch else 0.0
-        train_epochs.append(warm + co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.ko * f["train_param_steps"])
+        train_epochs.append(warm + train_seconds(co, f))
     fe = time_features(a, s, [], b.eval, [])
     eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"]
     cache_s = co.kc * cache_flops(a, s, b.cache) if b.cache else 0.0

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .account import Anatomy, Batches, Coefficients, Setting, memory, time_features
+from .account import Anatomy, Batches, Coefficients, Setting, memory, time_features, train_seconds
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 2
-PROBE_MAX_ROWS = 160
+ACCOUNT_VERSION = 3
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -54,6 +53,7 @@ def environment() -> dict[str, Any]:
     from importlib import metadata
 
     from ..env import cpu_name
+    from ..executors.local import start_method
 
     def version(pkg: str) -> str | None:
         try:
@@ -74,6 +74,8 @@ def environment() -> dict[str, Any]:
     return {"cpu_model": cpu_name(), "threads": len(os.sched_getaffinity(0)), "gpus": gpus,
             "python": sys.version.split()[0], "torch": version("torch"), "transformers": version("transformers"),
             "platform": platform.machine(), "account_version": ACCOUNT_VERSION,
+            # forked from the preloaded trial server or a bare interpreter: a different process constant
+            "start_method": start_method(),
             "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD", "PYTORCH_CUDA_ALLOC"))}}
 
 
@@ -156,25 +158,30 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
         measured = sh["cuda_peak_allocated_bytes"] if cuda else sh["cpu_peak_rss_bytes"]
         rows.append((sh, s, b, float(measured)))
     co = Coefficients()
-    # Memory: y = C + k_state x (grads + optimiser state) + k x activations, bounded least squares,
-    # alternating (which phase sets the peak depends on the coefficients).
+    # Memory: y = C + k_state x (grads + optimiser state) + activations kept for backward + k_act x their
+    # slack_feature + k_fwd x a forward's transient, bounded least squares, alternating (which phase sets the
+    # peak depends on them).
     from scipy.optimize import lsq_linear
 
     for _ in range(5):
         X, y = [], []
         for sh, s, b, measured in rows:
             parts = memory(anat, s, b, co)
-            X.append([1.0, parts.grads + parts.optimizer_state, parts.raw_activations])
-            fixed_act = parts.activations - co.k_act * parts.raw_activations  # transient bytes carry no k
+            X.append([1.0, parts.grads + parts.optimizer_state, parts.raw_activations, parts.raw_forward])
+            # what the phase holds that no coefficient scales (the cache build's second copy of the ids)
+            fixed_act = parts.activations - co.k_act * parts.raw_activations - co.k_fwd * parts.raw_forward
             y.append(measured - parts.weights - parts.data - parts.cache - fixed_act)
-        X_, y_ = np.asarray(X), np.asarray(y)
-        scale = np.max(np.abs(X_), axis=0) + 1.0
+        # Each probe weighed by 1 / its measured peak: the fit minimises relative errors, as the plan is
+        # judged, rather than letting the largest probe's bytes decide the constant of the smallest.
+        w = 1.0 / np.asarray([m for *_, m in rows])
+        X_, y_ = np.asarray(X) * w[:, None], np.asarray(y) * w
+        scale = np.max(np.abs(X_), axis=0) + 1e-30
         if cuda:  # allocated memory has no process constant beyond what the account counts
-            lo, hi = [0.0, 0.9, 0.5], [1.0, 2.0, 5.0]
+            lo, hi = [0.0, 0.9, 0.0, 0.5], [1.0, 2.0, 5.0, 5.0]
         else:
-            lo, hi = [0.0, 0.9, 0.5], [np.inf, 3.0, 5.0]
+            lo, hi = [0.0, 0.9, 0.0, 0.5], [np.inf, 3.0, 5.0, 5.0]
         sol = lsq_linear(X_ / scale, y_, bounds=(np.asarray(lo) * scale, np.asarray(hi) * scale)).x / scale
-        co.c_bytes, co.k_state, co.k_act = (float(v) for v in sol)
+        co.c_bytes, co.k_state, co.k_act, co.k_fwd = (float(v) for v in sol)
     # Time: nonnegative least squares per pass.
     from scipy.optimize import nnls
 
@@ -183,7 +190,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
         # Steady state: every batch after the first of each pass, one row per batch.
         for batch, secs in list(zip(b.train[0], sh["train_step_seconds"]))[1:]:
             ft = time_features(anat, s, [batch], [], [])
-            Xt.append([ft["train_batches"], ft["train_flops"], ft["train_param_steps"]])
+            Xt.append([ft["train_batches"], ft["train_flops"], ft["train_frozen_flops"], ft["train_param_steps"]])
             yt.append(secs)
         for batch, secs in list(zip(b.eval, sh["eval_step_seconds"]))[1:]:
             fe = time_features(anat, s, [], [batch], [])
@@ -194,7 +201,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
             cache_f += time_features(anat, s, [], [], b.cache)["cache_flops"]
     scale_t = np.max(np.abs(Xt), axis=0) + 1e-30
     sol_t, _ = nnls(np.asarray(Xt) / scale_t, np.asarray(yt))
-    co.t0, co.kt, co.ko = (float(v) for v in sol_t / scale_t)
+    co.t0, co.kt, co.kz, co.ko = (float(v) for v in sol_t / scale_t)
     scale_e = np.max(np.abs(Xe), axis=0) + 1e-30
     sol_e, _ = nnls(np.asarray(Xe) / scale_e, np.asarray(ye))
     co.te0, co.kf = (float(v) for v in sol_e / scale_e)
@@ -203,7 +210,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     for sh, s, b, _ in rows:
         if sh["train_step_seconds"] and b.train[0]:
             ft = time_features(anat, s, [b.train[0][0]], [], [])
-            steady = co.t0 * ft["train_batches"] + co.kt * ft["train_flops"] + co.ko * ft["train_param_steps"]
+            steady = train_seconds(co, ft)
             warm.append(max(0.0, sh["train_step_seconds"][0] - steady))
     co.warmup_s = float(np.median(warm)) if warm else 0.0
     co.kc = cache_s / cache_f if cache_f > 0 else co.kf
@@ -214,7 +221,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     for sh, s, b, measured in rows:
         pred = memory(anat, s, b, co).total
         f = time_features(anat, s, b.train[0], b.eval, [])
-        t_pred = co.warmup_s + co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.ko * f["train_param_steps"]
+        t_pred = co.warmup_s + train_seconds(co, f)
         table.append({"frozen_layers": sh["frozen_layers"], "batch_size": sh["batch_size"], "max_length": sh["max_length"],
                       "measured_mib": round(measured / 2**20, 1), "fitted_mib": round(pred / 2**20, 1),
                       "train_seconds": round(sh["train_seconds"], 4), "fitted_train_seconds": round(t_pred, 4),
@@ -224,20 +231,34 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     return anat, co, table
 
 
-def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0) -> dict[str, Any]:
-    """Run the probes for the calibration key of trial params `p` and fit; returns the stored entry."""
+def anatomy_key(p: dict[str, Any]) -> str:
+    """What the anatomy (parameters, FLOP shape, bytes autograd keeps, a forward's transient) depends on: not
+    the strategy, the optimiser or the threads, so one reading serves every key of a model in a plan."""
+    return json.dumps([p.get("model"), device_type(str(p["device"])), p.get("precision"), p.get("attention"),
+                       p.get("trust_remote_code"), p.get("revision")], default=str)
+
+
+def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0,
+              anatomies: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the probes for the calibration key of trial params `p` and fit; returns the stored entry.
+    `anatomies`: anatomies already read in this plan, by `anatomy_key` (read here where missing, and added)."""
     from .probe import run_in_child
 
     key = calibration_key(p)
     q = dict(p)
-    q["dataset_size"] = min(int(p["dataset_size"]), PROBE_MAX_ROWS)
     q["epochs"] = 1
     from .probe import SHAPES
 
+    anatomies = {} if anatomies is None else anatomies
+    akey = anatomy_key(p)
     started = time.monotonic()
     parts = []
     for i, shape in enumerate(SHAPES):  # one fresh child per shape: each peak is a new process's, like a trial's
-        parts.append(run_in_child({"params": q, "shapes": [shape], "anatomy": i == 0}, timeout_s=timeout_s))
+        read = i == 0 and akey not in anatomies
+        parts.append(run_in_child({"params": q, "shapes": [shape], "anatomy": read}, timeout_s=timeout_s))
+        if read:
+            anatomies[akey] = parts[-1]["anatomy"]
+    parts[0]["anatomy"] = dict(anatomies[akey])
     probe = dict(parts[0])
     probe["shapes"] = [sh for r in parts for sh in r["shapes"]]
     probe["ready_s"] = float(np.median([r["ready_s"] for r in parts]))
@@ -258,7 +279,7 @@ def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0) 
         "coefficients": co.__dict__,
         "spawn_s": round(max(0.0, spawn), 3),
         "reserved_over_allocated": reserved_ratio,
-        "probe_rows": q["dataset_size"],
+        "probe_rows": probe["n_rows"],
         "probes": table,
     }
 

@@ -199,6 +199,7 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
     plan = Plan(grid_path=str(grid_path), name=cfg.name, env=env)
     source = LengthSource()
     cals: dict[str, dict[str, Any] | str] = {}
+    anatomies: dict[str, Any] = {}  # read once per model in this plan, shared by its strategies' calibrations
     for trial in trials:
         key = calibration_key(trial.params)
         kid = key_id(key)
@@ -213,7 +214,7 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
                 console.print(f"calibrating {trial.params['model']} {trial.params['device']} "
                               f"{trial.params['strategy']} (probes in a child process) ...")
             try:
-                cal = calibrate(trial.params, env)
+                cal = calibrate(trial.params, env, anatomies=anatomies)
                 cal["source"] = "probes (this plan)"
                 store.put(env, cal)
                 plan.probe_seconds += cal["probe_seconds"]

@@ -21,11 +21,17 @@ import time
 import traceback
 from typing import Any
 
-STEPS = 4  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
-# (frozen_layers, batch_size, max_length), run in this order (smallest activations first). "half" is
+STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
+# (frozen_layers, batch_size, max_length), each in a child of its own. "half" is
 # resolved to half the model's blocks.
-SHAPES: list[tuple[Any, int, int]] = [("all", 8, 64), ("half", 8, 64), (0, 4, 64), (0, 16, 64)]
-HOOK_LENGTHS = (16, 32, 64)
+# The first has no graph to keep and a large forward (k_fwd: lab's uncached frozen encoder at 4096 tokens a
+# batch, fast's cache build), the last two large ones to keep (k_act); the small ones pin the constant and
+# k_state.
+# Five shapes for four memory coefficients, so that no one probe's noise is fitted exactly.
+SHAPES: list[tuple[Any, int, int]] = [("all", 32, 128), ("half", 8, 64), (0, 4, 64), ("half", 16, 128), (0, 16, 128)]
+# Lengths of the counted forwards (saved_tensors_hooks, _LiveBytes): long enough that the attention's L^2
+# terms show beside the per-token ones.
+HOOK_LENGTHS = (32, 64, 128)
 
 
 def _malloc_trim() -> None:
@@ -71,6 +77,78 @@ def saved_bytes(model: Any, frozen: Any, name: str, device: Any, autocast: Any, 
     return int(sum(seen.values()))
 
 
+class _LiveBytes:
+    """The peak bytes of tensor storages made by the ops run under it and alive at once (what existed before,
+    such as the parameters and the inputs, is not counted): a counted, allocator-free peak of a forward.
+    Made lazily (torch is imported in the child only)."""
+
+    @staticmethod
+    def mode() -> Any:
+        import weakref
+
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_map_only
+
+        class LiveBytes(TorchDispatchMode):
+            def __init__(self) -> None:
+                super().__init__()
+                self.live = 0
+                self.peak = 0
+                self.refs: dict[int, list[int]] = {}
+
+            def _track(self, t: Any) -> None:
+                try:
+                    st = t.untyped_storage()
+                    ptr, nbytes = st.data_ptr(), st.nbytes()
+                except Exception:
+                    return
+                if not ptr:
+                    return
+                entry = self.refs.get(ptr)
+                if entry is None:  # a new storage: counted until its last tensor made here is gone
+                    self.refs[ptr] = [1, nbytes]
+                    self.live += nbytes
+                    self.peak = max(self.peak, self.live)
+                else:  # a view of a storage already counted
+                    entry[0] += 1
+                weakref.finalize(t, self._drop, ptr)
+
+            def _drop(self, ptr: int) -> None:
+                entry = self.refs.get(ptr)
+                if entry is not None:
+                    entry[0] -= 1
+                    if entry[0] == 0:
+                        self.live -= entry[1]
+                        del self.refs[ptr]
+
+            def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                out = func(*args, **(kwargs or {}))
+                tree_map_only(torch.Tensor, self._track, out)
+                return out
+
+        return LiveBytes()
+
+
+def forward_peak_bytes(model: Any, device: Any, autocast: Any, length: int, n: int = 2) -> int:
+    """Peak bytes alive at once over one forward without a graph (evaluation, the frozen prefix, the cache's
+    build) of `n` examples padded to `length`, the second half padding, as `saved_bytes` feeds it."""
+    import torch
+
+    model.eval()
+    vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(min(1000, vocab - 1), vocab, (n, length), generator=g).to(device)
+    mask = torch.ones((n, length), dtype=torch.long)
+    mask[1:, length // 2:] = 0
+    mask = mask.to(device)
+    mode = _LiveBytes.mode()
+    with torch.no_grad(), autocast(), mode:
+        out = model(input_ids=ids, attention_mask=mask)
+    del out
+    return int(mode.peak)
+
+
 def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str, Any]:
     import dataclasses
 
@@ -89,6 +167,11 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     layers = [count(layer) for layer in parts.layers]
     autocast = autocast_for(precision, device)
     measured: dict[str, list[float]] = {"block": [], "emb": [], "top": [], "all": []}
+    # The forward without a graph at (examples, length): what a forward allocates once (masks, position ids)
+    # told apart from what each example adds. Batches of 8 and 16, not 2: the bytes per token grow with the
+    # batch up to about 16 (MiniLM: 12.5 KB a token at 2 examples, 15.9 KB at 16, 16.8 KB at 48).
+    fwd_points = [(8, HOOK_LENGTHS[0]), (16, HOOK_LENGTHS[0]), (8, HOOK_LENGTHS[-1]), (16, HOOK_LENGTHS[-1])]
+    fwd_peaks = [float(forward_peak_bytes(model, device, autocast, length, n)) for n, length in fwd_points]
     for length in HOOK_LENGTHS:
         s0 = saved_bytes(model, 0, name, device, autocast, length)
         s_all = saved_bytes(model, "all", name, device, autocast, length)
@@ -112,9 +195,14 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     e = float(np.linalg.lstsq(lengths[:, None], np.asarray(measured["emb"]), rcond=None)[0][0])
     t0, t1 = np.linalg.lstsq(np.stack([np.ones_like(lengths), lengths], 1), np.asarray(measured["top"]), rcond=None)[0]
     h0, h1 = np.linalg.lstsq(np.stack([np.ones_like(lengths), lengths], 1), np.asarray(measured["all"]), rcond=None)[0]
+    # The forward without a graph: f_c once plus, per example, f_a L + f_b L^2 (counted: the live tensors' peak,
+    # see _LiveBytes).
+    fn = np.asarray([float(n) for n, _ in fwd_points])
+    fl = np.asarray([float(length) for _, length in fwd_points])
+    f_c, f_a, f_b = np.linalg.lstsq(np.stack([np.ones_like(fn), fn * fl, fn * fl**2], 1), np.asarray(fwd_peaks),
+                                    rcond=None)[0]
     cfg = model.config
     hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", 768))
-    inter = int(getattr(cfg, "intermediate_size", None) or getattr(cfg, "hidden_dim", None) or 4 * hidden)
     return {
         "num_layers": n, "hidden": hidden, "total_params": total, "embedding_params": emb, "layer_params": layers,
         "base_other_params": base - emb - sum(layers), "head_params": total - base,
@@ -123,8 +211,9 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
         "block_a": float(a), "block_b": float(b), "block_c": max(0.0, 2.0 * float(c2)), "emb_a": max(0.0, e), "top0": max(0.0, float(t0)),
         "top1": float(t1), "all0": max(0.0, float(h0)), "all1": max(0.0, float(h1)),
         "flops_shape": dataclasses.asdict(encoder_shape(model)),
-        "fwd_a": float((inter + 4 * hidden) * compute_dtype(precision).itemsize),
+        "fwd_a": max(0.0, float(f_a)), "fwd_b": max(0.0, float(f_b)), "fwd_c": max(0.0, float(f_c)),
         "saved_bytes_per_example": {k: [round(v) for v in vals] for k, vals in measured.items()},
+        "forward_peak_bytes": [[n, length, round(v)] for (n, length), v in zip(fwd_points, fwd_peaks)],
         "hook_lengths": list(HOOK_LENGTHS),
     }
 
@@ -147,7 +236,13 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         raise RuntimeError(f"device {p['device']!r} asked for, but CUDA is not available here")
     t0 = time.perf_counter()
     rows = D.load_rows(p["source"], p["text_column"], p["label_column"], p["split"])
-    train_idx, val_idx = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"])
+    shapes = list(spec.get("shapes") or SHAPES)
+    steps = int(spec.get("steps") or STEPS)
+    # The probe's own sample, whatever the trial's dataset_size: half for training, half for evaluation, enough
+    # for `steps` batches of each at the largest probe batch (fewer rows where the source has fewer; the
+    # batches are then made smaller below, so that every pass still has a steady batch after its first).
+    size = min(len(rows.texts), 2 * steps * max(int(b) for _, b, _ in shapes))
+    train_idx, val_idx = D.sample_and_split(rows, size, 0.5, p["data_seed"], p["source"])
     load_data_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     loaded = load_model(p["model"], len(rows.label_names), trust_remote_code=p["trust_remote_code"],
@@ -164,8 +259,9 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
 
     shapes_out = []
     n = _anatomy(model).num_layers
-    for frozen, batch, max_length in spec.get("shapes") or SHAPES:
+    for frozen, batch, max_length in shapes:
         frozen = n // 2 if frozen == "half" else frozen
+        batch = max(1, min(int(batch), min(len(train_idx), len(val_idx)) // 2))
         q = dict(p, batch_size=batch, eval_batch_size=batch, max_length=max_length, frozen_layers=frozen, epochs=1)
         from ..core.models import freeze
 
@@ -176,10 +272,13 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
-        sampler = CpuMemorySampler(interval_s=0.005)
+        # Sampled as a trial's meters sample (every 20 ms): a faster sampler takes the GIL between the
+        # training loop's ops often enough to slow a one-thread step by half (MiniLM, 64 x 64 tokens: 5.0 s a
+        # step at 5 ms against 2.9 s in the trial), and the probe must time what a trial would.
+        sampler = CpuMemorySampler(interval_s=0.02)
         sampler.start()
         try:
-            trainer = Trainer(model, train_set, val_set, q, device, max_steps=int(spec.get("steps") or STEPS))
+            trainer = Trainer(model, train_set, val_set, q, device, max_steps=steps)
             seen: dict[str, list[tuple[int, int]]] = {"train": [], "eval": []}
             step_s: dict[str, list[float]] = {"train": [], "eval": []}
             inner = trainer._batches
@@ -248,11 +347,16 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
             "device_name": device_name(device), "seconds": time.perf_counter() - t_start}
 
 
-def _child_main(spec: dict[str, Any], conn: Any) -> None:
+def _child_main(spec: dict[str, Any], conn: Any, environ: dict[str, str] | None = None,
+                driver_pid: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from ..executors.local import _die_with_parent
+    from ..executors.local import _die_with_parent, _leave_server
 
-    _die_with_parent()
+    forked = environ is not None
+    if forked:  # from the trial server, as a trial is: the driver's environment now, not the server's
+        os.environ.clear()
+        os.environ.update(environ)
+    _die_with_parent(_leave_server() if forked else None, driver_pid)
     for k, v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
                  ("TRANSFORMERS_VERBOSITY", "error")):
         os.environ.setdefault(k, v)
@@ -279,12 +383,17 @@ class ProbeFailed(Exception):
 
 
 def run_in_child(spec: dict[str, Any], timeout_s: float = 600.0) -> dict[str, Any]:
-    """Run the probes of one calibration key in a fresh spawned interpreter; returns the child's result with
-    the parent's view of the child's time (`wall_s` from spawn to result, `spawn_to_ready_s`)."""
-    from ..executors.local import SPAWN
+    """Run probes in a fresh child started exactly as a trial's is (forked from the preloaded trial server, or
+    spawned under HARNESS_START_METHOD=spawn), so that its process constant, its start-up seconds and its
+    allocator's history are a trial's; returns the child's result with the parent's view of the child's time
+    (`wall_s` from start to result, `spawn_to_ready_s`)."""
+    from ..executors.local import SPAWN, trial_context
 
-    parent_conn, child_conn = SPAWN.Pipe(duplex=False)
-    proc = SPAWN.Process(target=_child_main, args=(spec, child_conn), daemon=True, name="plan-probe")
+    context = trial_context()
+    forked = context is not SPAWN
+    parent_conn, child_conn = context.Pipe(duplex=False)
+    args = (spec, child_conn, dict(os.environ) if forked else None, os.getpid() if forked else None)
+    proc = context.Process(target=_child_main, args=args, daemon=True, name="plan-probe")
     started = time.monotonic()
     proc.start()
     child_conn.close()
