@@ -28,7 +28,7 @@ STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the res
 # batch, fast's cache build), the last two large ones to keep (k_act); the small ones pin the constant and
 # k_state.
 # Five shapes for four memory coefficients, so that no one probe's noise is fitted exactly.
-SHAPES: list[tuple[Any, int, int]] = [("all", 32, 128), ("half", 8, 64), (0, 4, 64), ("half", 16, 128), (0, 16, 128)]
+SHAPES: list[tuple[Any, int, int]] = [("all", 32, 128), ("half", 8, 64), (0, 8, 48), ("half", 16, 128), (0, 16, 128)]
 # Lengths of the counted forwards (saved_tensors_hooks, _LiveBytes): long enough that the attention's L^2
 # terms show beside the per-token ones.
 HOOK_LENGTHS = (32, 64, 128)
