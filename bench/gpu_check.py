@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -268,27 +267,33 @@ def step_plan(ctx: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def run_grid(ctx: dict[str, Any], grid: Path, run_name: str, log: str, timeout_s: float,
+             row: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """Run `grid` into --out/runs/`run_name` (no report); the result with one `row(record)` per trial, failed
+    unless the run exited 0 and every trial is ok."""
+    run_dir = ctx["out"] / "runs" / run_name
+    result = run_command(harness_cmd("run", str(grid), "--out", str(run_dir), "--no-report"),
+                         ctx["out"] / log, ctx["timeout"](timeout_s))
+    if not (run_dir / "trials.jsonl").exists():
+        raise StepFailed(result, f"no trials.jsonl (exit code {result['exit_code']})")
+    result["trials"] = [row(r) for r in records(run_dir)]
+    failed = [t for t in result["trials"] if t["status"] != "ok"]
+    if result["exit_code"] != 0 or failed or not result["trials"]:
+        raise StepFailed(result, f"exit code {result['exit_code']}, {len(failed)} of {len(result['trials'])} trials not ok")
+    return result
+
+
 def step_families(ctx: dict[str, Any]) -> dict[str, Any]:
     """grids/families_gpu.toml: a modern encoder (ModernBERT) and a decoder (Qwen2) at their base shapes, random
     weights, on CUDA in bf16, frozen "all" and 6 blocks with the cache, end to end (issue 16)."""
     grid = REPO / "grids/families_gpu.toml"
     if ctx["dry_run"]:
         grid = write_grid(grid, ctx["out"] / "families_tiny.toml", TINY_FAMILIES)
-    run_dir = ctx["out"] / "runs" / "families_gpu"
-    result = run_command(harness_cmd("run", str(grid), "--out", str(run_dir), "--no-report"),
-                         ctx["out"] / "families.log", ctx["timeout"](240))
-    if not (run_dir / "trials.jsonl").exists():
-        raise StepFailed(result, f"no trials.jsonl (exit code {result['exit_code']})")
-    result["trials"] = [{"model": param(r, "model"), "frozen": param(r, "frozen_layers"), "status": r["status"],
-                         "error": r.get("error"), "precision": (r.get("strategy_detail") or {}).get("precision"),
-                         "cache_used": (r.get("strategy_detail") or {}).get("cache_used"),
-                         "total_s": r.get("seconds_total"),
-                         "cuda_peak_allocated_mib": (r.get("memory") or {}).get("cuda_peak_allocated_mib")}
-                        for r in records(run_dir)]
-    failed = [t for t in result["trials"] if t["status"] != "ok"]
-    if result["exit_code"] != 0 or failed or not result["trials"]:
-        raise StepFailed(result, f"exit code {result['exit_code']}, {len(failed)} of {len(result['trials'])} trials not ok")
-    return result
+    return run_grid(ctx, grid, "families_gpu", "families.log", 240, lambda r: {
+        "model": param(r, "model"), "frozen": param(r, "frozen_layers"), "status": r["status"],
+        "error": r.get("error"), "precision": (r.get("strategy_detail") or {}).get("precision"),
+        "cache_used": (r.get("strategy_detail") or {}).get("cache_used"), "total_s": r.get("seconds_total"),
+        "cuda_peak_allocated_mib": (r.get("memory") or {}).get("cuda_peak_allocated_mib")})
 
 
 def step_lora(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -297,23 +302,13 @@ def step_lora(ctx: dict[str, Any]) -> dict[str, Any]:
     grid = write_grid(REPO / "grids/gpu_lora.toml", ctx["out"] / "gpu_lora_one_seed.toml", {"grid": {"seed": [324]}})
     if ctx["dry_run"]:
         grid = write_grid(grid, ctx["out"] / "gpu_lora_tiny.toml", TINY, TINY_LORA)
-    run_dir = ctx["out"] / "runs" / "gpu_lora"
-    result = run_command(harness_cmd("run", str(grid), "--out", str(run_dir), "--no-report"),
-                         ctx["out"] / "lora.log", ctx["timeout"](240))
-    if not (run_dir / "trials.jsonl").exists():
-        raise StepFailed(result, f"no trials.jsonl (exit code {result['exit_code']})")
-    result["trials"] = [{"frozen": param(r, "frozen_layers"), "adapter": param(r, "adapter") or "none",
-                         "status": r["status"], "error": r.get("error"), "trainable_params": r.get("trainable_params"),
-                         "train_s": train_seconds(r), "total_s": r.get("seconds_total"),
-                         "cache_s": (r.get("phases") or {}).get("cache"),
-                         "val_accuracy": (r.get("epochs") or [{}])[-1].get("val_accuracy"),
-                         "cuda_peak_allocated_mib": (r.get("memory") or {}).get("cuda_peak_allocated_mib"),
-                         "gpu_energy_j": (r.get("energy_j") or {}).get("gpu"), "mfu": r.get("mfu")}
-                        for r in records(run_dir)]
-    failed = [t for t in result["trials"] if t["status"] != "ok"]
-    if result["exit_code"] != 0 or failed or not result["trials"]:
-        raise StepFailed(result, f"exit code {result['exit_code']}, {len(failed)} of {len(result['trials'])} trials not ok")
-    return result
+    return run_grid(ctx, grid, "gpu_lora", "lora.log", 240, lambda r: {
+        "frozen": param(r, "frozen_layers"), "adapter": param(r, "adapter") or "none", "status": r["status"],
+        "error": r.get("error"), "trainable_params": r.get("trainable_params"), "train_s": train_seconds(r),
+        "total_s": r.get("seconds_total"), "cache_s": (r.get("phases") or {}).get("cache"),
+        "val_accuracy": (r.get("epochs") or [{}])[-1].get("val_accuracy"),
+        "cuda_peak_allocated_mib": (r.get("memory") or {}).get("cuda_peak_allocated_mib"),
+        "gpu_energy_j": (r.get("energy_j") or {}).get("gpu"), "mfu": r.get("mfu")})
 
 
 STEPS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [

@@ -116,16 +116,29 @@ def _die_with_parent(parent_pid: int | None = None, driver_pid: int | None = Non
             pass
 
 
+def child_start_args(context: Any) -> tuple[dict[str, str] | None, int | None]:
+    """What a child started from `context` is given to become a trial's process: from the trial server, the
+    driver's environment now and its pid (a spawned child inherits both)."""
+    forked = context is not SPAWN
+    return (dict(os.environ) if forked else None, os.getpid() if forked else None)
+
+
+def enter_child(environ: dict[str, str] | None, driver_pid: int | None) -> None:
+    """The first thing a trial's (or a calibration probe's) child does: take the driver's environment when
+    forked from the server (not the server's at its start), and die with its parent."""
+    forked = environ is not None
+    if forked:
+        os.environ.clear()
+        os.environ.update(environ)
+    _die_with_parent(_leave_server() if forked else None, driver_pid)
+
+
 def _child_main(trial_dict: dict[str, Any], conn: Connection, budget: Prepared | None = None,
                 environ: dict[str, str] | None = None, driver_pid: int | None = None) -> None:
     """Entry point of the child process: apply the memory budget, run the trial, send the record."""
     # The parent handles Ctrl-C for the whole grid; a child must not die half-way through a write on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    forked = environ is not None
-    if forked:  # from the server: the driver's environment now, not the server's at its start
-        os.environ.clear()
-        os.environ.update(environ)
-    _die_with_parent(_leave_server() if forked else None, driver_pid)
+    enter_child(environ, driver_pid)
     try:
         conn.send(StartedEvent(monotonic=time.monotonic()).model_dump())
     except (BrokenPipeError, OSError):
@@ -178,9 +191,7 @@ class ChildRun:
         context = trial_context(self.method)
         parent_conn, child_conn = context.Pipe(duplex=False)
         self.conn = parent_conn
-        forked = context is not SPAWN
-        args = (self.trial.to_dict(), child_conn, budget, dict(os.environ) if forked else None,
-                os.getpid() if forked else None)
+        args = (self.trial.to_dict(), child_conn, budget, *child_start_args(context))
         self.process = context.Process(target=_child_main, args=args, daemon=True, name=f"trial-{self.trial.trial_id}")
         try:
             self.process.start()

@@ -294,7 +294,7 @@ def frozen_forward_flops(a: Anatomy, s: Setting, batch: tuple[int, int]) -> floa
     return float(forward_flops(shape, Work.from_batches([batch]), range(0, d), pooler=s.depth is None, head=False))
 
 
-def train_seconds(co: "Coefficients", f: dict[str, float]) -> float:
+def train_seconds(co: Coefficients, f: dict[str, float]) -> float:
     """Steady seconds of the training batches summed in `f` (time_features)."""
     return (co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.kz * f["train_frozen_flops"]
             + co.ko * f["train_param_steps"])

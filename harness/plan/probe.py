@@ -43,6 +43,19 @@ def _malloc_trim() -> None:
         pass
 
 
+def _probe_inputs(model: Any, device: Any, length: int, n: int) -> tuple[Any, Any]:
+    """Token ids and attention mask of `n` examples padded to `length`, every example after the first half
+    padding (so the attention mask is used), the same every call."""
+    import torch
+
+    vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(min(1000, vocab - 1), vocab, (n, length), generator=g).to(device)
+    mask = torch.ones((n, length), dtype=torch.long)
+    mask[1:, length // 2:] = 0
+    return ids, mask.to(device)
+
+
 def saved_bytes(model: Any, frozen: Any, name: str, device: Any, autocast: Any, length: int, n: int = 2) -> int:
     """Bytes autograd keeps over one training forward of `n` examples padded to `length` (the second example
     half padding, so the attention mask is used), parameters not counted. Storages are counted once."""
@@ -65,14 +78,10 @@ def saved_bytes(model: Any, frozen: Any, name: str, device: Any, autocast: Any, 
             pass
         return t
 
-    vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(min(1000, vocab - 1), vocab, (n, length), generator=g).to(device)
-    mask = torch.ones((n, length), dtype=torch.long)
-    mask[1:, length // 2:] = 0
+    ids, mask = _probe_inputs(model, device, length, n)
     labels = torch.zeros(n, dtype=torch.long, device=device)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
-        out = model(input_ids=ids, attention_mask=mask.to(device), labels=labels)
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
     del out
     return int(sum(seen.values()))
 
@@ -132,16 +141,11 @@ class _LiveBytes:
 
 def forward_peak_bytes(model: Any, device: Any, autocast: Any, length: int, n: int = 2) -> int:
     """Peak bytes alive at once over one forward without a graph (evaluation, the frozen prefix, the cache's
-    build) of `n` examples padded to `length`, the second half padding, as `saved_bytes` feeds it."""
+    build) of `n` examples padded to `length`, the inputs `saved_bytes` feeds."""
     import torch
 
     model.eval()
-    vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(min(1000, vocab - 1), vocab, (n, length), generator=g).to(device)
-    mask = torch.ones((n, length), dtype=torch.long)
-    mask[1:, length // 2:] = 0
-    mask = mask.to(device)
+    ids, mask = _probe_inputs(model, device, length, n)
     mode = _LiveBytes.mode()
     with torch.no_grad(), autocast(), mode:
         out = model(input_ids=ids, attention_mask=mask)
@@ -350,16 +354,11 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
 def _child_main(spec: dict[str, Any], conn: Any, environ: dict[str, str] | None = None,
                 driver_pid: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from ..executors.local import _die_with_parent, _leave_server
+    from ..env import offline
+    from ..executors.local import enter_child
 
-    forked = environ is not None
-    if forked:  # from the trial server, as a trial is: the driver's environment now, not the server's
-        os.environ.clear()
-        os.environ.update(environ)
-    _die_with_parent(_leave_server() if forked else None, driver_pid)
-    for k, v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
-                 ("TRANSFORMERS_VERBOSITY", "error")):
-        os.environ.setdefault(k, v)
+    enter_child(environ, driver_pid)  # as a trial's child does
+    offline()
 
     def send(event: dict[str, Any]) -> None:
         try:
@@ -387,12 +386,11 @@ def run_in_child(spec: dict[str, Any], timeout_s: float = 600.0) -> dict[str, An
     spawned under HARNESS_START_METHOD=spawn), so that its process constant, its start-up seconds and its
     allocator's history are a trial's; returns the child's result with the parent's view of the child's time
     (`wall_s` from start to result, `spawn_to_ready_s`)."""
-    from ..executors.local import SPAWN, trial_context
+    from ..executors.local import child_start_args, trial_context
 
     context = trial_context()
-    forked = context is not SPAWN
     parent_conn, child_conn = context.Pipe(duplex=False)
-    args = (spec, child_conn, dict(os.environ) if forked else None, os.getpid() if forked else None)
+    args = (spec, child_conn, *child_start_args(context))
     proc = context.Process(target=_child_main, args=args, daemon=True, name="plan-probe")
     started = time.monotonic()
     proc.start()
