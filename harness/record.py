@@ -107,7 +107,7 @@ class _Part(BaseModel):
 class Memory(_Part):
     """Peak and baseline memory, MiB (2^20 bytes); null where it does not apply or was not measured."""
 
-    cpu_peak_rss_mib: Optional[float] = Field(None, description="peak RSS of the trial's process tree, sampled every 10 ms")
+    cpu_peak_rss_mib: Optional[float] = Field(None, description="peak RSS of the trial's process tree, sampled every 20 ms")
     cpu_baseline_rss_mib: Optional[float] = Field(None, description="RSS after the data was loaded, before the model")
     cpu_maxrss_mib: Optional[float] = Field(None, description="the kernel's ru_maxrss of the child (the largest single process)")
     cuda_peak_allocated_mib: Optional[float] = Field(None, description="torch.cuda.max_memory_allocated")

@@ -111,10 +111,27 @@ def test_the_process_tree_counts_workers():
     try:
         assert child.stdout.readline().strip() == "ready"
         with_child = tree.read()
+        # The task lists' `children` files stay open between listings: a second worker started after the
+        # first listing is still seen, read again through the same descriptors.
+        second = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert second.stdout.readline().strip() == "ready"
+            with_two = tree.read()
+            listed = list(tree._pids)
+        finally:
+            second.kill()
+            second.wait()
     finally:
         child.kill()
         child.wait()
     assert with_child - before >= 100 * MiB
+    assert with_two - with_child >= 100 * MiB and {child.pid, second.pid} <= set(listed)
+    after = tree.read()
+    assert set(tree._pids) == {os.getpid()} and after < with_child - 90 * MiB
+    if sys.platform.startswith("linux"):  # the ended workers' descriptors are closed
+        assert {pid for pid, _ in tree._child_fds} == {os.getpid()}
+    tree.close()
+    assert not tree._child_fds and not tree._fds
 
 
 def test_heartbeats_carry_memory_and_come_at_once_when_the_peak_grows():
@@ -134,6 +151,21 @@ def test_heartbeats_carry_memory_and_come_at_once_when_the_peak_grows():
     assert hb["memory"]["cpu_peak_rss_mib"] > 0
     assert set(hb["energy_j"]) == {"cpu", "gpu"}
     assert hb["memory_note"].startswith("cpu:") and hb["energy_note"]
+
+
+def test_heartbeats_come_every_period_from_the_sampler_and_stop_with_the_meters():
+    beats: list[dict[str, Any]] = []
+    m = Meters("cpu", heartbeat=beats.append, heartbeat_s=0.1)
+    with m:
+        threads = list(m._threads)
+        time.sleep(0.75)
+    n = len(beats)
+    assert 4 <= n <= 10, n  # every 0.1 s (growth beats are capped at 20 a second)
+    assert all(b["memory_note"].startswith("cpu:") and b["energy_note"] for b in beats)
+    assert m.heartbeats == n and len(threads) == 2 and not any(t.is_alive() for t in threads)
+    time.sleep(0.25)
+    assert len(beats) == n, "no heartbeat after the meters stopped"
+    assert m.own_cpu_seconds() is None or m.own_cpu_seconds() >= 0.0
 
 
 def test_heartbeats_fold_into_the_parents_snapshot_as_running_maxima():

@@ -54,6 +54,11 @@ class Meters:
         self._threads: list[threading.Thread] = []
         self._tids: list[int] = []
         self._own_cpu_s = 0.0  # CPU time of finished sampler threads
+        self._grew = False  # the peak grew 5 %: beat at the next sample
+        self._outbox: dict[str, Any] | None = None  # a heartbeat built by the sampler, for the sending thread
+        self._notes: dict[str, str] | None = None  # the heartbeat's notes, rebuilt every 5 s
+        self._notes_at = 0.0
+        self._schedstat_fds: dict[int, int] = {}
 
     # -- lifetime ----------------------------------------------------------------------------------------
     def __enter__(self) -> "Meters":
@@ -75,7 +80,7 @@ class Meters:
         self._stop.clear()
         self._threads = [threading.Thread(target=self._sample_loop, name="meters-sampler", daemon=True)]
         if self.heartbeat is not None:
-            self.cpu.on_growth = lambda peak: self._beat.set()
+            self.cpu.on_growth = self._on_growth
             self._threads.append(threading.Thread(target=self._heartbeat_loop, name="meters-heartbeat", daemon=True))
         for t in self._threads:
             t.start()
@@ -88,6 +93,7 @@ class Meters:
             t.join(timeout=2.0)
         self._threads = []
         self._tids = []
+        self._close_schedstat()
         if running is not None:
             self._own_cpu_s = running
         self.cpu.stop()
@@ -97,21 +103,33 @@ class Meters:
             self.energy_meter.stop()
 
     def own_cpu_seconds(self) -> float | None:
-        """CPU time the meters' own threads have used (Linux schedstat; None elsewhere): their cost."""
+        """CPU time the meters' own threads have used (Linux schedstat; None elsewhere): their cost. Each
+        thread's schedstat stays open and is read again with pread, as the RSS is (an open costs more)."""
         total = self._own_cpu_s
         for tid in list(self._tids):
             try:
-                with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
-                    total += int(f.read().split()[0]) * 1e-9
+                fd = self._schedstat_fds.get(tid)
+                if fd is None:
+                    fd = self._schedstat_fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+                total += int(os.pread(fd, 128, 0).split()[0]) * 1e-9
             except (OSError, ValueError, IndexError):
                 if not os.path.exists("/proc/self/task"):
                     return None
         return total
 
+    def _close_schedstat(self) -> None:
+        for fd in self._schedstat_fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._schedstat_fds = {}
+
     def _sample_loop(self) -> None:
         self._tids.append(threading.get_native_id())
         now = time.monotonic()
         next_gpu, next_rapl = now + self.gpu_interval_s, now + self.rapl_interval_s
+        next_beat, last_beat = now + self.heartbeat_s, -1e9
         while not self._stop.is_set():
             time.sleep(self.cpu_interval_s)  # cheaper to wake from than Event.wait(timeout)
             if self._stop.is_set():
@@ -129,31 +147,44 @@ class Meters:
                     next_rapl = now + self.rapl_interval_s
                     if self.energy_meter is not None:
                         self.energy_meter.sample_cpu()
+                # The heartbeat's payload is built here, by the thread that is awake every 20 ms: on a virtual
+                # machine a thread's first milliseconds after a long sleep run many times slower (a 0.5 s sleep
+                # made the same Python work 18x slower on the 2-core CI machine), so the sending thread, which
+                # sleeps between beats, only sends. At most 20 beats a second, growth included.
+                if self.heartbeat is not None and (now >= next_beat or self._grew) and now - last_beat >= 0.05:
+                    self._grew = False
+                    next_beat, last_beat = now + self.heartbeat_s, now
+                    self._outbox = self.heartbeat_payload()
+                    self._beat.set()
             except Exception:  # a meter must never take the trial down
                 pass
 
     def _heartbeat_loop(self) -> None:
+        """Sends what the sampler built, so that a slow receiver never delays sampling."""
         self._tids.append(threading.get_native_id())
-        last = 0.0
         while not self._stop.is_set():
-            self._beat.wait(self.heartbeat_s)
+            self._beat.wait()
             self._beat.clear()
-            if self._stop.is_set():
-                return
-            wait = 0.05 - (time.monotonic() - last)  # at most 20 heartbeats a second
-            if wait > 0:
-                time.sleep(wait)
-            last = time.monotonic()
+            payload, self._outbox = self._outbox, None
+            if self._stop.is_set() or payload is None:
+                continue
             try:
-                self.heartbeat(self.heartbeat_payload())  # type: ignore[misc]
+                self.heartbeat(payload)  # type: ignore[misc]
                 self.heartbeats += 1
             except Exception:
                 pass
 
+    def _on_growth(self, peak: int) -> None:
+        self._grew = True
+
     def heartbeat_payload(self) -> dict[str, Any]:
         # The notes travel too: a record the parent completes (the child killed) says how its figures were taken.
-        return {"memory": self.memory(), "memory_note": self.memory_note(), "energy_j": self.energy(),
-                "energy_note": self.energy_note()}
+        # They change slowly (a sample count, the meters' own CPU), so they are rebuilt every 5 s, not every
+        # beat; the memory figures are the sampler's last readings, not fresh ones (a beat's cost is its code).
+        now = time.monotonic()
+        if self._notes is None or now - self._notes_at >= 5.0:
+            self._notes, self._notes_at = {"memory_note": self.memory_note(), "energy_note": self.energy_note()}, now
+        return {"memory": self.memory(fresh=False), "energy_j": self.energy(), **self._notes}
 
     # -- phases ------------------------------------------------------------------------------------------
     def mark_baseline(self) -> None:
@@ -175,8 +206,8 @@ class Meters:
         return 0.0 if self._t0 is None else time.perf_counter() - self._t0
 
     # -- figures -----------------------------------------------------------------------------------------
-    def memory(self) -> dict[str, Any]:
-        out = self.cpu.summary()
+    def memory(self, fresh: bool = True) -> dict[str, Any]:
+        out = self.cpu.summary(fresh)
         gpu = self.cuda.summary() if self.cuda is not None else {}
         out.update({
             "cuda_peak_allocated_mib": gpu.get("cuda_peak_allocated_mib"),

@@ -10,8 +10,9 @@ Cost matters here (the sampler runs during the measured work): on Linux the RSS 
 `/proc/<pid>/task/<tid>/children`, re-listed every `tree_refresh_s` (0.5 s) rather than on every sample
 (in a tight loop a reading of a 3-process tree took 5 us of CPU this way, 77 us re-listing and re-opening);
 psutil's `children(recursive=True)` scans every process on the machine (1.2 ms with 72 processes) and is
-only the fallback where those files are absent. docs/meters.md has the measured cost: the meters' threads
-use about 0.6 to 0.7 % of one core.
+only the fallback where those files are absent. The task lists' `children` files stay open too. On a
+virtual machine a reading right after the thread's sleep costs far more than in a tight loop (docs/meters.md:
+the meters' threads use 0.6 to 2.4 % of one core, depending on the machine and its state).
 The sum of RSS over a tree counts pages shared between a parent and its forked workers once per process
 (an over-count, never an under-count); PSS would be exact but reading smaps costs milliseconds per sample.
 """
@@ -90,6 +91,14 @@ def maxrss_bytes() -> int:
     return max(own, kids) * unit
 
 
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class TreeRss:
     """Cheap repeated RSS readings of a process tree: the tree is re-listed every `refresh_s` only, and
     each process's statm stays open (read again with pread)."""
@@ -100,6 +109,7 @@ class TreeRss:
         self._pids: list[int] = [self.pid]
         self._listed = -1e9
         self._fds: dict[int, int] = {}
+        self._child_fds: dict[tuple[int, int], int] = {}  # (pid, tid) -> its open `children` file
         self._linux = sys.platform.startswith("linux")
 
     def _rss(self, pid: int) -> int | None:
@@ -115,17 +125,51 @@ class TreeRss:
             return None
 
     def _drop(self, pid: int) -> None:
-        fd = self._fds.pop(pid, None)
-        if fd is not None:
+        _close(self._fds.pop(pid, None))
+
+    def _children(self, pid: int, seen: set[tuple[int, int]]) -> list[int]:
+        """Direct children of `pid`: its task list is read (one getdents) and each task's `children` file is
+        read again through a descriptor kept open (an open per task per refresh cost 0.2-0.5 ms of CPU on a
+        2-core VM, where a thread's first system calls after a sleep run slowly)."""
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return []
+        out: list[int] = []
+        for tid in tids:
+            key = (pid, int(tid))
+            seen.add(key)
+            fd = self._child_fds.get(key)
             try:
-                os.close(fd)
-            except OSError:
-                pass
+                if fd is None:
+                    fd = self._child_fds[key] = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY)
+                out.extend(int(x) for x in os.pread(fd, 4096, 0).split())
+            except (OSError, ValueError):
+                self._drop_children(key)
+        return out
+
+    def _descendants(self) -> list[int]:
+        if not (self._linux and PROC_CHILDREN):
+            return descendants(self.pid)
+        found: list[int] = []
+        todo = [self.pid]
+        seen_tasks: set[tuple[int, int]] = set()
+        while todo:
+            pid = todo.pop()
+            kids = self._children(pid, seen_tasks)
+            found.extend(kids)
+            todo.extend(kids)
+        for key in set(self._child_fds) - seen_tasks:  # threads and processes that have ended
+            self._drop_children(key)
+        return found
+
+    def _drop_children(self, key: tuple[int, int]) -> None:
+        _close(self._child_fds.pop(key, None))
 
     def read(self, force_refresh: bool = False) -> int:
         now = time.monotonic()
         if force_refresh or now - self._listed >= self.refresh_s:
-            self._pids = [self.pid, *descendants(self.pid)]
+            self._pids = [self.pid, *self._descendants()]
             self._listed = now
             for pid in set(self._fds) - set(self._pids):
                 self._drop(pid)
@@ -144,6 +188,8 @@ class TreeRss:
     def close(self) -> None:
         for pid in list(self._fds):
             self._drop(pid)
+        for key in list(self._child_fds):
+            self._drop_children(key)
 
     def __del__(self) -> None:
         try:
@@ -209,8 +255,11 @@ class CpuMemorySampler:
     def mark_baseline(self) -> None:
         self.baseline = self.sample(force_refresh=True)
 
-    def summary(self) -> dict[str, Any]:
-        self.sample()
+    def summary(self, fresh: bool = True) -> dict[str, Any]:
+        """The record's CPU memory figures; `fresh=False` (a heartbeat) uses the sampler's last reading
+        rather than reading the tree once more."""
+        if fresh:
+            self.sample()
         return {
             "cpu_peak_rss_mib": round(self.peak / MiB, 1),
             "cpu_baseline_rss_mib": None if self.baseline is None else round(self.baseline / MiB, 1),
