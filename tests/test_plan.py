@@ -93,6 +93,50 @@ def test_replayed_batches_are_the_trainers_own(tmp_path, strategy, frozen):
     assert bool(b.cache) == trainer.uses_cache()
 
 
+def _lengths_trial(tmp_path: Path, csv: Path, **kw):
+    return _trials(tmp_path, data__source=str(csv), grid__dataset_size=[40], grid__batch_size=[8],
+                   grid__frozen_layers=[0], **kw)[0].params
+
+
+def test_token_lengths_are_kept_and_reused_without_tokenizing(tmp_path):
+    """A second plan reads each trial's lengths from the store: no rows sampled, no tokenizer loaded, the same
+    lengths; a data file changed in place is a new key."""
+    from grid_helpers import tiny_csv
+
+    csv = tiny_csv(tmp_path, n=80)
+    p = _lengths_trial(tmp_path, csv)
+    first = LengthSource(tmp_path / "store")
+    a = first.lengths(p)
+    assert first.stored_hits == 0 and first._tokenizers and len(list((tmp_path / "store" / "lengths").glob("*.npz"))) == 1
+    again = LengthSource(tmp_path / "store")
+    b = again.lengths(p)
+    assert again.stored_hits == 1 and not again._tokenizers and not again._rows
+    assert a.train.tolist() == b.train.tolist() and a.val.tolist() == b.val.tolist() and a.num_labels == b.num_labels
+    short = again.lengths(dict(p, max_length=9))  # clipped per trial, from the same stored entry
+    assert again.stored_hits == 2 and short.train.max() <= 9
+    csv.write_text(csv.read_text(encoding="utf-8") + "a much longer review than any other one in here,1\n", encoding="utf-8")
+    changed = LengthSource(tmp_path / "store")
+    changed.lengths(p)
+    assert changed.stored_hits == 0 and len(list((tmp_path / "store" / "lengths").glob("*.npz"))) == 2
+
+
+def test_the_planner_samples_the_rows_as_the_trial_does(tmp_path):
+    """`[data] sample = "head"` (the lab's df.head) takes the first rows: the planner's lengths are theirs."""
+    from harness.core import data as D
+
+    csv = tmp_path / "mixed.csv"
+    lines = ["text,label"] + [f"{'word ' * (1 + (i * 7) % 23)}{i},{i % 2}" for i in range(120)]
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for sample in ("head", "stratified"):
+        p = _lengths_trial(tmp_path, csv, data__sample=sample)
+        rows = D.load_rows(p["source"], p["text_column"], p["label_column"], p["split"])
+        tr, va = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"], sample=sample)
+        got = LengthSource().lengths(p)
+        tok = LengthSource().tokenizer(p)
+        want = [len(tok(rows.texts[i])["input_ids"]) for i in tr]
+        assert got.train.tolist() == [min(n, int(p["max_length"])) for n in want], sample
+
+
 # -- the account ----------------------------------------------------------------------------------------------
 def _anatomy() -> Anatomy:
     return Anatomy(num_layers=4, hidden=8, total_params=1000, embedding_params=400, layer_params=[100] * 4,

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..env import offline
 from ..meters.flops import EncoderShape
 from ..record import first_line
 from .errors import ModelError
 
-
+if TYPE_CHECKING:  # torch is imported where a model is touched: checking a grid and planning need no torch
+    from torch import nn
 
 
 # Shapes of `random:` models: (config class name, config kwargs). The `-base` (and named) shapes are the
@@ -485,6 +484,8 @@ def anatomy(model: nn.Module) -> Anatomy:
     """The base, its embedding stage and its blocks, from the family table (`FAMILIES`), keyed by the
     config's `model_type`. Unknown families get the base alone (freezing "all" or nothing works for any
     `PreTrainedModel`)."""
+    from torch import nn
+
     prefix = getattr(model, "base_model_prefix", "")
     base = getattr(model, prefix, None) if prefix else None
     if base is None:
@@ -558,6 +559,8 @@ QKV_NAMES = (frozenset({"query", "q_lin", "q_proj", "query_proj", "qkv", "Wqkv",
 
 def _matmul_size(m: Any) -> int:
     """in x out of a Linear layer (or of transformers' Conv1D, GPT-2's linear with [in, out] weights); 0 otherwise."""
+    from torch import nn
+
     if isinstance(m, nn.Linear):
         return m.in_features * m.out_features
     if type(m).__name__ == "Conv1D" and getattr(m, "weight", None) is not None and m.weight.dim() == 2:

@@ -37,7 +37,6 @@ from ..meters.flops import EncoderShape, Work, forward_flops, trial_flops
 MiB = 2**20
 # Bytes a Python list of token ids costs per token (an 8-byte pointer and, above 256, a 28-byte int).
 PY_TOKEN_BYTES = 36
-CACHE_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536}  # core/train.py's tokens per cache-building forward
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """A trial's batches without running it: the tokenized lengths of its rows, replayed through the Trainer's own
-batch order (`core.train.batch_order`, the same seed, padding policy, length buckets and drop_last), so the
+batch order (`core.batching.batch_order`, the same seed, padding policy, length buckets and drop_last), so the
 account sees the padded shape of every batch the trial will run.
 
 Rows are read and sampled by `core.data` exactly as the trial does; each (data, model tokenizer) is
@@ -9,12 +9,17 @@ truncated example has exactly `max_length` ids).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .account import CACHE_BATCH_TOKENS, Batches
+from ..core.batching import CACHE_BATCH_TOKENS
+from .account import Batches
 
 
 @dataclass
@@ -25,13 +30,18 @@ class Lengths:
 
 
 class LengthSource:
-    """Memoised rows, samples and token lengths for many trials (the planner's one expensive input)."""
+    """Memoised rows, samples and token lengths for many trials (the planner's one expensive input). With a
+    `store` folder, each trial's (untruncated) train and validation lengths are kept on disk, keyed by the
+    data file's path, size and modification time, the sample and the tokenizer: a later plan of the same grid
+    neither reads the rows, samples them (scikit-learn) nor tokenizes them (transformers, torch)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Path | None = None) -> None:
         self._rows: dict[tuple[Any, ...], Any] = {}
         self._split: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
         self._tokenizers: dict[str, Any] = {}
         self._full: dict[tuple[Any, ...], np.ndarray] = {}
+        self.store = store
+        self.stored_hits = 0
 
     def rows(self, p: dict[str, Any]) -> Any:
         from ..core import data as D
@@ -50,13 +60,41 @@ class LengthSource:
         return self._tokenizers[name]
 
     def lengths(self, p: dict[str, Any]) -> Lengths:
+        path = self._stored_path(p)
+        if path is not None and path.exists():
+            try:
+                with np.load(path) as z:
+                    train, val, labels = z["train"], z["val"], int(z["num_labels"])
+                self.stored_hits += 1
+                return self._clip(p, train, val, labels)
+            except (OSError, KeyError, ValueError):  # a damaged entry: measured again below
+                pass
+        train, val, labels = self._measure(p)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez(tmp, train=train, val=val, num_labels=labels)
+                os.replace(tmp, path)
+            except OSError:  # a read-only cache: the plan still stands, the next one tokenizes again
+                pass
+        return self._clip(p, train, val, labels)
+
+    @staticmethod
+    def _clip(p: dict[str, Any], train: np.ndarray, val: np.ndarray, labels: int) -> Lengths:
+        ml = int(p["max_length"])
+        return Lengths(np.minimum(train, ml), np.minimum(val, ml), labels)
+
+    def _measure(self, p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
         from ..core import data as D
 
         rows = self.rows(p)
+        sample = p.get("sample") or "stratified"  # as the trial samples (trial.py)
         skey = (p["source"], p["text_column"], p["label_column"], p["split"], p["dataset_size"], p["val_fraction"],
-                p["data_seed"])
+                p["data_seed"], sample)
         if skey not in self._split:
-            self._split[skey] = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"])
+            self._split[skey] = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"],
+                                                   p["source"], sample=sample)
         train_idx, val_idx = self._split[skey]
         fkey = (skey[:4], p["model"])
         full = self._full.get(fkey)
@@ -68,15 +106,65 @@ class LengthSource:
             tok = self.tokenizer(p)
             ids = tok([rows.texts[i] for i in need], truncation=False, padding=False, verbose=False)["input_ids"]
             full[need] = [len(x) for x in ids]
-        ml = int(p["max_length"])
-        clip = np.minimum(full, ml)
-        return Lengths(clip[train_idx].copy(), clip[val_idx].copy(), len(rows.label_names))
+        return full[train_idx].copy(), full[val_idx].copy(), len(rows.label_names)
+
+    def _stored_path(self, p: dict[str, Any]) -> Path | None:
+        """Where this trial's lengths are kept; None for a source that is not a local file or folder (a hub
+        data set's cache or the embedded reviews are keyed by what they are, below), or without a store."""
+        if self.store is None:
+            return None
+        source = str(p["source"])
+        if os.path.exists(source):
+            st = os.stat(source)
+            identity: list[Any] = [os.path.abspath(source), st.st_size, st.st_mtime_ns]
+        elif source.startswith("embedded:"):
+            from .. import __version__
+
+            identity = [source, __version__, _module_stamp("reviews")]
+        else:
+            return None
+        try:
+            from importlib.metadata import version
+
+            tokenizers = [version("transformers"), version("tokenizers")]
+        except Exception:  # noqa: BLE001 - not installed as a distribution
+            tokenizers = []
+        key = json.dumps([LENGTHS_VERSION, identity, p["text_column"], p["label_column"], p["split"],
+                          p["dataset_size"], p["val_fraction"], p["data_seed"], p.get("sample") or "stratified",
+                          p["model"], _folder_stamp(str(p["model"])), bool(p.get("trust_remote_code")), p.get("revision"),
+                          tokenizers], default=str)
+        return self.store / "lengths" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
+
+
+LENGTHS_VERSION = 1
+
+
+def _folder_stamp(path: str) -> list[Any]:
+    """A local model folder's tokenizer files (size, modification time): a tokenizer replaced in place is a new key."""
+    if not os.path.isdir(path):
+        return []
+    out: list[Any] = []
+    for name in sorted(os.listdir(path)):
+        if "token" in name or name in ("vocab.txt", "merges.txt", "spiece.model", "config.json"):
+            st = os.stat(os.path.join(path, name))
+            out.append([name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _module_stamp(name: str) -> list[Any]:
+    """Size and modification time of a harness.core module (what generates an embedded data set)."""
+    path = Path(__file__).resolve().parent.parent / "core" / f"{name}.py"
+    try:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return []
 
 
 def replay(p: dict[str, Any], lengths: Lengths, depth: int | None, cached: bool, device: str,
            max_steps: int | None = None) -> Batches:
     """Every batch (examples, padded length) the trial's Trainer will make, in order."""
-    from ..core.train import batch_order
+    from ..core.batching import batch_order
 
     tl, vl = lengths.train, lengths.val
     pad_to = int(max(tl.max(initial=0), vl.max(initial=0))) if p["padding"] == "longest_in_set" else None

@@ -197,7 +197,7 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
     env = environment()
     store = Store(store_root)
     plan = Plan(grid_path=str(grid_path), name=cfg.name, env=env)
-    source = LengthSource()
+    source = LengthSource(store.path.parent)  # token lengths kept beside the calibrations
     cals: dict[str, dict[str, Any] | str] = {}
     anatomies: dict[str, Any] = {}  # read once per model in this plan, shared by its strategies' calibrations
     for trial in trials:
