@@ -65,7 +65,7 @@ def resolve(params: dict[str, Any], repeat: int = 0) -> dict[str, Any]:
             p[switch] = value
     if p.get("eval_batch_size") is None:
         p["eval_batch_size"] = p["batch_size"]
-    for optional in ("head_learning_rate", "revision", "sample"):
+    for optional in ("head_learning_rate", "revision", "sample", "val_rows"):
         if p.get(optional) is None:
             p.pop(optional, None)  # unset: absent, so that earlier runs keep their trial ids
     resolve_adapter(p)

@@ -17,7 +17,6 @@ timeout) makes the search inconclusive: the record's status is `error` and says 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from .grid import Trial, trial_id_of
@@ -35,8 +34,9 @@ def group_key(params: dict[str, Any]) -> str:
 
 
 def n_train(params: dict[str, Any]) -> int:
-    size = int(params["dataset_size"])
-    return size - int(math.ceil(size * float(params["val_fraction"])))
+    from .core.data import split_sizes
+
+    return split_sizes(int(params["dataset_size"]), float(params["val_fraction"]), params.get("val_rows"))[0]
 
 
 def _peaks(rec: dict[str, Any]) -> dict[str, Any]:

@@ -110,7 +110,8 @@ def run_trial(trial: Trial, emit: Emit | None = None, budget: dict[str, Any] | N
                 rows = data.load_rows(trial.data_path or p["source"], p["text_column"], p["label_column"], p["split"],
                                       offline=True)
                 train_idx, val_idx = data.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"],
-                                                           p["source"], sample=p.get("sample") or "stratified")
+                                                           p["source"], sample=p.get("sample") or "stratified",
+                                                           val_rows=p.get("val_rows"))
             rec.n_train, rec.n_val, rec.num_labels = len(train_idx), len(val_idx), len(rows.label_names)
             meters.mark_baseline()
 

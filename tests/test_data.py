@@ -145,3 +145,26 @@ def test_the_real_sets_in_shared_load():
     assert len(sst.texts) == 872 and sst.label_names == [0, 1]
     imdb = load_rows(str(SHARED / "imdb-1k" / "train.csv"), "text", "label")
     assert len(imdb.texts) == 999 and imdb.label_names == [0, 1]
+
+
+def test_a_fixed_validation_set_is_the_same_for_every_dataset_size(tmp_path):
+    """`[data] val_rows`: the validation rows depend on the seed only, lie apart from the training rows, and
+    every one of the `dataset_size` rows trains."""
+    from grid_helpers import tiny_csv
+
+    from harness.core import data as D
+
+    rows = D.load_rows(str(tiny_csv(tmp_path, n=200)), "text", "label")
+    splits = {size: D.sample_and_split(rows, size, 0.1, 7, val_rows=50) for size in (20, 60, 150)}
+    vals = {tuple(sorted(v)) for _, v in splits.values()}
+    assert len(vals) == 1 and len(next(iter(vals))) == 50
+    for size, (tr, va) in splits.items():
+        assert len(tr) == size and not set(tr) & set(va)
+        assert abs(sum(rows.labels[i] for i in va) - 25) <= 1  # stratified
+    other_seed = D.sample_and_split(rows, 20, 0.1, 8, val_rows=50)[1]
+    assert sorted(other_seed) != sorted(splits[20][1])
+    head_tr, head_va = D.sample_and_split(rows, 30, 0.1, 7, sample="head", val_rows=50)
+    assert head_va == splits[20][1] and head_tr == sorted(set(range(200)) - set(head_va))[:30]
+    with pytest.raises(D.DataError, match="val_rows 50 need 210 rows"):
+        D.sample_and_split(rows, 160, 0.1, 7, val_rows=50)
+    assert D.split_sizes(100, 0.2) == (80, 20) and D.split_sizes(100, 0.2, 50) == (100, 50)

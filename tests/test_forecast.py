@@ -232,3 +232,25 @@ def test_report_intervals_ties_curves_budget_and_forecast_json(tmp_path):
     assert len(epochs) == 8 and all(c["at_double"]["x"] == 12.0 for c in epochs)
     assert doc["settings"]["budget_hours"] == 0.05 and doc["settings"]["budget_answer"]
     assert "On this machine, for 0.05 h" in doc["settings"]["budget_answer"][0]
+
+
+def test_a_fixed_validation_set_sharpens_the_curve_and_keeps_its_own_noise():
+    """`[data] val_rows`: every size validated on the same 1,000 rows. The fit keeps `val_rows` (not a fraction of
+    the rows) for the noise of a prediction, and the fixed set's sharper points give a narrower curve than
+    20 %-of-the-rows validation on the same sizes (20-200 rows a point)."""
+    sizes = [100, 200, 400, 700, 1000]
+    rng = np.random.default_rng(3)
+    fixed = []
+    for n in sizes:
+        for s in range(3):
+            fixed.append({"dataset_size": n, "val_accuracy": rng.binomial(1000, true_acc(n)) / 1000, "n_val": 1000,
+                          "status": "ok", "seed": s})
+    f = fc.fit_data_curve(pd.DataFrame(fixed), [4000], repeats=3, n_boot=60)
+    assert f.status == "fitted" and f.val_fraction is None and f.val_rows == 1000
+    frac = fc.fit_data_curve(synthetic_trials(sizes, 3, np.random.default_rng(3)), [4000], repeats=3, n_boot=60)
+    assert frac.val_fraction == pytest.approx(0.2)
+    width = lambda fit: next(p.curve_hi - p.curve_lo for p in fit.predictions if p.x == 4000)  # noqa: E731
+    assert width(f) < width(frac)
+    truth = true_acc(4000)
+    p = next(p for p in f.predictions if p.x == 4000)
+    assert p.lo < truth < p.hi

@@ -127,9 +127,11 @@ def test_the_process_tree_counts_workers():
     assert with_child - before >= 100 * MiB
     assert with_two - with_child >= 100 * MiB and {child.pid, second.pid} <= set(listed)
     after = tree.read()
-    assert set(tree._pids) == {os.getpid()} and after < with_child - 90 * MiB
+    gone = {child.pid, second.pid}
+    # (the test process may have other children of its own, from earlier tests: only these two are checked)
+    assert not gone & set(tree._pids) and after < with_two - 150 * MiB
     if sys.platform.startswith("linux"):  # the ended workers' descriptors are closed
-        assert {pid for pid, _ in tree._child_fds} == {os.getpid()}
+        assert not gone & {pid for pid, _ in tree._child_fds} and not gone & set(tree._fds)
     tree.close()
     assert not tree._child_fds and not tree._fds
 

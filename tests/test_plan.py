@@ -127,14 +127,17 @@ def test_the_planner_samples_the_rows_as_the_trial_does(tmp_path):
     csv = tmp_path / "mixed.csv"
     lines = ["text,label"] + [f"{'word ' * (1 + (i * 7) % 23)}{i},{i % 2}" for i in range(120)]
     csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for sample in ("head", "stratified"):
-        p = _lengths_trial(tmp_path, csv, data__sample=sample)
+    for sample, val_rows in (("head", None), ("stratified", None), ("stratified", 30), ("head", 30)):
+        p = _lengths_trial(tmp_path, csv, data__sample=sample, data__val_rows=val_rows)
         rows = D.load_rows(p["source"], p["text_column"], p["label_column"], p["split"])
-        tr, va = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"], sample=sample)
+        tr, va = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"], p["source"], sample=sample,
+                                    val_rows=val_rows)
         got = LengthSource().lengths(p)
         tok = LengthSource().tokenizer(p)
-        want = [len(tok(rows.texts[i])["input_ids"]) for i in tr]
-        assert got.train.tolist() == [min(n, int(p["max_length"])) for n in want], sample
+        for mine, idx in ((got.train, tr), (got.val, va)):
+            want = [len(tok(rows.texts[i])["input_ids"]) for i in idx]
+            assert mine.tolist() == [min(n, int(p["max_length"])) for n in want], (sample, val_rows)
+        assert len(got.val) == (val_rows or 4)
 
 
 # -- the account ----------------------------------------------------------------------------------------------

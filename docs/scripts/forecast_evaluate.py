@@ -31,10 +31,14 @@ def _load(run: Path) -> pd.DataFrame | None:
     return df[df["status"] == "ok"]
 
 
-def data_cases(out: Path) -> list[dict]:
+def data_cases(out: Path, fit_suffix: str = "-fit") -> list[dict]:
+    """`-fit` runs validate on 20 % of their rows, so their x is `dataset_size` as the held-out runs' is.
+    `-fitfixed` runs ([data] val_rows) train on all their `dataset_size` rows: their curve is in training rows,
+    so it predicts at each held-out size's training rows (80 % of it), with that run's validation noise."""
     cases = []
-    for fit_run in sorted((out / "runs").glob("*-fit")):
-        held_run = fit_run.with_name(fit_run.name.replace("-fit", "-held"))
+    fixed = fit_suffix == "-fitfixed"
+    for fit_run in sorted((out / "runs").glob(f"*{fit_suffix}")):
+        held_run = fit_run.with_name(fit_run.name.replace(fit_suffix, "-held"))
         fit_df, held_df = _load(fit_run), _load(held_run)
         if fit_df is None or not len(fit_df):
             continue
@@ -42,11 +46,17 @@ def data_cases(out: Path) -> list[dict]:
             held = held_df[held_df["frozen_layers"].astype(str) == depth] if held_df is not None else pd.DataFrame()
             sizes = sorted(held["dataset_size"].unique()) if len(held) else []
             n_seeds = max([len(held[held["dataset_size"] == s]) for s in sizes] or [1])
-            fit = fc.fit_data_curve(g, sizes, repeats=n_seeds)
+            fit = fc.fit_data_curve(g, [] if fixed else sizes, repeats=n_seeds)
             for s in sizes:
-                measured = held[held["dataset_size"] == s]["val_accuracy"]
-                p = next((q for q in fit.predictions if q.x == float(s)), None)
-                cases.append({"set": fit_run.name.removesuffix("-fit"), "frozen": depth, "rows": int(s),
+                at = held[held["dataset_size"] == s]
+                measured = at["val_accuracy"]
+                if fixed:
+                    preds = fit.predict([float(at["n_train"].median())], repeats=len(at),
+                                        val_rows=float(at["n_val"].median())) if fit.status == "fitted" else []
+                    p = preds[0] if preds else None
+                else:
+                    p = next((q for q in fit.predictions if q.x == float(s)), None)
+                cases.append({"set": fit_run.name.removesuffix(fit_suffix), "frozen": depth, "rows": int(s),
                               "fit sizes": ", ".join(f"{x:.0f}" for x in fit.x_sizes), "seeds": len(measured),
                               "measured": measured.mean(), "predicted": p.accuracy if p else None,
                               "lo": p.lo if p else None, "hi": p.hi if p else None, "status": fit.status})
@@ -123,6 +133,10 @@ def evaluate(out: Path) -> None:
     d, e = data_cases(out), epoch_cases(out)
     print("## Data: fitted on the -fit runs, measured on the -held runs\n")
     print(_table(d) + "\n\n" + _summary(d, "predicted", "measured") + "\n")
+    fixed = data_cases(out, "-fitfixed")
+    if fixed:
+        print("## Data: fitted on the -fitfixed runs (1,000 fixed validation rows), measured on the -held runs\n")
+        print(_table(fixed) + "\n\n" + _summary(fixed, "predicted", "measured") + "\n")
     print("## Epochs: fitted on epochs 1-10, measured at epoch 20\n")
     print(_table(e) + "\n\n" + _summary(e, "predicted 20", "measured 20") + "\n")
     print("## Backtest: fitted on epochs 1-5, the gain from 5 to 10\n")

@@ -366,14 +366,28 @@ def _record_lines(source: str) -> list[int] | None:
 # --------------------------------------------------------------------------------------------------
 # Sampling and splitting (scikit-learn's stratified splitter, exactly as the lab called it)
 # --------------------------------------------------------------------------------------------------
+def split_sizes(dataset_size: int, val_fraction: float, val_rows: int | None = None) -> tuple[int, int]:
+    """(training rows, validation rows) of a trial: `val_rows` apart from the `dataset_size` rows, or
+    `val_fraction` of them (rounded up)."""
+    if val_rows:
+        return int(dataset_size), int(val_rows)
+    n_val = math.ceil(dataset_size * val_fraction)
+    return int(dataset_size - n_val), int(n_val)
+
+
 def sample_and_split(rows: Rows, dataset_size: int, val_fraction: float, seed: int, source: str = "data",
-                     sample: str = "stratified") -> tuple[list[int], list[int]]:
+                     sample: str = "stratified", val_rows: int | None = None) -> tuple[list[int], list[int]]:
     """Indices of the train and validation rows: `dataset_size` rows, then a stratified split. 2,000 rows
     with val_fraction 0.1 give 1,800 / 200, as in the lab. `sample = "stratified"` takes a seeded
     stratified sample of the rows; "head" the first `dataset_size` usable rows in file order (the lab's
-    `dropna(subset=["reviewText"])` then `df.head(2000)`: rows with empty text are dropped first here too)."""
+    `dropna(subset=["reviewText"])` then `df.head(2000)`: rows with empty text are dropped first here too).
+    With `val_rows`, a stratified sample of that many rows is drawn first (it depends on the seed only, so
+    every `dataset_size` of a seed validates on the same rows), and the `dataset_size` rows, which all
+    train, are taken from the rest."""
     from sklearn.model_selection import train_test_split
 
+    if val_rows:
+        return _fixed_validation(rows, dataset_size, int(val_rows), seed, source, sample)
     n = len(rows.texts)
     if dataset_size > n:
         raise DataError(f"{source}: dataset_size {dataset_size} is larger than the {n} usable rows")
@@ -391,6 +405,29 @@ def sample_and_split(rows: Rows, dataset_size: int, val_fraction: float, seed: i
     sub_counts = np.bincount(labels, minlength=len(counts))
     strat = labels if _can_stratify(sub_counts[sub_counts > 0], n_val, dataset_size) else None
     train_idx, val_idx = train_test_split(idx, test_size=val_fraction, random_state=seed, shuffle=True, stratify=strat)
+    return [int(i) for i in train_idx], [int(i) for i in val_idx]
+
+
+def _fixed_validation(rows: Rows, dataset_size: int, val_rows: int, seed: int, source: str,
+                      sample: str) -> tuple[list[int], list[int]]:
+    from sklearn.model_selection import train_test_split
+
+    n = len(rows.texts)
+    if dataset_size + val_rows > n:
+        raise DataError(f"{source}: dataset_size {dataset_size} and val_rows {val_rows} need {dataset_size + val_rows} "
+                        f"rows; it has {n} usable rows")
+    idx = np.arange(n)
+    counts = np.bincount(rows.labels)
+    strat = rows.labels if _can_stratify(counts, val_rows, n) else None
+    rest, val_idx = train_test_split(idx, test_size=val_rows, random_state=seed, shuffle=True, stratify=strat)
+    rest = np.sort(rest)  # file order, so that "head" takes the first rows left
+    if sample == "head" or dataset_size == len(rest):
+        train_idx = rest[:dataset_size]
+    else:
+        labels = rows.labels[rest]
+        sub = np.bincount(labels, minlength=len(counts))
+        strat = labels if _can_stratify(sub[sub > 0], dataset_size, len(rest)) else None
+        train_idx, _ = train_test_split(rest, train_size=dataset_size, random_state=seed, shuffle=True, stratify=strat)
     return [int(i) for i in train_idx], [int(i) for i in val_idx]
 
 

@@ -93,6 +93,18 @@ def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True, c
             raise PreflightError(
                 f"{grid_path}: {where('dataset_size')}: {p['dataset_size']} is larger than the {n} usable rows of {p['source']}"
             )
+        if p.get("val_rows"):
+            if p["dataset_size"] + p["val_rows"] > n:
+                raise PreflightError(
+                    f"{grid_path}: {where('val_rows')}: {p['val_rows']} validation rows apart from dataset_size "
+                    f"{p['dataset_size']} need {p['dataset_size'] + p['val_rows']} rows; {p['source']} has {n} usable rows"
+                )
+            if p["dataset_size"] < p["batch_size"]:
+                raise PreflightError(
+                    f"{grid_path}: {where('batch_size')}: {p['batch_size']} is larger than the {p['dataset_size']} "
+                    "training rows (batches drop the last partial batch, so none would run)"
+                )
+            continue
         n_val = -(-p["dataset_size"] * p["val_fraction"] // 1)
         n_train = int(p["dataset_size"] - n_val)
         if n_train < 1:

@@ -91,10 +91,10 @@ class LengthSource:
         rows = self.rows(p)
         sample = p.get("sample") or "stratified"  # as the trial samples (trial.py)
         skey = (p["source"], p["text_column"], p["label_column"], p["split"], p["dataset_size"], p["val_fraction"],
-                p["data_seed"], sample)
+                p["data_seed"], sample, p.get("val_rows"))
         if skey not in self._split:
             self._split[skey] = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"],
-                                                   p["source"], sample=sample)
+                                                   p["source"], sample=sample, val_rows=p.get("val_rows"))
         train_idx, val_idx = self._split[skey]
         fkey = (skey[:4], p["model"])
         full = self._full.get(fkey)
@@ -131,6 +131,7 @@ class LengthSource:
             tokenizers = []
         key = json.dumps([LENGTHS_VERSION, identity, p["text_column"], p["label_column"], p["split"],
                           p["dataset_size"], p["val_fraction"], p["data_seed"], p.get("sample") or "stratified",
+                          p.get("val_rows"),
                           p["model"], _folder_stamp(str(p["model"])), bool(p.get("trust_remote_code")), p.get("revision"),
                           tokenizers], default=str)
         return self.store / "lengths" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")

@@ -295,7 +295,8 @@ def fit_curve(x: Sequence[float], accuracy: Sequence[float], n_val: Sequence[flo
                    x_sizes=sizes, mean_accuracy=means, n_boot=0)
     nv = d["n_val"].dropna()
     fit.val_rows = float(nv.median()) if len(nv) else None
-    if axis == "rows" and len(nv):
+    if axis == "rows" and len(nv) and not (nv.nunique() == 1 and d["x"].nunique() > 1):
+        # validation rows a fraction of the rows; a fixed validation set ([data] val_rows) keeps `val_rows`
         fit.val_fraction = float((d["n_val"] / d["x"]).dropna().median())
     what = "sizes" if axis == "rows" else "epochs"
     if len(sizes) < min_points:
