@@ -1,5 +1,6 @@
 """bench/gpu_check.sh --dry-run: the GPU check's every step, on CPU at tiny shapes, so that the one command
-meant for a short, rare GPU slot is known to work before it meets a GPU."""
+meant for a short, rare GPU slot is known to work before it meets a GPU. Marked slow: `.ci/run` runs it in
+its second pass (`pytest -m slow`), and `python -m pytest -m slow tests/test_gpu_check.py` runs it alone."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # 2-4 min on 2 cores: in CI's slow suite (.ci/run), out of the README's default run
 @pytest.mark.timeout(900)
 def test_gpu_check_dry_run_runs_every_step(tmp_path):
     before = (REPO / "docs" / "gpu.md").read_bytes() if (REPO / "docs" / "gpu.md").exists() else None
