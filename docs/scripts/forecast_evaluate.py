@@ -63,27 +63,38 @@ def data_cases(out: Path, fit_suffix: str = "-fit") -> list[dict]:
     return cases
 
 
-def epoch_cases(out: Path) -> list[dict]:
-    cases = []
+def _epoch_runs(out: Path, min_epochs: int):
+    """(run, one configuration's trials, their per-epoch logs) for every configuration of the 20-epoch runs
+    whose every trial ran at least `min_epochs` epochs."""
     for run in sorted((out / "runs").glob("*-epochs")) + sorted((out / "runs").glob("imdb-lab-20")):
         df = _load(run)
         if df is None or not len(df):
             continue
-        for key, g in df.groupby("config_key"):
+        for _, g in df.groupby("config_key"):
             logs = [parse_epochs(v) for v in g["epoch_log"]]
-            if min(len(log) for log in logs) < 20:
-                continue
-            f = fc.fit_epoch_curve(logs, g["n_val"].tolist(), up_to=10)
-            measured = np.mean([log[19]["val_accuracy"] for log in logs])
-            at10 = np.mean([log[9]["val_accuracy"] for log in logs])
-            p = f.at_double
-            gain = f.gain
-            cases.append({"run": run.name, "frozen": str(g["frozen_layers"].iloc[0]), "seeds": len(logs),
-                          "at 10": at10, "predicted 20": p.accuracy if p else None, "lo": p.lo if p else None,
-                          "hi": p.hi if p else None, "measured 20": measured, "verdict": f.verdict,
-                          "gain 10->20 predicted [80 %]": (f"{gain[0] * 100:+.1f} [{gain[1] * 100:+.1f}, "
-                                                           f"{gain[2] * 100:+.1f}]" if gain else None),
-                          "gain measured": f"{(measured - at10) * 100:+.1f}"})
+            if min(len(log) for log in logs) >= min_epochs:
+                yield run, g, logs
+
+
+def _mean_at(logs: list, epoch: int) -> float:
+    return float(np.mean([log[epoch - 1]["val_accuracy"] for log in logs]))
+
+
+def _gain_text(gain: tuple[float, float, float] | None) -> str | None:
+    return f"{gain[0] * 100:+.1f} [{gain[1] * 100:+.1f}, {gain[2] * 100:+.1f}]" if gain else None
+
+
+def epoch_cases(out: Path) -> list[dict]:
+    cases = []
+    for run, g, logs in _epoch_runs(out, 20):
+        f = fc.fit_epoch_curve(logs, g["n_val"].tolist(), up_to=10)
+        measured, at10 = _mean_at(logs, 20), _mean_at(logs, 10)
+        p = f.at_double
+        cases.append({"run": run.name, "frozen": str(g["frozen_layers"].iloc[0]), "seeds": len(logs),
+                      "at 10": at10, "predicted 20": p.accuracy if p else None, "lo": p.lo if p else None,
+                      "hi": p.hi if p else None, "measured 20": measured, "verdict": f.verdict,
+                      "gain 10->20 predicted [80 %]": _gain_text(f.gain),
+                      "gain measured": f"{(measured - at10) * 100:+.1f}"})
     return cases
 
 
@@ -91,21 +102,12 @@ def backtest_cases(out: Path) -> list[dict]:
     """The same epoch forecasts made from epochs 1-5, for the gain from 5 to 10: does the method over- or
     under-promise on runs where both are known?"""
     cases = []
-    for run in sorted((out / "runs").glob("*-epochs")) + sorted((out / "runs").glob("imdb-lab-20")):
-        df = _load(run)
-        if df is None or not len(df):
-            continue
-        for key, g in df.groupby("config_key"):
-            logs = [parse_epochs(v) for v in g["epoch_log"]]
-            if min(len(log) for log in logs) < 10:
-                continue
-            f = fc.fit_epoch_curve(logs, g["n_val"].tolist(), up_to=5)
-            at5, at10 = (np.mean([log[e - 1]["val_accuracy"] for log in logs]) for e in (5, 10))
-            gain = f.gain
-            cases.append({"run": run.name, "frozen": str(g["frozen_layers"].iloc[0]), "seeds": len(logs),
-                          "gain 5->10 predicted [80 %]": (f"{gain[0] * 100:+.1f} [{gain[1] * 100:+.1f}, "
-                                                          f"{gain[2] * 100:+.1f}]" if gain else None),
-                          "gain measured": f"{(at10 - at5) * 100:+.1f}", "verdict at 5": f.verdict})
+    for run, g, logs in _epoch_runs(out, 10):
+        f = fc.fit_epoch_curve(logs, g["n_val"].tolist(), up_to=5)
+        cases.append({"run": run.name, "frozen": str(g["frozen_layers"].iloc[0]), "seeds": len(logs),
+                      "gain 5->10 predicted [80 %]": _gain_text(f.gain),
+                      "gain measured": f"{(_mean_at(logs, 10) - _mean_at(logs, 5)) * 100:+.1f}",
+                      "verdict at 5": f.verdict})
     return cases
 
 

@@ -8,7 +8,7 @@ import json
 from typing import Any, Iterable
 
 from ..grid import Trial
-from .data import DataError, load_rows
+from .data import DataError, load_rows, split_sizes
 from .models import (EMBEDDED, RANDOM_SHAPES, ModelError, check_depth, depth_of, embedded_minilm_path,
                      model_folder, random_config)
 
@@ -93,29 +93,21 @@ def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True, c
             raise PreflightError(
                 f"{grid_path}: {where('dataset_size')}: {p['dataset_size']} is larger than the {n} usable rows of {p['source']}"
             )
-        if p.get("val_rows"):
-            if p["dataset_size"] + p["val_rows"] > n:
-                raise PreflightError(
-                    f"{grid_path}: {where('val_rows')}: {p['val_rows']} validation rows apart from dataset_size "
-                    f"{p['dataset_size']} need {p['dataset_size'] + p['val_rows']} rows; {p['source']} has {n} usable rows"
-                )
-            if p["dataset_size"] < p["batch_size"]:
-                raise PreflightError(
-                    f"{grid_path}: {where('batch_size')}: {p['batch_size']} is larger than the {p['dataset_size']} "
-                    "training rows (batches drop the last partial batch, so none would run)"
-                )
-            continue
-        n_val = -(-p["dataset_size"] * p["val_fraction"] // 1)
-        n_train = int(p["dataset_size"] - n_val)
+        n_train, n_val = split_sizes(p["dataset_size"], p["val_fraction"], p.get("val_rows"))
+        if p.get("val_rows") and p["dataset_size"] + n_val > n:
+            raise PreflightError(
+                f"{grid_path}: {where('val_rows')}: {n_val} validation rows apart from dataset_size "
+                f"{p['dataset_size']} need {p['dataset_size'] + n_val} rows; {p['source']} has {n} usable rows"
+            )
         if n_train < 1:
             raise PreflightError(
                 f"{grid_path}: {where('val_fraction')}: {p['val_fraction']} of dataset_size {p['dataset_size']} is "
                 f"{int(n_val)} validation rows, which leaves no training rows; expected a fraction such as 0.1 "
                 f"(a fraction of the rows, not a percentage)"
             )
-        if p["dataset_size"] - n_val < p["batch_size"]:
+        if n_train < p["batch_size"]:
             after = (f" after val_fraction {p['val_fraction']} took {int(n_val)} for validation"
-                     if p["val_fraction"] > 0.5 else "")
+                     if p["val_fraction"] > 0.5 and not p.get("val_rows") else "")
             raise PreflightError(
                 f"{grid_path}: {where('batch_size')}: {p['batch_size']} is larger than the {n_train} "
                 f"training rows of dataset_size {p['dataset_size']}{after} (batches drop the last partial batch, "

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from .clock import Clock
-from .cpu_memory import CpuMemorySampler
+from .cpu_memory import CpuMemorySampler, close_quietly
 from .cuda_memory import CudaMemory
 from .energy import RAPL_ROOT, EnergyMeter
 
@@ -119,10 +119,7 @@ class Meters:
 
     def _close_schedstat(self) -> None:
         for fd in self._schedstat_fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            close_quietly(fd)
         self._schedstat_fds = {}
 
     def _sample_loop(self) -> None:

@@ -58,13 +58,14 @@ def _proc_children(pid: int) -> list[int]:
     return out
 
 
-def descendants(pid: int) -> list[int]:
-    """Every descendant of `pid` (children, grandchildren, ...)."""
+def descendants(pid: int, children: Callable[[int], list[int]] = _proc_children) -> list[int]:
+    """Every descendant of `pid` (children, grandchildren, ...); `children` lists one process's direct
+    children from /proc (TreeRss passes its reader of kept-open files)."""
     if PROC_CHILDREN:
         found: list[int] = []
         todo = [pid]
         while todo:
-            kids = _proc_children(todo.pop())
+            kids = children(todo.pop())
             found.extend(kids)
             todo.extend(kids)
         return found
@@ -91,7 +92,7 @@ def maxrss_bytes() -> int:
     return max(own, kids) * unit
 
 
-def _close(fd: int | None) -> None:
+def close_quietly(fd: int | None) -> None:
     if fd is not None:
         try:
             os.close(fd)
@@ -125,7 +126,7 @@ class TreeRss:
             return None
 
     def _drop(self, pid: int) -> None:
-        _close(self._fds.pop(pid, None))
+        close_quietly(self._fds.pop(pid, None))
 
     def _children(self, pid: int, seen: set[tuple[int, int]]) -> list[int]:
         """Direct children of `pid`: its task list is read (one getdents) and each task's `children` file is
@@ -149,22 +150,16 @@ class TreeRss:
         return out
 
     def _descendants(self) -> list[int]:
-        if not (self._linux and PROC_CHILDREN):
+        if not self._linux:
             return descendants(self.pid)
-        found: list[int] = []
-        todo = [self.pid]
         seen_tasks: set[tuple[int, int]] = set()
-        while todo:
-            pid = todo.pop()
-            kids = self._children(pid, seen_tasks)
-            found.extend(kids)
-            todo.extend(kids)
+        found = descendants(self.pid, lambda pid: self._children(pid, seen_tasks))
         for key in set(self._child_fds) - seen_tasks:  # threads and processes that have ended
             self._drop_children(key)
         return found
 
     def _drop_children(self, key: tuple[int, int]) -> None:
-        _close(self._child_fds.pop(key, None))
+        close_quietly(self._child_fds.pop(key, None))
 
     def read(self, force_refresh: bool = False) -> int:
         now = time.monotonic()

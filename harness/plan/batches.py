@@ -42,6 +42,7 @@ class LengthSource:
         self._full: dict[tuple[Any, ...], np.ndarray] = {}
         self.store = store
         self.stored_hits = 0
+        self._libraries: list[str] | None = None  # the tokenizer libraries' versions, part of a stored key
 
     def rows(self, p: dict[str, Any]) -> Any:
         from ..core import data as D
@@ -89,12 +90,10 @@ class LengthSource:
         from ..core import data as D
 
         rows = self.rows(p)
-        sample = p.get("sample") or "stratified"  # as the trial samples (trial.py)
-        skey = (p["source"], p["text_column"], p["label_column"], p["split"], p["dataset_size"], p["val_fraction"],
-                p["data_seed"], sample, p.get("val_rows"))
+        skey = _sample_key(p)
         if skey not in self._split:
             self._split[skey] = D.sample_and_split(rows, p["dataset_size"], p["val_fraction"], p["data_seed"],
-                                                   p["source"], sample=sample, val_rows=p.get("val_rows"))
+                                                   p["source"], sample=skey[7], val_rows=p.get("val_rows"))  # skey[7]: the sample
         train_idx, val_idx = self._split[skey]
         fkey = (skey[:4], p["model"])
         full = self._full.get(fkey)
@@ -109,8 +108,8 @@ class LengthSource:
         return full[train_idx].copy(), full[val_idx].copy(), len(rows.label_names)
 
     def _stored_path(self, p: dict[str, Any]) -> Path | None:
-        """Where this trial's lengths are kept; None for a source that is not a local file or folder (a hub
-        data set's cache or the embedded reviews are keyed by what they are, below), or without a store."""
+        """Where this trial's lengths are kept: keyed by a local file's (or folder's) path, size and modification
+        time, or an embedded set's name and generator; None for other sources (a hub data set) or without a store."""
         if self.store is None:
             return None
         source = str(p["source"])
@@ -123,21 +122,26 @@ class LengthSource:
             identity = [source, __version__, _module_stamp("reviews")]
         else:
             return None
-        try:
-            from importlib.metadata import version
+        if self._libraries is None:
+            try:
+                from importlib.metadata import version
 
-            tokenizers = [version("transformers"), version("tokenizers")]
-        except Exception:  # noqa: BLE001 - not installed as a distribution
-            tokenizers = []
-        key = json.dumps([LENGTHS_VERSION, identity, p["text_column"], p["label_column"], p["split"],
-                          p["dataset_size"], p["val_fraction"], p["data_seed"], p.get("sample") or "stratified",
-                          p.get("val_rows"),
-                          p["model"], _folder_stamp(str(p["model"])), bool(p.get("trust_remote_code")), p.get("revision"),
-                          tokenizers], default=str)
+                self._libraries = [version("transformers"), version("tokenizers")]
+            except Exception:  # noqa: BLE001 - not installed as a distribution
+                self._libraries = []
+        key = json.dumps([LENGTHS_VERSION, identity, *_sample_key(p)[1:], p["model"], _folder_stamp(str(p["model"])),
+                          bool(p.get("trust_remote_code")), p.get("revision"), self._libraries], default=str)
         return self.store / "lengths" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
 
 
 LENGTHS_VERSION = 1
+
+
+def _sample_key(p: dict[str, Any]) -> tuple[Any, ...]:
+    """What picks a trial's rows: the source and its columns, the size and split, the seed, the sample (as the
+    trial takes it, trial.py) and a fixed validation set."""
+    return (p["source"], p["text_column"], p["label_column"], p["split"], p["dataset_size"], p["val_fraction"],
+            p["data_seed"], p.get("sample") or "stratified", p.get("val_rows"))
 
 
 def _folder_stamp(path: str) -> list[Any]:
