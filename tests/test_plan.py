@@ -188,6 +188,46 @@ def test_memory_parts_add_up_and_grow_with_the_batch():
     assert optimizer_slots(Setting(0, False, "sgd", 0.9, False, "cpu", 1)) == 1
 
 
+def test_a_forward_replayed_splits_heap_and_mapped_storages_at_its_peak():
+    """Storages of 32 MiB or more are glibc mappings of their own (x 1 in the RSS), smaller ones heap (x k_fwd);
+    both are read at the forward's peak of live bytes, which the replay finds at the trial's shape."""
+    from harness.plan.account import MMAP_THRESHOLD
+
+    a = _anatomy()
+    MiB = 2**20
+    # three storages: a per-token one (16 B x n L), an attention-sized one (4 B x n L^2), a constant 1 MiB
+    a.fwd_trace = {"eval": {"sizes": [[0, 16, 0], [0, 0, 4], [MiB, 0, 0]],
+                            # made 0, made 1, freed 0, made 2, freed 1, freed 2
+                            "events": [0, 1, -1, 2, -2, -3]}}
+    heap, mapped = a.forward_parts(8, 64, mapped_from=MMAP_THRESHOLD)  # the peak: storages 1 and 2, all heap
+    assert (heap, mapped) == (4 * 8 * 64**2 + MiB, 0.0)
+    n = 256  # storage 1 is 4 x 256 x 512^2 = 256 MiB: mapped; the peak is storages 0 (2 MiB) and 1 together
+    heap, mapped = a.forward_parts(n, 512, mapped_from=MMAP_THRESHOLD)
+    assert mapped == 4 * n * 512**2 and heap == 16 * n * 512
+    # on CUDA (no threshold) the same peak is all "heap" (x k_fwd ~ 1 for allocated bytes)
+    assert sum(a.forward_parts(n, 512)) == heap + mapped and a.forward_parts(n, 512)[1] == 0.0
+    # the account: the mapped part counts once, the heap part k_fwd times
+    s = Setting(depth=None, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu", epochs=1)
+    co = Coefficients(k_fwd=3.0)
+    b = Batches(train=[[(n, 512)]], eval=[(2, 8)], cache=[], n_examples=n, n_tokens=n * 512, width_train=512,
+                width_val=8, n_train=n, n_val=2)
+    parts = memory(a, s, b, co)
+    assert parts.phase == "train" and parts.raw_forward == heap
+    assert parts.activations == pytest.approx(3.0 * heap + mapped)
+
+
+def test_a_small_trials_peak_is_its_loading():
+    a = _anatomy()
+    s = Setting(depth=None, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu", epochs=1)
+    b = Batches(train=[[(2, 8)]], eval=[(2, 8)], cache=[], n_examples=4, n_tokens=32, width_train=8, width_val=8,
+                n_train=2, n_val=2)
+    co = Coefficients(c_bytes=1000.0, load_bytes=50_000.0)
+    parts = memory(a, s, b, co)
+    assert parts.phase == "load" and parts.total == pytest.approx(50_000.0)
+    co.load_bytes = 10.0
+    assert memory(a, s, b, co).phase != "load"
+
+
 # -- probes and fit -------------------------------------------------------------------------------------------
 def test_probe_measures_and_the_fit_reproduces_its_shapes(probe_result):
     from harness.plan.calibrate import fit
@@ -199,6 +239,14 @@ def test_probe_measures_and_the_fit_reproduces_its_shapes(probe_result):
     assert all(s["cpu_peak_rss_bytes"] > 0 and s["train_seconds"] > 0 for s in res["shapes"])
     _, co, table = fit(p, res)
     assert 0.0 <= co.k_act <= 5.0 and 0.5 <= co.k_fwd <= 5.0 and co.c_bytes > 0
+    # each pass's peak is at least what the process held before it; the constant is at least that, less the
+    # weights (measured, not traded for the slopes)
+    weights = anat["total_params"] * anat["param_bytes"]
+    for sh in res["shapes"]:
+        ready = sh["rss_phases"]["ready"]
+        assert 0 < ready <= sh["cpu_peak_rss_bytes"] and sh["cpu_peak_rss_bytes"] == max(
+            v for k, v in sh["rss_phases"].items() if k != "ready")
+    assert co.c_bytes >= min(sh["rss_phases"]["ready"] for sh in res["shapes"]) - weights - 2**20
     for row in table:  # the fit reproduces the probes it was fitted on
         assert abs(row["fitted_mib"] - row["measured_mib"]) / row["measured_mib"] < 0.10
 
@@ -308,6 +356,8 @@ def test_probes_run_in_a_child(tmp_path):
     res = run_in_child({"params": p, "shapes": [(0, 4, 16)], "steps": 1}, timeout_s=600)
     assert res["shapes"][0]["cpu_peak_rss_bytes"] > 0
     assert res["wall_s"] >= res["ready_s"] > 0
+    if Path("/proc/self/clear_refs").exists():  # the kernel's peak mark: loading and every pass exactly
+        assert res["shapes"][0]["exact_peaks"] and res["load_peak_rss_bytes"] > 0
     assert np.isfinite(res["anatomy"]["block_a"])
 
 
@@ -332,3 +382,26 @@ def test_a_key_whose_probes_fail_is_cannot_predict_and_the_rest_is_planned(tmp_p
     assert by["fast"]["status"] == "cannot predict"
     assert by["fast"]["reason"].startswith("cannot predict: the calibration probes failed (RuntimeError: no such kernel")
     assert plan.totals()["cannot_predict"] == 1
+
+
+def test_the_replayed_forward_matches_a_counted_one_at_a_shape_never_traced(probe_result):
+    """The probe traces the forward at four (n, L); replayed at another shape, the peak of live bytes equals
+    a forward counted at that shape."""
+    import torch
+
+    from harness.core.models import load_model
+    from harness.core.train import autocast_for
+    from harness.plan.account import Anatomy
+    from harness.plan.probe import forward_trace
+
+    p, res = probe_result
+    anat = res["anatomy"]
+    assert anat["fwd_trace"]["eval"] and anat["fwd_trace"]["train"]
+    a = Anatomy(**{k: v for k, v in anat.items() if k in Anatomy.__dataclass_fields__})
+    model = load_model(p["model"], 2, trust_remote_code=False, allow_pickle=False, attention=p.get("attention"),
+                       seed=0).model
+    dev = torch.device("cpu")
+    for train in (False, True):
+        counted = forward_trace(model, dev, autocast_for("fp32", dev), 96, 12, train=train).peak
+        replayed = sum(a.forward_parts(12, 96, train))
+        assert replayed == pytest.approx(counted, rel=0.02), train

@@ -23,7 +23,7 @@ import numpy as np
 from .account import Anatomy, Batches, Coefficients, Setting, memory, time_features, train_seconds
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 3
+ACCOUNT_VERSION = 6
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -123,7 +123,8 @@ class Store:
 # --------------------------------------------------------------------------------------------------
 def setting_of(p: dict[str, Any], depth: int | None, cached: bool) -> Setting:
     return Setting(depth=depth, cached=cached, optimizer=p["optimizer"], momentum=float(p.get("momentum") or 0.0),
-                   multi_tensor=bool(p.get("fused_optimizer")), device=str(p["device"]), epochs=int(p["epochs"]))
+                   multi_tensor=bool(p.get("fused_optimizer")), device=str(p["device"]), epochs=int(p["epochs"]),
+                   frozen_dropout=bool(p.get("frozen_dropout")))
 
 
 def depth_of(frozen: Any) -> int | None:
@@ -163,6 +164,16 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     # peak depends on them).
     from scipy.optimize import lsq_linear
 
+    # The process constant is at least what each probe's process held before its first batch (everything
+    # loaded and tokenized, nothing run) less the weights and the data the account counts: measured, so that
+    # the fit cannot trade the constant for the slopes (it did: 14 MiB low, and the smallest trials of a
+    # frozen encoder under-predicted by 7-10 %). A trial's child holds a little more (its meters), so only
+    # a floor.
+    floor = 0.0
+    if not cuda:
+        ready = [float(sh["rss_phases"]["ready"]) - memory(anat, s, b, co).weights - memory(anat, s, b, co).data
+                 for sh, s, b, _ in rows if (sh.get("rss_phases") or {}).get("ready")]
+        floor = max(0.0, float(np.median(ready))) if ready else 0.0
     for _ in range(5):
         X, y = [], []
         for sh, s, b, measured in rows:
@@ -179,7 +190,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
         if cuda:  # allocated memory has no process constant beyond what the account counts
             lo, hi = [0.0, 0.9, 0.0, 0.5], [1.0, 2.0, 5.0, 5.0]
         else:
-            lo, hi = [0.0, 0.9, 0.0, 0.5], [np.inf, 3.0, 5.0, 5.0]
+            lo, hi = [floor, 0.9, 0.0, 0.5], [np.inf, 3.0, 5.0, 5.0]
         sol = lsq_linear(X_ / scale, y_, bounds=(np.asarray(lo) * scale, np.asarray(hi) * scale)).x / scale
         co.c_bytes, co.k_state, co.k_act, co.k_fwd = (float(v) for v in sol)
     # Time: nonnegative least squares per pass.
@@ -215,6 +226,8 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     co.warmup_s = float(np.median(warm)) if warm else 0.0
     co.kc = cache_s / cache_f if cache_f > 0 else co.kf
     co.fixed_s = float(probe["ready_s"])
+    loads = [float(x) for x in probe.get("load_peaks") or [] if x]
+    co.load_bytes = float(np.median(loads)) if loads and not cuda else 0.0
     n_rows = max(1, int(probe["n_rows"]))
     co.tokenize_s_per_row = float(np.median([sh["tokenize_seconds"] for sh in probe["shapes"]])) / n_rows
     table = []
@@ -262,6 +275,7 @@ def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0,
     probe = dict(parts[0])
     probe["shapes"] = [sh for r in parts for sh in r["shapes"]]
     probe["ready_s"] = float(np.median([r["ready_s"] for r in parts]))
+    probe["load_peaks"] = [r.get("load_peak_rss_bytes") for r in parts]
     probe["spawn_to_ready_s"] = float(np.median([r.get("spawn_to_ready_s") or r["ready_s"] for r in parts]))
     probe_wall = time.monotonic() - started
     anat, co, table = fit(q, probe)

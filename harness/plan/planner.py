@@ -200,12 +200,29 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
     source = LengthSource(store.path.parent)  # token lengths kept beside the calibrations
     cals: dict[str, dict[str, Any] | str] = {}
     anatomies: dict[str, Any] = {}  # read once per model in this plan, shared by its strategies' calibrations
+    stored = {}
+    for trial in trials:
+        kid = key_id(calibration_key(trial.params))
+        if kid not in stored:
+            stored[kid] = None if recalibrate else store.get(env, calibration_key(trial.params))
+    if probe and any(c is None for c in stored.values()):
+        # Probes run in children of the trial server: start it now, so that it imports torch and transformers
+        # (seconds) on one core while this process reads the trials' token lengths on the other.
+        from ..executors.local import trial_context
+
+        trial_context()
+    lengths: dict[str, Any] = {}
+    for trial in trials:
+        try:
+            lengths[trial.trial_id] = source.lengths(trial.params)
+        except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot be loaded, an odd model
+            lengths[trial.trial_id] = " ".join(str(exc).split())[:300] or type(exc).__name__
     for trial in trials:
         key = calibration_key(trial.params)
         kid = key_id(key)
         if kid in cals:
             continue
-        cal = None if recalibrate else store.get(env, key)
+        cal = stored[kid]
         if cal is None and not probe:
             cals[kid] = "no stored calibration (harness plan GRID measures one)"
             continue
@@ -231,9 +248,11 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
         if isinstance(cal, str):
             plan.rows.append(_cannot(trial, cal))
             continue
+        if isinstance(lengths[trial.trial_id], str):
+            plan.rows.append(_cannot(trial, lengths[trial.trial_id]))
+            continue
         try:
-            lengths = source.lengths(trial.params)
-            plan.rows.append(predict_trial(trial, cal, lengths))
+            plan.rows.append(predict_trial(trial, cal, lengths[trial.trial_id]))
         except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot be loaded, an odd model
             text = " ".join(str(exc).split())[:300] or type(exc).__name__
             plan.rows.append(_cannot(trial, text))

@@ -22,6 +22,9 @@ import traceback
 from typing import Any
 
 STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
+# Evaluation batches: a warm-up and one steady batch per shape (five steady batches for two coefficients);
+# the third cost 2-3 s of the probes and, under `fast`, of the cache they build over these rows too.
+EVAL_STEPS = 2
 # (frozen_layers, batch_size, max_length), each in a child of its own. "half" is
 # resolved to half the model's blocks.
 # The first has no graph to keep and a large forward (k_fwd: lab's uncached frozen encoder at 4096 tokens a
@@ -41,6 +44,48 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except Exception:
         pass
+
+
+def _peak_rss_reset() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (VmHWM; Linux 4.0+, `clear_refs` 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int | None:
+    """The kernel's peak RSS of this process since the last reset (VmHWM), in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class _PhasePeak:
+    """Each phase's peak RSS: the kernel's exact mark where it can be reset (a peak that lasts a few
+    milliseconds, such as a frozen encoder's forward at batch 4, slips between a 20 ms sampler's looks, the more
+    often the fewer the batches, and a probe runs three), else the sampler's peak over the phase. The probe is
+    one process, so its own mark is its tree's."""
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = sampler
+        self.exact = _peak_rss_reset()
+        sampler.peak = sampler.sample(force_refresh=True)
+
+    def end(self) -> int:
+        sampled = max(self.sampler.peak, self.sampler.sample(force_refresh=True))
+        hwm = _peak_rss() if self.exact else None
+        peak = max(sampled, hwm or 0)
+        self.exact = self.exact and _peak_rss_reset()
+        self.sampler.peak = self.sampler.sample(force_refresh=True)
+        return peak
 
 
 def _probe_inputs(model: Any, device: Any, length: int, n: int) -> tuple[Any, Any]:
@@ -87,9 +132,11 @@ def saved_bytes(model: Any, frozen: Any, name: str, device: Any, autocast: Any, 
 
 
 class _LiveBytes:
-    """The peak bytes of tensor storages made by the ops run under it and alive at once (what existed before,
-    such as the parameters and the inputs, is not counted): a counted, allocator-free peak of a forward.
-    Made lazily (torch is imported in the child only)."""
+    """The storages made by the ops run under it (what existed before, such as the parameters and the inputs,
+    is not counted), in order: each new storage's bytes and the moment its last tensor made here dies. From it
+    the peak of the bytes alive at once (an allocator-free peak of a forward) and the sequence of allocations
+    and frees that `account.Anatomy.forward_parts` replays at another shape. Made lazily (torch is imported in
+    the child only)."""
 
     @staticmethod
     def mode() -> Any:
@@ -105,6 +152,9 @@ class _LiveBytes:
                 self.live = 0
                 self.peak = 0
                 self.refs: dict[int, list[int]] = {}
+                self.sizes: list[int] = []     # bytes of each storage, in the order they were made
+                self.events: list[int] = []    # i: storage i made; -1 - i: storage i freed
+                self.ops: list[str] = []
 
             def _track(self, t: Any) -> None:
                 try:
@@ -116,7 +166,9 @@ class _LiveBytes:
                     return
                 entry = self.refs.get(ptr)
                 if entry is None:  # a new storage: counted until its last tensor made here is gone
-                    self.refs[ptr] = [1, nbytes]
+                    self.refs[ptr] = [1, nbytes, len(self.sizes)]
+                    self.events.append(len(self.sizes))
+                    self.sizes.append(nbytes)
                     self.live += nbytes
                     self.peak = max(self.peak, self.live)
                 else:  # a view of a storage already counted
@@ -129,28 +181,53 @@ class _LiveBytes:
                     entry[0] -= 1
                     if entry[0] == 0:
                         self.live -= entry[1]
+                        self.events.append(-1 - entry[2])
                         del self.refs[ptr]
 
             def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
                 out = func(*args, **(kwargs or {}))
+                self.ops.append(str(func))
                 tree_map_only(torch.Tensor, self._track, out)
                 return out
 
         return LiveBytes()
 
 
-def forward_peak_bytes(model: Any, device: Any, autocast: Any, length: int, n: int = 2) -> int:
-    """Peak bytes alive at once over one forward without a graph (evaluation, the frozen prefix, the cache's
-    build) of `n` examples padded to `length`, the inputs `saved_bytes` feeds."""
+def forward_trace(model: Any, device: Any, autocast: Any, length: int, n: int = 2, train: bool = False) -> Any:
+    """One forward without a graph (evaluation, the frozen prefix, the cache's build) of `n` examples padded to
+    `length`, the inputs `saved_bytes` feeds, counted by `_LiveBytes`; `train`: in training mode (dropout on),
+    as frozen blocks run under `frozen_dropout`. Returns the finished mode (its peak, sizes, events, ops)."""
     import torch
 
-    model.eval()
+    model.train(train)
     ids, mask = _probe_inputs(model, device, length, n)
     mode = _LiveBytes.mode()
     with torch.no_grad(), autocast(), mode:
         out = model(input_ids=ids, attention_mask=mask)
     del out
-    return int(mode.peak)
+    gc.collect()
+    return mode
+
+
+def forward_peak_bytes(model: Any, device: Any, autocast: Any, length: int, n: int = 2) -> int:
+    """Peak bytes alive at once over one forward without a graph of `n` examples padded to `length`."""
+    return int(forward_trace(model, device, autocast, length, n).peak)
+
+
+def fit_trace(points: list[tuple[int, int]], traces: list[Any]) -> dict[str, Any] | None:
+    """Each storage's bytes as c + a x (n L) + b x (n L^2) over the traced (n, L), and the order of the
+    allocations and frees, where every point ran the same ops in the same order (else None: the account then
+    uses the counted peak alone)."""
+    import numpy as np
+
+    first = traces[0]
+    if any(t.ops != first.ops or t.events != first.events for t in traces[1:]):
+        return None
+    X = np.asarray([[1.0, n * length, n * length * length] for n, length in points])
+    S = np.asarray([t.sizes for t in traces], dtype=float)
+    coef = np.linalg.lstsq(X, S, rcond=None)[0].T  # storages x 3
+    return {"sizes": [[round(float(c), 1), round(float(a), 4), round(float(b), 6)] for c, a, b in coef],
+            "events": list(first.events), "points": [list(p) for p in points]}
 
 
 def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str, Any]:
@@ -175,7 +252,12 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     # told apart from what each example adds. Batches of 8 and 16, not 2: the bytes per token grow with the
     # batch up to about 16 (MiniLM: 12.5 KB a token at 2 examples, 15.9 KB at 16, 16.8 KB at 48).
     fwd_points = [(8, HOOK_LENGTHS[0]), (16, HOOK_LENGTHS[0]), (8, HOOK_LENGTHS[-1]), (16, HOOK_LENGTHS[-1])]
-    fwd_peaks = [float(forward_peak_bytes(model, device, autocast, length, n)) for n, length in fwd_points]
+    eval_traces = [forward_trace(model, device, autocast, length, n) for n, length in fwd_points]
+    fwd_peaks = [float(t.peak) for t in eval_traces]
+    # The same forwards in training mode (dropout's masks and copies), as frozen blocks run under frozen_dropout.
+    train_traces = [forward_trace(model, device, autocast, length, n, train=True) for n, length in fwd_points]
+    fwd_trace = {"eval": fit_trace(fwd_points, eval_traces), "train": fit_trace(fwd_points, train_traces)}
+    del eval_traces, train_traces
     for length in HOOK_LENGTHS:
         s0 = saved_bytes(model, 0, name, device, autocast, length)
         s_all = saved_bytes(model, "all", name, device, autocast, length)
@@ -216,6 +298,7 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
         "top1": float(t1), "all0": max(0.0, float(h0)), "all1": max(0.0, float(h1)),
         "flops_shape": dataclasses.asdict(encoder_shape(model)),
         "fwd_a": max(0.0, float(f_a)), "fwd_b": max(0.0, float(f_b)), "fwd_c": max(0.0, float(f_c)),
+        "fwd_trace": fwd_trace,
         "saved_bytes_per_example": {k: [round(v) for v in vals] for k, vals in measured.items()},
         "forward_peak_bytes": [[n, length, round(v)] for (n, length), v in zip(fwd_points, fwd_peaks)],
         "hook_lengths": list(HOOK_LENGTHS),
@@ -225,6 +308,7 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
 def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     """The child's work (also callable in-process by tests): load, read the anatomy, run every shape."""
     t_start = time.perf_counter()
+    exact = _peak_rss_reset()  # from here the kernel's mark is this child's loading, as a trial's child's is
     import torch
 
     from ..core import data as D
@@ -242,17 +326,22 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     rows = D.load_rows(p["source"], p["text_column"], p["label_column"], p["split"])
     shapes = list(spec.get("shapes") or SHAPES)
     steps = int(spec.get("steps") or STEPS)
-    # The probe's own sample, whatever the trial's dataset_size: half for training, half for evaluation, enough
-    # for `steps` batches of each at the largest probe batch (fewer rows where the source has fewer; the
-    # batches are then made smaller below, so that every pass still has a steady batch after its first).
-    size = min(len(rows.texts), 2 * steps * max(int(b) for _, b, _ in shapes))
-    train_idx, val_idx = D.sample_and_split(rows, size, 0.5, p["data_seed"], p["source"])
+    # The probe's own sample, whatever the trial's dataset_size: `steps` training batches and EVAL_STEPS
+    # evaluation batches at the largest probe batch (fewer rows where the source has fewer; the batches are
+    # then made smaller below, so that every pass still has a steady batch after its first).
+    big = max(int(b) for _, b, _ in shapes)
+    size = min(len(rows.texts), (steps + EVAL_STEPS) * big)
+    train_idx, val_idx = D.sample_and_split(rows, size, EVAL_STEPS / (steps + EVAL_STEPS), p["data_seed"], p["source"])
     load_data_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     loaded = load_model(p["model"], len(rows.label_names), trust_remote_code=p["trust_remote_code"],
                         allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"])
     model = loaded.model.to(device)
     load_model_s = time.perf_counter() - t0
+    # The peak while loading (from_pretrained holds a state dict beside the model): the whole of a small
+    # trial's peak, whose training never reaches it (MiniLM, batch 4, everything frozen: 599 MiB loading,
+    # 587 training).
+    load_peak = _peak_rss() if exact and device.type == "cpu" else None
     free_after_load = None
     if device.type == "cuda":
         free_after_load = int(torch.cuda.mem_get_info(device)[0])
@@ -265,7 +354,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     n = _anatomy(model).num_layers
     for frozen, batch, max_length in shapes:
         frozen = n // 2 if frozen == "half" else frozen
-        batch = max(1, min(int(batch), min(len(train_idx), len(val_idx)) // 2))
+        batch = max(1, min(int(batch), len(train_idx) // 2, len(val_idx) // 2))
         q = dict(p, batch_size=batch, eval_batch_size=batch, max_length=max_length, frozen_layers=frozen, epochs=1)
         from ..core.models import freeze
 
@@ -283,6 +372,10 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         sampler.start()
         try:
             trainer = Trainer(model, train_set, val_set, q, device, max_steps=steps)
+            # The RSS with everything loaded and nothing run yet, and each pass's own peak: what the
+            # process holds before the work, told apart from what each phase adds.
+            rss_phases = {"ready": sampler.sample(force_refresh=True)}
+            phase_peak = _PhasePeak(sampler)
             seen: dict[str, list[tuple[int, int]]] = {"train": [], "eval": []}
             step_s: dict[str, list[float]] = {"train": [], "eval": []}
             inner = trainer._batches
@@ -308,22 +401,25 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 cache_s = time.perf_counter() - t0
+                rss_phases["cache build"] = phase_peak.end()
             t0 = time.perf_counter()
             trainer.train_epoch()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_s = time.perf_counter() - t0
+            rss_phases["train"] = phase_peak.end()
             t0 = time.perf_counter()
             trainer.evaluate()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             eval_s = time.perf_counter() - t0
-            sampler.sample(force_refresh=True)
+            rss_phases["eval"] = phase_peak.end()
         finally:
             sampler.stop()
         out = {
             "frozen_layers": frozen, "batch_size": batch, "max_length": max_length,
-            "cpu_peak_rss_bytes": int(sampler.peak),
+            "cpu_peak_rss_bytes": int(max(v for k, v in rss_phases.items() if k != "ready")),
+            "rss_phases": {k: int(v) for k, v in rss_phases.items()}, "exact_peaks": phase_peak.exact,
             "cuda_peak_allocated_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
             "cuda_peak_reserved_bytes": int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else None,
             "train_seconds": train_s, "eval_seconds": eval_s, "cache_seconds": cache_s, "tokenize_seconds": tokenize_s,
@@ -347,6 +443,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     anat = read_anatomy(model, p["model"], device, precision) if spec.get("anatomy", True) else None
     return {"anatomy": anat, "shapes": shapes_out, "load_data_s": load_data_s, "load_model_s": load_model_s,
             "ready_s": ready_s, "n_rows": len(train_idx) + len(val_idx), "precision": precision,
+            "load_peak_rss_bytes": load_peak,
             "cuda_free_after_load_bytes": free_after_load,
             "device_name": device_name(device), "seconds": time.perf_counter() - t_start}
 
