@@ -405,3 +405,19 @@ def test_the_replayed_forward_matches_a_counted_one_at_a_shape_never_traced(prob
         counted = forward_trace(model, dev, autocast_for("fp32", dev), 96, 12, train=train).peak
         replayed = sum(a.forward_parts(12, 96, train))
         assert replayed == pytest.approx(counted, rel=0.02), train
+
+
+def test_the_head_on_cached_vectors_is_priced_apart():
+    """fast with everything frozen runs no encoder in its epochs: its batches cost the probes' head-only batches,
+    not the per-batch constants fitted where an encoder runs."""
+    from harness.plan.account import seconds
+
+    a = _anatomy()
+    s = Setting(depth=None, cached=True, optimizer="adamw", momentum=0.0, multi_tensor=True, device="cpu", epochs=2)
+    b = Batches(train=[[(4, 8)] * 10, [(4, 8)] * 10], eval=[(4, 8)] * 3, cache=[(16, 8)], n_examples=43,
+                n_tokens=300, width_train=8, width_val=8, n_train=40, n_val=3)
+    co = Coefficients(t0=0.05, te0=0.02, warmup_s=0.1, t_head=0.001, te_head=0.0005, kc=1e-9)
+    t = seconds(a, s, b, co)
+    assert t.train_epoch == pytest.approx([0.01, 0.01]) and t.eval_epoch == pytest.approx(0.0015)
+    co.t_head = co.te_head = None  # an old calibration: the general formula
+    assert seconds(a, s, b, co).train_epoch[0] > 0.5

@@ -201,6 +201,11 @@ class Coefficients:
     te0: float = 0.0         # per evaluation batch
     kf: float = 0.0          # per evaluation FLOP
     kc: float = 0.0          # per cache FLOP
+    # Seconds per batch when only the head runs, on cached vectors (fast, everything frozen): no encoder at all,
+    # so none of the per-batch constants fitted on batches that run one applies (they put 0.05 s on an epoch
+    # that takes 0.01). The probes' steady head-only batches, median; None: the general formula.
+    t_head: float | None = None
+    te_head: float | None = None
     load_bytes: float = 0.0  # the process's peak while it loads the model (CPU; measured, the probes' median)
     warmup_s: float = 0.0    # the first training batch's extra seconds (kernels chosen, pages first touched)
     fixed_s: float = 0.0     # per trial: child start, imports, data and model loading
@@ -376,14 +381,24 @@ def time_features(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: l
     }
 
 
+def head_only(s: Setting) -> bool:
+    return s.cached and s.depth is None
+
+
 def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
     train_epochs = []
     for i, epoch in enumerate(b.train):
+        if head_only(s) and co.t_head is not None:
+            train_epochs.append(co.t_head * len(epoch))
+            continue
         f = time_features(a, s, epoch, [], [])
         warm = co.warmup_s if i == 0 and epoch else 0.0
         train_epochs.append(warm + train_seconds(co, f))
     fe = time_features(a, s, [], b.eval, [])
-    eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"]
+    if head_only(s) and co.te_head is not None:
+        eval_s = co.te_head * len(b.eval)
+    else:
+        eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"]
     cache_s = co.kc * cache_flops(a, s, b.cache) if b.cache else 0.0
     return TimeParts(co.fixed_s, co.tokenize_s_per_row * b.n_examples, cache_s, train_epochs, eval_s)
 

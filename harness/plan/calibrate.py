@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .account import Anatomy, Batches, Coefficients, Setting, memory, time_features, train_seconds
+from .account import Anatomy, Batches, Coefficients, Setting, head_only, memory, time_features, train_seconds
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 6
+ACCOUNT_VERSION = 7
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -197,7 +197,16 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     from scipy.optimize import nnls
 
     Xt, yt, Xe, ye, cache_s, cache_f = [], [], [], [], 0.0, 0.0
+    head_t: list[float] = []
+    head_e: list[float] = []
     for sh, s, b, _ in rows:
+        if head_only(s):  # the head on cached vectors: priced apart (Coefficients.t_head)
+            head_t += list(sh["train_step_seconds"][1:])
+            head_e += list(sh["eval_step_seconds"][1:])
+            if sh.get("cache_seconds") and b.cache:
+                cache_s += sh["cache_seconds"]
+                cache_f += time_features(anat, s, [], [], b.cache)["cache_flops"]
+            continue
         # Steady state: every batch after the first of each pass, one row per batch.
         for batch, secs in list(zip(b.train[0], sh["train_step_seconds"]))[1:]:
             ft = time_features(anat, s, [batch], [], [])
@@ -216,10 +225,12 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     scale_e = np.max(np.abs(Xe), axis=0) + 1e-30
     sol_e, _ = nnls(np.asarray(Xe) / scale_e, np.asarray(ye))
     co.te0, co.kf = (float(v) for v in sol_e / scale_e)
+    co.t_head = float(np.median(head_t)) if head_t else None
+    co.te_head = float(np.median(head_e)) if head_e else None
     # Warm-up: what the first batch of a trial costs beyond a steady one (median over the probes).
     warm = []
     for sh, s, b, _ in rows:
-        if sh["train_step_seconds"] and b.train[0]:
+        if sh["train_step_seconds"] and b.train[0] and not head_only(s):
             ft = time_features(anat, s, [b.train[0][0]], [], [])
             steady = train_seconds(co, ft)
             warm.append(max(0.0, sh["train_step_seconds"][0] - steady))
@@ -234,7 +245,8 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     for sh, s, b, measured in rows:
         pred = memory(anat, s, b, co).total
         f = time_features(anat, s, b.train[0], b.eval, [])
-        t_pred = co.warmup_s + train_seconds(co, f)
+        t_pred = (co.t_head * len(b.train[0]) if head_only(s) and co.t_head is not None
+                  else co.warmup_s + train_seconds(co, f))
         table.append({"frozen_layers": sh["frozen_layers"], "batch_size": sh["batch_size"], "max_length": sh["max_length"],
                       "measured_mib": round(measured / 2**20, 1), "fitted_mib": round(pred / 2**20, 1),
                       "train_seconds": round(sh["train_seconds"], 4), "fitted_train_seconds": round(t_pred, 4),
