@@ -247,6 +247,13 @@ class CpuMemorySampler:
         self.sample(force_refresh=True)
         self.tree.close()
 
+    def reset_peak(self) -> int:
+        """Start a new peak from a fresh reading (a phase's own peak); returns it."""
+        rss = self.tree.read(True)
+        with self._lock:
+            self.last = self.peak = rss
+        return rss
+
     def mark_baseline(self) -> None:
         self.baseline = self.sample(force_refresh=True)
 

@@ -4,31 +4,35 @@ Everything here is plain arithmetic on numbers a probe measured once per model (
 trial's own batches (`Batches`, the real padded shapes of every training and evaluation batch, replayed
 from the tokenized rows with the Trainer's own seed, padding policy and length buckets). No torch.
 
-Memory (bytes) at the trial's peak:
+Memory (bytes) at the trial's peak (docs/plan.md has the whole account):
 
-    peak = C + weights + data + cache + max(train, eval, cache build, optimiser step)
-    train = grads + optimiser state + k x activations kept for backward (largest training batch)
-    eval  = grads + optimiser state + k x one block's transient forward (largest evaluation batch)
-    build = k x one block's transient forward at the cache's batch (the cache itself is in `cache`)
-    step  = grads + optimiser state + the multi-tensor optimiser's temporaries
+    peak  = max(loading, C + weights + data + cache + max(train, eval, cache build, optimiser step))
+    train = k_state x (grads + optimiser state) + max(kept + k_act x slack(kept), the frozen part's forward)
+    eval  = k_state x (grads + optimiser state) + a forward without a graph (largest evaluation batch)
+    build = a forward at the cache's batch (the cache itself is in `cache`) + a second copy of the ids
+    step  = k_state x (grads + optimiser state) + the multi-tensor optimiser's temporaries
+    a forward without a graph = k_fwd x its heap storages + its mapped storages, at its peak
 
 `weights`, `grads` (trainable parameters), `optimiser state` (AdamW: 2 per trainable parameter, SGD with
 momentum: 1, plain SGD: 0), `cache` (the frozen-prefix cache, as `core/cache.py` allocates it) and `data`
 (the token-id matrices) are counted exactly. Activations kept for backward are counted exactly per block
 by a probe (`saved_tensors_hooks` over a forward at three lengths, fitted as a x L + b x L^2 bytes per
-example), and only where something trains: frozen blocks run without a graph. Two coefficients are fitted
-per calibration key from the probes' measured peaks: C (the process: interpreter, libraries, data frames)
-and k (how the allocator's peak relates to what autograd keeps: transient buffers of backward, freed pages
-kept). The same form serves `cuda_peak_allocated` with C the CUDA context's share (zero for allocated).
+example), and only where something trains: frozen blocks run without a graph. A forward without a graph is
+replayed storage by storage from the probe's traces (`Anatomy.forward_parts`). C, k_state, k_act and k_fwd
+are fitted per calibration key from the probes' measured peaks (C no lower than what the probes' processes
+held before their first batch); the loading peak is measured. The same form serves `cuda_peak_allocated`
+with C the CUDA context's share (zero for allocated).
 
-Time (seconds): per training batch t0 + kt x FLOPs + ko x trainable parameters; per evaluation batch
-te0 + kf x FLOPs; the cache kc x its FLOPs; plus the trial's fixed cost (child start, imports, loading data
-and model) and tokenizing (per row). FLOPs are `meters/flops.py`'s count of the very batch.
+Time (seconds): per training batch t0 + kt x FLOPs + kz x frozen-forward FLOPs + ko x trainable parameters;
+per evaluation batch te0 + kf x FLOPs (the head alone on cached vectors: t_head, te_head); the cache kc x
+its FLOPs; plus the trial's fixed cost (child start, imports, loading data and model) and tokenizing (per
+row). FLOPs are `meters/flops.py`'s count of the very batch.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +116,7 @@ class Anatomy:
         else:
             import numpy as np
 
-            law = np.asarray(trace["sizes"], dtype=float)
+            law = np.asarray(trace["sizes"], dtype=float).reshape(-1, 3)
             sizes = np.maximum(0.0, law @ np.asarray([1.0, n * length, n * length * length]))
             events = np.asarray(trace["events"], dtype=np.int64)
             made = events >= 0
@@ -206,6 +210,7 @@ class Coefficients:
     # that takes 0.01). The probes' steady head-only batches, median; None: the general formula.
     t_head: float | None = None
     te_head: float | None = None
+    t_head_warm: float = 0.0  # ... and the first head-only batch's extra seconds (the optimiser's state made)
     load_bytes: float = 0.0  # the process's peak while it loads the model (CPU; measured, the probes' median)
     warmup_s: float = 0.0    # the first training batch's extra seconds (kernels chosen, pages first touched)
     fixed_s: float = 0.0     # per trial: child start, imports, data and model loading
@@ -223,7 +228,7 @@ class MemoryParts:
     grads: float
     optimizer_state: float
     activations: float       # k x the largest of the phases' activation terms
-    phase: str               # which phase sets the peak: train, eval, cache build, optimizer step
+    phase: str               # which phase sets the peak: train, eval, cache build, optimizer step, load
     state_overhead: float = 0.0  # (k_state - 1) x (grads + optimizer state)
     raw_activations: float = 0.0  # the phase's slack_feature(activations kept for backward), before k_act
     raw_forward: float = 0.0      # the phase's forward transient, before k_fwd
@@ -262,7 +267,8 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
     # transient (x k_fwd)).
     phases: dict[str, tuple[float, float, float]] = {}
     state = co.k_state * (grads + opt) if include_train else 0.0
-    mapped_from = math.inf if on_gpu else MMAP_THRESHOLD
+    # glibc's rule (Linux); elsewhere, and for CUDA's allocated bytes, no split
+    mapped_from = MMAP_THRESHOLD if not on_gpu and sys.platform.startswith("linux") else math.inf
 
     def largest_forward(batches: Any, train: bool = False) -> tuple[float, float]:
         """(heap, mapped) of the batch whose forward holds the most (k_fwd x heap + mapped)."""
@@ -389,7 +395,7 @@ def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
     train_epochs = []
     for i, epoch in enumerate(b.train):
         if head_only(s) and co.t_head is not None:
-            train_epochs.append(co.t_head * len(epoch))
+            train_epochs.append(co.t_head * len(epoch) + (co.t_head_warm if i == 0 and epoch else 0.0))
             continue
         f = time_features(a, s, epoch, [], [])
         warm = co.warmup_s if i == 0 and epoch else 0.0

@@ -23,7 +23,7 @@ import numpy as np
 from .account import Anatomy, Batches, Coefficients, Setting, head_only, memory, time_features, train_seconds
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 7
+ACCOUNT_VERSION = 8
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -199,9 +199,11 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     Xt, yt, Xe, ye, cache_s, cache_f = [], [], [], [], 0.0, 0.0
     head_t: list[float] = []
     head_e: list[float] = []
+    head_first: list[float] = []
     for sh, s, b, _ in rows:
         if head_only(s):  # the head on cached vectors: priced apart (Coefficients.t_head)
             head_t += list(sh["train_step_seconds"][1:])
+            head_first += list(sh["train_step_seconds"][:1])
             head_e += list(sh["eval_step_seconds"][1:])
             if sh.get("cache_seconds") and b.cache:
                 cache_s += sh["cache_seconds"]
@@ -227,6 +229,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     co.te0, co.kf = (float(v) for v in sol_e / scale_e)
     co.t_head = float(np.median(head_t)) if head_t else None
     co.te_head = float(np.median(head_e)) if head_e else None
+    co.t_head_warm = max(0.0, float(np.median(head_first)) - (co.t_head or 0.0)) if head_first else 0.0
     # Warm-up: what the first batch of a trial costs beyond a steady one (median over the probes).
     warm = []
     for sh, s, b, _ in rows:
@@ -242,13 +245,16 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     n_rows = max(1, int(probe["n_rows"]))
     co.tokenize_s_per_row = float(np.median([sh["tokenize_seconds"] for sh in probe["shapes"]])) / n_rows
     table = []
+    no_load = Coefficients(**dict(co.__dict__, load_bytes=0.0))  # a probe's peaks leave its loading out
     for sh, s, b, measured in rows:
-        pred = memory(anat, s, b, co).total
+        pred = memory(anat, s, b, no_load).total
         f = time_features(anat, s, b.train[0], b.eval, [])
         t_pred = (co.t_head * len(b.train[0]) if head_only(s) and co.t_head is not None
                   else co.warmup_s + train_seconds(co, f))
         table.append({"frozen_layers": sh["frozen_layers"], "batch_size": sh["batch_size"], "max_length": sh["max_length"],
                       "measured_mib": round(measured / 2**20, 1), "fitted_mib": round(pred / 2**20, 1),
+                      # each pass's own peak, and the process before the first batch ("ready"), measured
+                      "phase_peaks_mib": {k: round(v / 2**20, 1) for k, v in (sh.get("rss_phases") or {}).items()},
                       "train_seconds": round(sh["train_seconds"], 4), "fitted_train_seconds": round(t_pred, 4),
                       "eval_seconds": round(sh["eval_seconds"], 4), "cache_seconds": sh.get("cache_seconds"),
                       "cuda_peak_reserved_mib": (round(sh["cuda_peak_reserved_bytes"] / 2**20, 1)
@@ -310,6 +316,18 @@ def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0,
     }
 
 
+_LOADED: dict[int, tuple[dict[str, Any], tuple[Anatomy, Coefficients]]] = {}
+
+
 def loaded(cal: dict[str, Any]) -> tuple[Anatomy, Coefficients]:
+    """The calibration's anatomy and coefficients, made once per calibration object: its trials (and the
+    largest-batch search's many batch sizes) share the anatomy's replayed forwards."""
+    hit = _LOADED.get(id(cal))
+    if hit is not None and hit[0] is cal:
+        return hit[1]
     fields = set(Anatomy.__dataclass_fields__)
-    return Anatomy(**{k: v for k, v in cal["anatomy"].items() if k in fields}), Coefficients(**cal["coefficients"])
+    out = Anatomy(**{k: v for k, v in cal["anatomy"].items() if k in fields}), Coefficients(**cal["coefficients"])
+    if len(_LOADED) > 64:
+        _LOADED.clear()
+    _LOADED[id(cal)] = (cal, out)
+    return out

@@ -208,11 +208,16 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
     if probe and any(c is None for c in stored.values()):
         # Probes run in children of the trial server: start it now, so that it imports torch and transformers
         # (seconds) on one core while this process reads the trials' token lengths on the other.
-        from ..executors.local import trial_context
+        try:
+            from ..executors.local import trial_context
 
-        trial_context()
+            trial_context()
+        except Exception:  # noqa: BLE001 - only a head start: the probes start it again, or say why not
+            pass
     lengths: dict[str, Any] = {}
     for trial in trials:
+        if not probe and stored[key_id(calibration_key(trial.params))] is None:
+            continue  # cannot be predicted without probes: no tokenizer loaded for it
         try:
             lengths[trial.trial_id] = source.lengths(trial.params)
         except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot be loaded, an odd model
@@ -248,7 +253,7 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
         if isinstance(cal, str):
             plan.rows.append(_cannot(trial, cal))
             continue
-        if isinstance(lengths[trial.trial_id], str):
+        if isinstance(lengths.get(trial.trial_id), str):
             plan.rows.append(_cannot(trial, lengths[trial.trial_id]))
             continue
         try:

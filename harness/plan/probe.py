@@ -1,15 +1,17 @@
 """Calibration probes: a few training steps at a few small shapes, in an isolated child process like a trial.
 
-One child per calibration key (model, device, precision, strategy and the switches behind it). It loads
-the data and the model as a trial does, reads the model's anatomy (parameters per part, FLOP shape, and
-what autograd keeps per block, counted with `torch.autograd.graph.saved_tensors_hooks` at three lengths),
-then runs the real `Trainer` for `STEPS` training and evaluation batches at the probe shape it is given
-(`calibrate` starts one child per shape, so that each peak is a fresh process's, as a trial's is), measuring the peak memory (the process tree's RSS with the meters' sampler on CPU; CUDA's
-`max_memory_allocated` / `max_memory_reserved` after a reset on a GPU), the seconds of each pass and the
-cache build, and the padded shape of every batch it ran. Between shapes everything is freed and glibc is
-asked to return free pages (`malloc_trim`), so each peak is that shape's.
+`calibrate` starts one child per probe shape (so that each peak is a fresh process's, as a trial's is), the
+first of a model also reading its anatomy: parameters per part, FLOP shape, what autograd keeps per block
+(counted with `torch.autograd.graph.saved_tensors_hooks` at three lengths) and the storages a forward without
+a graph makes and frees, traced at four (n, L) in evaluation and in training mode (`_LiveBytes`,
+`fit_trace`). Each child loads the data and the model as a trial does (the kernel's peak-RSS mark over the
+loading is the loading peak), then runs the real `Trainer` for `STEPS` training and `EVAL_STEPS` evaluation
+batches at its shape, measuring each pass's peak memory (CPU: the kernel's mark, reset before the pass and
+read after it, where `/proc/self/clear_refs` allows, else the meters' 20 ms sampler; CUDA:
+`max_memory_allocated` / `max_memory_reserved` after a reset), the RSS before the first batch, the seconds
+of each batch and of the cache build, and the padded shape of every batch it ran.
 
-The parent (`run_probes`) fits the account's coefficients from these measurements (`calibrate.py`).
+The parent (`calibrate.calibrate`) fits the account's coefficients from these measurements.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import traceback
 from typing import Any
 
 STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
-# Evaluation batches: a warm-up and one steady batch per shape (five steady batches for two coefficients);
+# Evaluation batches: a warm-up and one steady batch per shape (four or five steady batches for two
+# coefficients: under `fast` the head-only shape is priced apart);
 # the third cost 2-3 s of the probes and, under `fast`, of the cache they build over these rows too.
 EVAL_STEPS = 2
 # (frozen_layers, batch_size, max_length), each in a child of its own. "half" is
@@ -77,14 +80,14 @@ class _PhasePeak:
     def __init__(self, sampler: Any) -> None:
         self.sampler = sampler
         self.exact = _peak_rss_reset()
-        sampler.peak = sampler.sample(force_refresh=True)
+        sampler.reset_peak()
 
     def end(self) -> int:
-        sampled = max(self.sampler.peak, self.sampler.sample(force_refresh=True))
+        self.sampler.sample(force_refresh=True)
         hwm = _peak_rss() if self.exact else None
-        peak = max(sampled, hwm or 0)
+        peak = max(self.sampler.peak, hwm or 0)
         self.exact = self.exact and _peak_rss_reset()
-        self.sampler.peak = self.sampler.sample(force_refresh=True)
+        self.sampler.reset_peak()
         return peak
 
 
@@ -139,7 +142,7 @@ class _LiveBytes:
     the child only)."""
 
     @staticmethod
-    def mode() -> Any:
+    def mode(existing: set[int] | None = None) -> Any:
         import weakref
 
         import torch
@@ -147,8 +150,11 @@ class _LiveBytes:
         from torch.utils._pytree import tree_map_only
 
         class LiveBytes(TorchDispatchMode):
-            def __init__(self) -> None:
+            def __init__(self, existing: set[int] | None = None) -> None:
                 super().__init__()
+                # storages that existed before (parameters, buffers, inputs): a view of one (a weight's
+                # transpose in a linear) is not a new storage
+                self.existing = existing or set()
                 self.live = 0
                 self.peak = 0
                 self.refs: dict[int, list[int]] = {}
@@ -162,7 +168,7 @@ class _LiveBytes:
                     ptr, nbytes = st.data_ptr(), st.nbytes()
                 except Exception:
                     return
-                if not ptr:
+                if not ptr or ptr in self.existing:
                     return
                 entry = self.refs.get(ptr)
                 if entry is None:  # a new storage: counted until its last tensor made here is gone
@@ -190,7 +196,7 @@ class _LiveBytes:
                 tree_map_only(torch.Tensor, self._track, out)
                 return out
 
-        return LiveBytes()
+        return LiveBytes(existing)
 
 
 def forward_trace(model: Any, device: Any, autocast: Any, length: int, n: int = 2, train: bool = False) -> Any:
@@ -201,7 +207,8 @@ def forward_trace(model: Any, device: Any, autocast: Any, length: int, n: int = 
 
     model.train(train)
     ids, mask = _probe_inputs(model, device, length, n)
-    mode = _LiveBytes.mode()
+    existing = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers(), ids, mask)}
+    mode = _LiveBytes.mode(existing)
     with torch.no_grad(), autocast(), mode:
         out = model(input_ids=ids, attention_mask=mask)
     del out
