@@ -23,7 +23,7 @@ import numpy as np
 from .account import Anatomy, Batches, Coefficients, Setting, head_only, memory, time_features, train_seconds
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 9
+ACCOUNT_VERSION = 10
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")

@@ -30,11 +30,12 @@ STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the res
 EVAL_STEPS = 2
 # (frozen_layers, batch_size, max_length), each in a child of its own. "half" is
 # resolved to half the model's blocks.
-# The first has no graph to keep and a large forward (k_fwd: lab's uncached frozen encoder at 4096 tokens a
-# batch, fast's cache build), the last two large ones to keep (k_act); the small ones pin the constant and
-# k_state.
+# The first has no graph to keep and a forward of 2,048 tokens a batch (k_fwd, the heap's share: lab's
+# uncached frozen encoder, fast's cache build; the replayed forward carries it to larger batches, so it need
+# not be large, and at 128 tokens it cost 4-5 s more of the probes), the last two large ones to keep (k_act);
+# the small ones pin the constant and k_state.
 # Five shapes for four memory coefficients, so that no one probe's noise is fitted exactly.
-SHAPES: list[tuple[Any, int, int]] = [("all", 32, 128), ("half", 8, 64), (0, 8, 48), ("half", 16, 128), (0, 16, 128)]
+SHAPES: list[tuple[Any, int, int]] = [("all", 32, 64), ("half", 8, 64), (0, 8, 48), ("half", 16, 128), (0, 16, 128)]
 # Lengths of the counted forwards (saved_tensors_hooks, _LiveBytes): long enough that the attention's L^2
 # terms show beside the per-token ones.
 HOOK_LENGTHS = (32, 64, 128)
