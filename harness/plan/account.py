@@ -113,6 +113,8 @@ class Anatomy:
         trace = (self.fwd_trace or {}).get("train" if train else "eval")
         if not trace:
             out = (self.forward_bytes(n, length), 0.0)
+        elif not trace["events"]:
+            out = (0.0, 0.0)
         else:
             import numpy as np
 
@@ -125,8 +127,8 @@ class Anatomy:
             mapped = sizes[which] >= mapped_from
             heap = np.cumsum(np.where(mapped, 0.0, delta))
             live_mapped = np.cumsum(np.where(mapped, delta, 0.0))
-            at = int(np.argmax(heap + live_mapped)) if len(delta) else 0
-            out = (float(heap[at]), float(live_mapped[at])) if len(delta) else (0.0, 0.0)
+            at = int(np.argmax(heap + live_mapped))
+            out = (float(heap[at]), float(live_mapped[at]))
         self._replayed[key] = out
         return out
 
@@ -171,6 +173,11 @@ class Setting:
     device: str
     epochs: int
     frozen_dropout: bool = False  # frozen blocks run in training mode (dropout on), without a graph
+
+
+def head_only(s: Setting) -> bool:
+    """Only the head runs in the epochs, on cached vectors (the whole encoder frozen and cached)."""
+    return s.cached and s.depth is None
 
 
 # glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): a block this large or larger is always
@@ -287,8 +294,7 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
         else:
             phases["train"] = (state + saved, slack_feature(saved), 0.0)
         phases["optimizer step"] = (state + (p_train * 4 if s.multi_tensor else 0), 0.0, 0.0)
-    runs_blocks = not (s.cached and s.depth is None)
-    if runs_blocks:
+    if not head_only(s):
         heap, mapped = largest_forward(b.eval)
         phases["eval"] = (state + mapped, 0.0, heap)
     else:  # the head on cached vectors
@@ -387,10 +393,6 @@ def time_features(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: l
     }
 
 
-def head_only(s: Setting) -> bool:
-    return s.cached and s.depth is None
-
-
 def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
     train_epochs = []
     for i, epoch in enumerate(b.train):
@@ -400,10 +402,10 @@ def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
         f = time_features(a, s, epoch, [], [])
         warm = co.warmup_s if i == 0 and epoch else 0.0
         train_epochs.append(warm + train_seconds(co, f))
-    fe = time_features(a, s, [], b.eval, [])
     if head_only(s) and co.te_head is not None:
         eval_s = co.te_head * len(b.eval)
     else:
+        fe = time_features(a, s, [], b.eval, [])
         eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"]
     cache_s = co.kc * cache_flops(a, s, b.cache) if b.cache else 0.0
     return TimeParts(co.fixed_s, co.tokenize_s_per_row * b.n_examples, cache_s, train_epochs, eval_s)

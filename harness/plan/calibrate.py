@@ -171,8 +171,11 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     # a floor.
     floor = 0.0
     if not cuda:
-        ready = [float(sh["rss_phases"]["ready"]) - memory(anat, s, b, co).weights - memory(anat, s, b, co).data
-                 for sh, s, b, _ in rows if (sh.get("rss_phases") or {}).get("ready")]
+        ready = []
+        for sh, s, b, _ in rows:
+            if (sh.get("rss_phases") or {}).get("ready"):
+                parts = memory(anat, s, b, co)
+                ready.append(float(sh["rss_phases"]["ready"]) - parts.weights - parts.data)
         floor = max(0.0, float(np.median(ready))) if ready else 0.0
     for _ in range(5):
         X, y = [], []
@@ -204,13 +207,13 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     head_e: list[float] = []
     head_first: list[float] = []
     for sh, s, b, _ in rows:
+        if sh.get("cache_seconds") and b.cache:
+            cache_s += sh["cache_seconds"]
+            cache_f += time_features(anat, s, [], [], b.cache)["cache_flops"]
         if head_only(s):  # the head on cached vectors: priced apart (Coefficients.t_head)
             head_t += list(sh["train_step_seconds"][1:])
             head_first += list(sh["train_step_seconds"][:1])
             head_e += list(sh["eval_step_seconds"][1:])
-            if sh.get("cache_seconds") and b.cache:
-                cache_s += sh["cache_seconds"]
-                cache_f += time_features(anat, s, [], [], b.cache)["cache_flops"]
             continue
         # Steady state: every batch after the first of each pass, one row per batch.
         for batch, secs in list(zip(b.train[0], sh["train_step_seconds"]))[1:]:
@@ -221,9 +224,6 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
             fe = time_features(anat, s, [], [batch], [])
             Xe.append([fe["eval_batches"], fe["eval_flops"]])
             ye.append(secs)
-        if sh.get("cache_seconds") and b.cache:
-            cache_s += sh["cache_seconds"]
-            cache_f += time_features(anat, s, [], [], b.cache)["cache_flops"]
     scale_t = np.max(np.abs(Xt), axis=0) + 1e-30
     sol_t, _ = nnls(np.asarray(Xt) / scale_t, np.asarray(yt))
     co.t0, co.kt, co.kz, co.ko = (float(v) for v in sol_t / scale_t)

@@ -200,11 +200,11 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
     source = LengthSource(store.path.parent)  # token lengths kept beside the calibrations
     cals: dict[str, dict[str, Any] | str] = {}
     anatomies: dict[str, Any] = {}  # read once per model in this plan, shared by its strategies' calibrations
+    kid_of = {t.trial_id: key_id(calibration_key(t.params)) for t in trials}
     stored = {}
     for trial in trials:
-        kid = key_id(calibration_key(trial.params))
-        if kid not in stored:
-            stored[kid] = None if recalibrate else store.get(env, calibration_key(trial.params))
+        if kid_of[trial.trial_id] not in stored:
+            stored[kid_of[trial.trial_id]] = None if recalibrate else store.get(env, calibration_key(trial.params))
     if probe and any(c is None for c in stored.values()):
         # Probes run in children of the trial server: start it now, so that it imports torch and transformers
         # (seconds) on one core while this process reads the trials' token lengths on the other.
@@ -216,15 +216,14 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
             pass
     lengths: dict[str, Any] = {}
     for trial in trials:
-        if not probe and stored[key_id(calibration_key(trial.params))] is None:
+        if not probe and stored[kid_of[trial.trial_id]] is None:
             continue  # cannot be predicted without probes: no tokenizer loaded for it
         try:
             lengths[trial.trial_id] = source.lengths(trial.params)
         except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot be loaded, an odd model
             lengths[trial.trial_id] = " ".join(str(exc).split())[:300] or type(exc).__name__
     for trial in trials:
-        key = calibration_key(trial.params)
-        kid = key_id(key)
+        kid = kid_of[trial.trial_id]
         if kid in cals:
             continue
         cal = stored[kid]
@@ -249,7 +248,7 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
         cals[kid] = cal
         plan.calibrations.append(cal)
     for trial in trials:
-        cal = cals[key_id(calibration_key(trial.params))]
+        cal = cals[kid_of[trial.trial_id]]
         if isinstance(cal, str):
             plan.rows.append(_cannot(trial, cal))
             continue
@@ -268,19 +267,19 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
             groups.setdefault(group_key(t.params), t)
     for gk, rep in groups.items():
         budget, budget_key = _budget(rep)
-        cal = cals[key_id(calibration_key(rep.params))]
+        cal = cals[kid_of[rep.trial_id]]
+        lens = lengths.get(rep.trial_id)
         point = {k: v for k, v in _shown(rep.params).items() if k not in SEARCH_SKIP}
         entry: dict[str, Any] = {"point": point, "budget": {"key": budget_key, "bytes": budget}}
         limit = max(1, min(int(cfg.search.max_batch_limit), n_train(rep.params)))
         entry["batch_limit"] = limit
         if budget is None:
             entry.update(max_batch=None, note=f"no {budget_key} budget in [limits]")
-        elif isinstance(cal, str):
-            entry.update(max_batch=None, note=f"cannot predict: {cal}")
+        elif isinstance(cal, str) or isinstance(lens, str):
+            entry.update(max_batch=None, note=f"cannot predict: {cal if isinstance(cal, str) else lens}")
         else:
             try:
-                lengths = source.lengths(rep.params)
-                best = largest_batch(rep, cal, lengths, limit, int(budget), bool(cal.get("reserved_over_allocated")))
+                best = largest_batch(rep, cal, lens, limit, int(budget), bool(cal.get("reserved_over_allocated")))
                 entry.update(max_batch=best, note=("even batch 1 is predicted not to fit" if best is None else
                                                    "limited by the training set / max_batch_limit" if best == limit else None))
             except Exception as exc:  # noqa: BLE001

@@ -81,7 +81,7 @@ class _PhasePeak:
     def __init__(self, sampler: Any) -> None:
         self.sampler = sampler
         self.exact = _peak_rss_reset()
-        sampler.reset_peak()
+        self.start = sampler.reset_peak()  # the RSS as the first phase begins
 
     def end(self) -> int:
         self.sampler.sample(force_refresh=True)
@@ -214,11 +214,6 @@ def forward_trace(model: Any, device: Any, autocast: Any, length: int, n: int = 
         out = model(input_ids=ids, attention_mask=mask)
     del out  # the last references: the storages' finalizers run here
     return mode
-
-
-def forward_peak_bytes(model: Any, device: Any, autocast: Any, length: int, n: int = 2) -> int:
-    """Peak bytes alive at once over one forward without a graph of `n` examples padded to `length`."""
-    return int(forward_trace(model, device, autocast, length, n).peak)
 
 
 def fit_trace(points: list[tuple[int, int]], traces: list[Any]) -> dict[str, Any] | None:
@@ -383,8 +378,8 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
             trainer = Trainer(model, train_set, val_set, q, device, max_steps=steps)
             # The RSS with everything loaded and nothing run yet, and each pass's own peak: what the
             # process holds before the work, told apart from what each phase adds.
-            rss_phases = {"ready": sampler.sample(force_refresh=True)}
             phase_peak = _PhasePeak(sampler)
+            rss_phases = {"ready": phase_peak.start}
             seen: dict[str, list[tuple[int, int]]] = {"train": [], "eval": []}
             step_s: dict[str, list[float]] = {"train": [], "eval": []}
             inner = trainer._batches
