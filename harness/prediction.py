@@ -31,6 +31,7 @@ def predicted_field(row: dict[str, Any]) -> dict[str, Any] | None:
         "cost_usd": row.get("cost_usd"),
         "verdict": row.get("verdict"),
         "calibration": row.get("calibration"),
+        "speed_gflops": row["seconds"].get("calibration_speed_gflops"),
     }
 
 
@@ -44,6 +45,18 @@ def measured_epoch_seconds(rec: dict[str, Any]) -> float | None:
     if not eps:
         return None
     return sum(float(e["train_seconds"]) + float(e.get("eval_seconds") or 0.0) for e in eps) / len(eps)
+
+
+def speed_ratio(pred: dict[str, Any], rec: dict[str, Any]) -> float | None:
+    """How much faster the machine ran the trial than the calibration's probes: the trial's speed readings
+    (before and after its epochs, meters/speed.py), averaged, over the calibration's. None where either
+    was not measured (CUDA, records or calibrations made before the readings existed)."""
+    cal = pred.get("speed_gflops")
+    ms = rec.get("machine_speed") or {}
+    readings = [float(x) for x in (ms.get("before_gflops"), ms.get("after_gflops")) if x]
+    if not cal or not readings:
+        return None
+    return sum(readings) / len(readings) / float(cal)
 
 
 def _err(pred: float | None, meas: float | None) -> float | None:
@@ -74,6 +87,7 @@ def score(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
         ep_meas = measured_epoch_seconds(rec)
         status = rec.get("status")
         mem_err = _err(pred["peak_mib"], mem_meas) if status == "ok" else None
+        ratio = speed_ratio(pred, rec)
         row = {
             "trial_id": rec.get("trial_id"), "status": status,
             "params": {k: (rec.get("params") or {}).get(k) for k in
@@ -82,6 +96,10 @@ def score(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
             "peak_mib_predicted": pred["peak_mib"], "peak_mib_measured": mem_meas, "memory_error_pct": mem_err,
             "epoch_s_predicted": pred["seconds_per_epoch"], "epoch_s_measured": ep_meas,
             "epoch_error_pct": _err(pred["seconds_per_epoch"], ep_meas) if status == "ok" else None,
+            # the same with the prediction scaled to the machine's speed during the trial: the model's own error
+            "speed_ratio": _r(ratio),
+            "epoch_error_at_speed_pct": (_err(pred["seconds_per_epoch"] / ratio, ep_meas)
+                                         if status == "ok" and ratio else None),
             "total_s_predicted": pred["seconds_total"], "total_s_measured": rec.get("seconds_total"),
             "total_error_pct": _err(pred["seconds_total"], rec.get("seconds_total")) if status == "ok" else None,
             "verdict_predicted": pred.get("verdict"),
@@ -104,6 +122,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "memory": stats("memory_error_pct"),
         "seconds_per_epoch": stats("epoch_error_pct"),
+        "seconds_per_epoch_at_speed": stats("epoch_error_at_speed_pct"),
         "seconds_total": stats("total_error_pct"),
         "memory_under_predicted_gt_5pct": sum(1 for r in mem if r["under_predicted"]),
         "memory_scored": len(mem),

@@ -212,6 +212,15 @@ class Adapter(_Part):
     note: Optional[str] = None
 
 
+class MachineSpeed(_Part):
+    """The machine's speed around a CPU trial's epochs (meters/speed.py); null on CUDA."""
+
+    before_gflops: Optional[float] = Field(None, description="GFLOP/s of a fixed fp32 256 x 256 matrix product, "
+                                                             "0.1 s, the trial's threads, just before the first epoch")
+    after_gflops: Optional[float] = Field(None, description="the same just after the last epoch; null if it did not finish")
+    threads: Optional[int] = Field(None, description="torch threads during the readings")
+
+
 class Predicted(_Part):
     """`harness run --plan`: the plan's forecast for this trial, made before it ran (docs/plan.md)."""
 
@@ -227,6 +236,8 @@ class Predicted(_Part):
     cost_usd: Optional[float] = None
     verdict: Optional[str] = Field(None, description="fits or oom, against the device's memory")
     calibration: Optional[str] = Field(None, description="id of the stored calibration the forecast used")
+    speed_gflops: Optional[float] = Field(None, description="the machine's speed (meters/speed.py) while the "
+                                                            "calibration's probes ran, GFLOP/s; CPU only")
 
 
 Status = Literal["ok", "oom", "timeout", "error"]
@@ -282,6 +293,8 @@ class TrialRecord(BaseModel):
     oom: Optional[Oom] = Field(None, description="where memory ran out, when status is oom")
     strategy_detail: Optional[StrategyDetail] = None
     adapter: Optional[Adapter] = Field(None, description="[train] adapter = lora: what was adapted; null without adapters")
+    machine_speed: Optional[MachineSpeed] = Field(None, description="CPU trials: the machine's speed before and after "
+                                                                    "the epochs; null on CUDA")
     notes: Optional[list[str]] = Field(None, description="sentences about anything unusual the executor saw")
     ray: Optional[dict[str, Any]] = Field(None, description="Ray executor: node_id, node_ip, worker_pid, gpu_ids")
     retry_on_resume: Optional[bool] = Field(None, description="Ray: the worker or node died; --resume runs it again")

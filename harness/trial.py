@@ -24,9 +24,10 @@ from .env import cpu_name
 from .grid import Trial
 from .meters import Meters
 from .meters.cost import annotate_cost
+from .meters import speed
 from .meters.flops import Work, mfu, trial_flops
 from .record import (
-    Adapter, EpochEvent, EpochRecord, FlopsDetail, HeartbeatEvent, Oom, Phases, PhaseEvent, SnapshotEvent, StrategyDetail,
+    Adapter, EpochEvent, EpochRecord, FlopsDetail, HeartbeatEvent, MachineSpeed, Oom, Phases, PhaseEvent, SnapshotEvent, StrategyDetail,
     TrialRecord, now_iso, one_line,
 )
 
@@ -141,6 +142,9 @@ def run_trial(trial: Trial, emit: Emit | None = None, budget: dict[str, Any] | N
                     trainer.check_cache()
             trainer.maybe_compile()
             rec.strategy_detail = strategy_detail(trainer)
+            if device.type == "cpu":  # the speed the epochs ran at, to score a time forecast against (docs/plan.md)
+                rec.machine_speed = MachineSpeed(before_gflops=round(speed.measure().gflops, 3),
+                                                 threads=torch.get_num_threads())
             snapshot()
 
             for epoch in range(1, p["epochs"] + 1):
@@ -155,6 +159,8 @@ def run_trial(trial: Trial, emit: Emit | None = None, budget: dict[str, Any] | N
                 rec.epochs.append(stats)
                 emit(EpochEvent(**stats.model_dump()).dump())
                 snapshot()
+            if rec.machine_speed is not None:
+                rec.machine_speed.after_gflops = round(speed.measure().gflops, 3)
             rec.status = "ok"
     except BaseException as exc:  # noqa: BLE001 - every failure is data for the report
         if isinstance(exc, KeyboardInterrupt):

@@ -649,3 +649,14 @@ def test_search_stops_at_the_training_set_and_reuses_grid_results():
         assert r["max_batch"] == 360 and r["limited_by"] == "training set size"  # 400 rows, 40 for validation
     assert (("all", 8, "probe", 3) not in ex.ran) and (("all", 16, "probe", 3) not in ex.ran)  # from the grid
     assert ("all", 32, "probe", 3) in ex.ran
+
+
+def test_the_machines_speed_is_a_timed_window_of_fixed_products():
+    """meters/speed.py: GFLOP/s over at least the window asked, on torch's threads; a CPU trial's record
+    carries one reading before its epochs and one after."""
+    import torch
+
+    from harness.meters.speed import measure
+
+    r = measure(window_s=0.02, size=64)
+    assert r.seconds >= 0.02 and r.gflops > 0 and r.threads == torch.get_num_threads()

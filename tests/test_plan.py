@@ -237,6 +237,7 @@ def test_probe_measures_and_the_fit_reproduces_its_shapes(probe_result):
     assert anat["num_layers"] == 2 and anat["total_params"] > 0
     assert anat["block_a"] > 0  # a trained block keeps something per token
     assert all(s["cpu_peak_rss_bytes"] > 0 and s["train_seconds"] > 0 for s in res["shapes"])
+    assert all(s["speed_gflops"] > 0 for s in res["shapes"])  # the machine's speed as each shape started
     _, co, table = fit(p, res)
     assert 0.0 <= co.k_act <= 5.0 and 0.5 <= co.k_fwd <= 5.0 and co.c_bytes > 0
     # each pass's peak is at least what the process held before it; the constant is at least that, less the
@@ -269,6 +270,8 @@ def test_plan_with_a_stored_calibration_runs_no_probe(tmp_path, probe_result, mo
     plan = plan_grid(str(grid))
     assert plan.probe_seconds == 0 and [c["source"] for c in plan.calibrations] == ["stored calibration"]
     assert all(r["status"] == "predicted" for r in plan.rows)
+    # the calibration's speed travels with each row, for --check to scale by
+    assert all(r["seconds"]["calibration_speed_gflops"] > 0 for r in plan.rows)
     assert {r["verdict"] for r in plan.rows} <= {"fits", "oom"}
     for r in plan.rows:
         assert (r["verdict"] == "fits") == (r["memory"]["peak_mib"] <= 640)
@@ -295,6 +298,25 @@ def test_score_median_p90_and_under_predictions():
     assert s["memory_under_predicted_gt_5pct"] == 2  # -10 % and -20 %
     assert s["seconds_per_epoch"]["median_abs_pct"] == pytest.approx(100 * (10 - 11) / 11 * -1, abs=0.01)
     assert percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.9) == pytest.approx(9.1)
+    assert s["seconds_per_epoch_at_speed"]["n"] == 0  # neither side carries a speed reading
+
+
+def test_time_is_also_scored_at_the_machines_measured_speed():
+    """A trial that ran while the machine was at half the calibration's speed took twice the seconds: scaled
+    by the speed readings the prediction is exact; without the trial's readings it is not scored that way."""
+    row = {"status": "predicted", "memory": {"metric": "cpu_peak_rss", "peak_mib": 100.0},
+           "seconds": {"per_epoch": 10.0, "train_per_epoch": 8.0, "eval_per_epoch": 2.0, "total": 20.0,
+                       "calibration_speed_gflops": 100.0}, "verdict": "fits"}
+    slow = {"trial_id": "a", "status": "ok", "memory": {"cpu_peak_rss_mib": 100.0}, "seconds_total": 40.0,
+            "epochs": [{"train_seconds": 16.0, "eval_seconds": 4.0}], "params": {},
+            "machine_speed": {"before_gflops": 40.0, "after_gflops": 60.0, "threads": 1}}
+    unread = dict(slow, trial_id="b", machine_speed=None)
+    out = score([(predicted_field(row), slow), (predicted_field(row), unread)])
+    a, b = out["trials"]
+    assert a["epoch_error_pct"] == pytest.approx(-50.0) and a["speed_ratio"] == pytest.approx(0.5)
+    assert a["epoch_error_at_speed_pct"] == pytest.approx(0.0)
+    assert b["speed_ratio"] is None and b["epoch_error_at_speed_pct"] is None
+    assert out["summary"]["seconds_per_epoch_at_speed"]["n"] == 1
 
 
 # -- CLI ------------------------------------------------------------------------------------------------------

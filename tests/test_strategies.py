@@ -45,6 +45,9 @@ def one(strategy: str, frozen: Any, **train: Any) -> dict[str, Any]:
     (trial,) = expand(parse_grid(GRID.format(strategy=strategy, train=lines, frozen=frozen_text)))
     rec = run_trial(trial)
     assert rec["status"] == "ok", rec.get("traceback")
+    # a CPU trial carries the machine's speed before and after its epochs (meters/speed.py)
+    speed = rec["machine_speed"]
+    assert speed["before_gflops"] > 0 and speed["after_gflops"] > 0 and speed["threads"] >= 1
     return rec
 
 

@@ -51,7 +51,9 @@ def check_run(plan: Any, run_dir: Path) -> dict[str, Any]:
                 predicted = e.get("max_batch")
                 step = _step_distance(predicted, measured, rec.get("probes") or [])
                 mb.append({"point": e["point"], "predicted": predicted, "measured": measured,
-                           "smallest_oom_measured": rec.get("smallest_oom_batch"), "within_one_step": step})
+                           "smallest_oom_measured": rec.get("smallest_oom_batch"), "within_one_step": step,
+                           "error_pct": (round(100.0 * (predicted - measured) / measured, 2)
+                                         if predicted and measured else None)})
                 break
     result["max_batch"] = mb
     return result
@@ -98,8 +100,17 @@ def print_check(result: dict[str, Any], console: Any) -> None:
     console.print(f"seconds per epoch: median |error| {s['seconds_per_epoch']['median_abs_pct']} %, p90 "
                   f"{s['seconds_per_epoch']['p90_abs_pct']} % (n={s['seconds_per_epoch']['n']}); total seconds: median "
                   f"{s['seconds_total']['median_abs_pct']} %")
+    at_speed = s.get("seconds_per_epoch_at_speed") or {}
+    if at_speed.get("n"):
+        ratios = [r["speed_ratio"] for r in result["trials"] if r.get("speed_ratio")]
+        console.print(f"seconds per epoch at the machine's measured speed: median |error| {at_speed['median_abs_pct']} %, "
+                      f"p90 {at_speed['p90_abs_pct']} % (n={at_speed['n']}); the trials ran at "
+                      f"{min(ratios):.2f}-{max(ratios):.2f} x the calibration's speed")
+    else:
+        console.print("seconds per epoch at the machine's measured speed: not scored (the run's records or the "
+                      "calibration carry no speed reading: CUDA, or made before harness measured it)")
     if s["verdicts_scored"]:
         console.print(f"fits/oom verdicts right: {s['verdicts_right']} of {s['verdicts_scored']}")
     for m in result.get("max_batch") or []:
         console.print(f"largest batch {m['point']}: predicted {m['predicted']}, searched {m['measured']} "
-                      f"(within one step: {m['within_one_step']})")
+                      f"(within one step: {m['within_one_step']}; error {m['error_pct']} %)")

@@ -23,7 +23,7 @@ import numpy as np
 from .account import Anatomy, Batches, Coefficients, Setting, head_only, memory, time_features, train_seconds
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 11
+ACCOUNT_VERSION = 12
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -305,6 +305,7 @@ def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0,
         pairs = [(t["cuda_peak_reserved_mib"], t["measured_mib"]) for t in table if t["cuda_peak_reserved_mib"]]
         reserved_ratio = float(np.median([r / a for r, a in pairs if a])) if pairs else None
     spawn = (probe.get("spawn_to_ready_s") or probe["ready_s"]) - probe["ready_s"]
+    speeds = [float(sh["speed_gflops"]) for sh in probe["shapes"] if sh.get("speed_gflops")]
     return {
         "key": key, "key_id": key_id(key), "env_id": env_id(env),
         "measured_at": datetime.now(timezone.utc).isoformat(),
@@ -313,6 +314,9 @@ def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0,
         "anatomy": probe["anatomy"],
         "coefficients": co.__dict__,
         "spawn_s": round(max(0.0, spawn), 3),
+        # the machine's speed while the probes ran (median of one reading per probe, meters/speed.py; null on
+        # CUDA): a run's --check scales the time forecast by the trial's own reading over this
+        "speed_gflops": round(float(np.median(speeds)), 3) if speeds else None,
         "reserved_over_allocated": reserved_ratio,
         "probe_rows": probe["n_rows"],
         "probes": table,

@@ -319,6 +319,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     from ..core.models import load_model
     from ..core.train import Trainer, resolve_precision
     from ..meters.cpu_memory import CpuMemorySampler
+    from ..meters.speed import measure as measure_speed
 
     p = dict(spec["params"])
     threads = p.get("num_threads") or len(os.sched_getaffinity(0))
@@ -366,6 +367,8 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
         train_set, val_set = D.encode_split(loaded.tokenizer, rows, train_idx, val_idx, max_length, p["padding"])
         tokenize_s = time.perf_counter() - t0
+        # the machine's speed as this shape starts, as a trial reads it before its epochs (meters/speed.py)
+        speed_gflops = measure_speed().gflops if device.type == "cpu" else None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -431,7 +434,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
             "train_step_seconds": step_s["train"], "eval_step_seconds": step_s["eval"],
             "cache_used": bool(trainer.result.cache_used), "cache_bytes": int(trainer.result.cache_bytes),
             "train_lengths": train_set.lengths().tolist(), "val_lengths": val_set.lengths().tolist(),
-            "pad_to": train_set.pad_to,
+            "pad_to": train_set.pad_to, "speed_gflops": speed_gflops,
         }
         shapes_out.append(out)
         send({"type": "shape", "shape": {k: out[k] for k in ("frozen_layers", "batch_size", "max_length")}})
