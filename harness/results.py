@@ -126,6 +126,9 @@ def _measures(rec: dict[str, Any]) -> dict[str, Any]:
         "energy_cpu_j": finite(energy.get("cpu")),
         "energy_gpu_j": finite(energy.get("gpu")),
         "cost_usd": finite(rec.get("cost_usd")),
+        # the machine's speed around the epochs (meters/speed.py), GFLOP/s: CPU trials only
+        "speed_before_gflops": finite((rec.get("machine_speed") or {}).get("before_gflops")),
+        "speed_after_gflops": finite((rec.get("machine_speed") or {}).get("after_gflops")),
         "flops": finite(rec.get("flops")),
         "mfu": finite(rec.get("mfu")),
         "max_batch": finite(rec.get("max_batch")),  # an older run's `result.max_batch`: moved by the loader

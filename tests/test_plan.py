@@ -365,9 +365,13 @@ def test_run_with_plan_records_predicted_and_the_report_scores_it(tmp_path, prob
     result = check_run(plan_grid(str(grid)), out)
     ok = [r for r in recs if r["status"] == "ok"]
     assert ok and result["summary"]["memory"]["n"] == len(ok), [(r["status"], r.get("error")) for r in recs]
+    # the records carry the machine's speed and the forecasts the calibration's: time is scored at speed too
+    assert all(r["predicted"]["speed_gflops"] > 0 and r["machine_speed"]["before_gflops"] > 0 for r in ok)
+    assert result["summary"]["seconds_per_epoch_at_speed"]["n"] == len(ok)
     rep = render_report([out], tmp_path / "report")
     assert "predicted" in rep.sections
-    assert "Predicted vs measured" in rep.markdown_path.read_text()
+    text = rep.markdown_path.read_text()
+    assert "Predicted vs measured" in text and "scaled to the machine's speed" in text
 
 
 def test_probes_run_in_a_child(tmp_path):

@@ -475,7 +475,9 @@ def section_predicted(a: Analysis) -> Section | None:
                                                 "dataset_size")},
                "memory": {"cpu_peak_rss_mib": fmt.num(r.get("cpu_peak_rss_mib")),
                           "cuda_peak_allocated_mib": fmt.num(r.get("cuda_peak_allocated_mib"))},
-               "epochs": json.loads(r["epoch_log"]) if isinstance(r.get("epoch_log"), str) else []}
+               "epochs": json.loads(r["epoch_log"]) if isinstance(r.get("epoch_log"), str) else [],
+               "machine_speed": {"before_gflops": fmt.num(r.get("speed_before_gflops")),
+                                 "after_gflops": fmt.num(r.get("speed_after_gflops"))}}
         pairs.append((json.loads(r["predicted"]), rec))
     result = score(pairs)
     summ = result["summary"]
@@ -491,6 +493,12 @@ def section_predicted(a: Analysis) -> Section | None:
              f"{summ['memory_under_predicted_gt_5pct']} of {summ['memory_scored']}.",
              f"Seconds per epoch: median |error| {fmt.value(e['median_abs_pct'])} %, 90th percentile "
              f"{fmt.value(e['p90_abs_pct'])} % over {e['n']} trials."]
+    at = summ.get("seconds_per_epoch_at_speed") or {}
+    if at.get("n"):  # the machine's speed swings on a shared host: the forecast scaled to the speed each trial met
+        lines.append(f"Seconds per epoch with each forecast scaled to the machine's speed during the trial (over its "
+                     f"speed during calibration, both measured, meters/speed.py): median |error| "
+                     f"{fmt.value(at['median_abs_pct'])} %, 90th percentile {fmt.value(at['p90_abs_pct'])} % over "
+                     f"{at['n']} trials.")
     if summ["verdicts_scored"]:
         lines.append(f"fits/oom verdicts right in {summ['verdicts_right']} of {summ['verdicts_scored']} trials.")
     s.blocks.append(Bullets(lines))
