@@ -660,3 +660,17 @@ def test_the_machines_speed_is_a_timed_window_of_fixed_products():
 
     r = measure(window_s=0.02, size=64)
     assert r.seconds >= 0.02 and r.gflops > 0 and r.threads == torch.get_num_threads()
+
+
+def test_the_speed_reading_leaves_the_trials_random_numbers_alone():
+    """The meter draws its matrices from a generator of its own: a seeded trial draws the same dropout masks
+    and shuffles with the reading between its seed and its first draw as without it."""
+    import torch
+
+    from harness.meters.speed import measure
+
+    torch.manual_seed(0)
+    plain = torch.rand(5)
+    torch.manual_seed(0)
+    measure(window_s=0.01, size=32)
+    assert torch.equal(torch.rand(5), plain)

@@ -32,7 +32,10 @@ class SpeedReading:
 def measure(window_s: float = WINDOW_S, size: int = SIZE) -> SpeedReading:
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    # from a generator of its own: the global one seeds the trial's dropout and shuffling, and a draw here
+    # would change every CPU trial's training from what it was before the meter existed
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
     out = torch.empty(size, size)
     torch.mm(a, b, out=out)  # the first call picks its kernel and touches the pages: not timed
     n = 0

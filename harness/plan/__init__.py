@@ -102,7 +102,7 @@ def print_check(result: dict[str, Any], console: Any) -> None:
                   f"{s['seconds_total']['median_abs_pct']} %")
     at_speed = s.get("seconds_per_epoch_at_speed") or {}
     if at_speed.get("n"):
-        ratios = [r["speed_ratio"] for r in result["trials"] if r.get("speed_ratio")]
+        ratios = [r["speed_ratio"] for r in result["trials"] if r.get("epoch_error_at_speed_pct") is not None]
         console.print(f"seconds per epoch at the machine's measured speed: median |error| {at_speed['median_abs_pct']} %, "
                       f"p90 {at_speed['p90_abs_pct']} % (n={at_speed['n']}); the trials ran at "
                       f"{min(ratios):.2f}-{max(ratios):.2f} x the calibration's speed")

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..meters.flops import EncoderShape, Work, forward_flops, trial_flops
+from ..meters.speed import WINDOW_S as SPEED_WINDOW_S
 
 MiB = 2**20
 # Bytes a Python list of token ids costs per token (an 8-byte pointer and, above 256, a 28-byte int).
@@ -408,7 +409,10 @@ def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
         fe = time_features(a, s, [], b.eval, [])
         eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"]
     cache_s = co.kc * cache_flops(a, s, b.cache) if b.cache else 0.0
-    return TimeParts(co.fixed_s, co.tokenize_s_per_row * b.n_examples, cache_s, train_epochs, eval_s)
+    # a CPU trial reads the machine's speed before and after its epochs (meters/speed.py): outside every phase,
+    # and not in the probes' start-up seconds
+    fixed = co.fixed_s + (0.0 if s.device.startswith("cuda") else 2 * SPEED_WINDOW_S)
+    return TimeParts(fixed, co.tokenize_s_per_row * b.n_examples, cache_s, train_epochs, eval_s)
 
 
 def finite(x: float) -> bool:
