@@ -22,9 +22,8 @@ from .core.models import encoder_shape, freeze, load_model
 from .core.train import Trainer
 from .env import cpu_name
 from .grid import Trial
-from .meters import Meters
+from .meters import Meters, speed
 from .meters.cost import annotate_cost
-from .meters import speed
 from .meters.flops import Work, mfu, trial_flops
 from .record import (
     Adapter, EpochEvent, EpochRecord, FlopsDetail, HeartbeatEvent, MachineSpeed, Oom, Phases, PhaseEvent, SnapshotEvent, StrategyDetail,
@@ -143,8 +142,8 @@ def run_trial(trial: Trial, emit: Emit | None = None, budget: dict[str, Any] | N
             trainer.maybe_compile()
             rec.strategy_detail = strategy_detail(trainer)
             if device.type == "cpu":  # the speed the epochs ran at, to score a time forecast against (docs/plan.md)
-                rec.machine_speed = MachineSpeed(before_gflops=round(speed.measure().gflops, 3),
-                                                 threads=torch.get_num_threads())
+                reading = speed.measure()
+                rec.machine_speed = MachineSpeed(before_gflops=round(reading.gflops, 3), threads=reading.threads)
             snapshot()
 
             for epoch in range(1, p["epochs"] + 1):

@@ -17,7 +17,7 @@ from harness.prediction import UNDER_PCT, percentile
 from harness.store import RunStore
 
 
-def peaks(run: str, what: str = "memory") -> dict[tuple, float]:
+def values(run: str, what: str = "memory") -> dict[tuple, float]:
     out = {}
     for rec in RunStore(Path(run)).records():
         if rec.get("kind", "train") != "train" or rec.get("status") != "ok":
@@ -33,7 +33,7 @@ def peaks(run: str, what: str = "memory") -> dict[tuple, float]:
 
 
 def spread_line(what: str, runs: list[str]) -> str:
-    measured = [peaks(r, what) for r in runs]
+    measured = [values(r, what) for r in runs]
     keys = sorted(set.intersection(*[set(m) for m in measured]))
     spread = sorted((100 * (max(v) - min(v)) / statistics.median(v), k)
                     for k in keys for v in [[m[k] for m in measured]])
@@ -46,7 +46,7 @@ def main() -> None:
     runs = sys.argv[1:]
     if len(runs) < 2:
         sys.exit("usage: python bench/plan/floor.py RUN_DIR RUN_DIR [RUN_DIR ...]")
-    measured = [peaks(r) for r in runs]
+    measured = [values(r) for r in runs]
     keys = sorted(set.intersection(*[set(m) for m in measured]))
     for i, run in enumerate(runs):
         errs = [100 * (statistics.mean(m[k] for j, m in enumerate(measured) if j != i) - measured[i][k]) / measured[i][k]

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .account import Anatomy, Batches, Coefficients, Setting, head_only, memory, time_features, train_seconds
+from .account import (Anatomy, Batches, Coefficients, Setting, head_only, memory, seconds, time_features,
+                      train_seconds)
 from .batches import Lengths, replay
 
 ACCOUNT_VERSION = 12
@@ -251,9 +252,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     no_load = Coefficients(**dict(co.__dict__, load_bytes=0.0))  # a probe's peaks leave its loading out
     for sh, s, b, measured in rows:
         pred = memory(anat, s, b, no_load).total
-        f = time_features(anat, s, b.train[0], b.eval, [])
-        t_pred = (co.t_head * len(b.train[0]) if head_only(s) and co.t_head is not None
-                  else co.warmup_s + train_seconds(co, f))
+        t_pred = seconds(anat, s, b, co).train_epoch[0]  # the account's own first epoch of these batches
         table.append({"frozen_layers": sh["frozen_layers"], "batch_size": sh["batch_size"], "max_length": sh["max_length"],
                       "measured_mib": round(measured / 2**20, 1), "fitted_mib": round(pred / 2**20, 1),
                       # each pass's own peak, and the process before the first batch ("ready"), measured
