@@ -238,6 +238,9 @@ def test_probe_measures_and_the_fit_reproduces_its_shapes(probe_result):
     assert anat["block_a"] > 0  # a trained block keeps something per token
     assert all(s["cpu_peak_rss_bytes"] > 0 and s["train_seconds"] > 0 for s in res["shapes"])
     assert all(s["speed_gflops"] > 0 for s in res["shapes"])  # the machine's speed as each shape started
+    rates = anat["attention_rates"]  # a score element's FLOP-equivalents, by how the forward runs
+    assert set(rates["ratios"]) == {"grad", "train", "eval"} and all(rates[m] >= 0 for m in ("grad", "train", "eval"))
+    assert all(r > 0 for r in rates["ratios"].values())
     _, co, table = fit(p, res)
     assert 0.0 <= co.k_act <= 5.0 and 0.5 <= co.k_fwd <= 5.0 and co.c_bytes > 0
     # each pass's peak is at least what the process held before it; the constant is at least that, less the
@@ -449,6 +452,74 @@ def test_the_head_on_cached_vectors_is_priced_apart():
     assert t.train_epoch == pytest.approx([0.01, 0.01]) and t.eval_epoch == pytest.approx(0.0015)
     co.t_head = co.te_head = None  # an old calibration: the general formula
     assert seconds(a, s, b, co).train_epoch[0] > 0.5
+
+
+def test_attention_blocks_by_setting():
+    """Which blocks run each kind of pass: what trains with a graph, the frozen bottom without one (none under
+    the cache), evaluation (only the top under the cache) and the cache's build."""
+    from harness.plan.account import attention_blocks
+
+    a = _anatomy()
+
+    def blocks(depth, cached):
+        return attention_blocks(a, Setting(depth=depth, cached=cached, optimizer="adamw", momentum=0.0,
+                                           multi_tensor=False, device="cpu", epochs=1))
+
+    assert blocks(0, False) == {"trained": 4, "frozen": 0, "eval": 4, "cache": 0}
+    assert blocks(3, False) == {"trained": 1, "frozen": 3, "eval": 4, "cache": 0}
+    assert blocks(3, True) == {"trained": 1, "frozen": 0, "eval": 1, "cache": 3}
+    assert blocks(None, False) == {"trained": 0, "frozen": 4, "eval": 4, "cache": 0}
+    assert blocks(None, True) == {"trained": 0, "frozen": 0, "eval": 0, "cache": 4}
+
+
+@pytest.mark.parametrize("frozen_dropout", [False, True])
+def test_the_attention_rate_measured_from_a_ratio_gives_that_ratio_back(frozen_dropout):
+    """Two passes over the same tokens at 64 and 256 tokens an example, `ratio` apart in the probe: the rate
+    derived from it makes the account price them `ratio` apart (the frozen bottom at the rate of its mode), and
+    without rates they are priced as their FLOPs are."""
+    from harness.plan.account import (rate_from_ratio, score_elements, time_features, train_seconds,
+                                      frozen_forward_flops)
+
+    import dataclasses
+
+    a = _anatomy()  # the matmuls of a real block: its dense FLOPs above its attention's at these lengths
+    a = dataclasses.replace(a, flops_shape=dict(a.flops_shape, layer_params=[20000] * 4))
+    s = Setting(depth=None, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu",
+                epochs=1, frozen_dropout=frozen_dropout)
+    short, long_ = (4, 64), (1, 256)
+    flops = (frozen_forward_flops(a, s, short), frozen_forward_flops(a, s, long_))
+    scores = (score_elements([short], 4), score_elements([long_], 4))
+    co = Coefficients(kz=1e-9)
+
+    def priced(b):
+        return train_seconds(co, time_features(a, s, [b], [], []))
+
+    assert priced(long_) / priced(short) == pytest.approx(flops[1] / flops[0])  # no rates: FLOPs alone
+    measured = 1.3 * flops[1] / flops[0]  # 30 % more than the FLOPs say
+    rate = rate_from_ratio(measured, flops, scores)
+    assert rate > 0
+    mode, other = ("train", "eval") if frozen_dropout else ("eval", "train")
+    a.attention_rates = {mode: rate, other: 0.0, "grad": 0.0}
+    assert priced(long_) / priced(short) == pytest.approx(measured)
+    a.attention_rates = {mode: 0.0, other: rate, "grad": rate}  # the other mode's rate is not this pass's
+    assert priced(long_) / priced(short) == pytest.approx(flops[1] / flops[0])
+    # a ratio the FLOPs already explain is no extra cost
+    assert rate_from_ratio(flops[1] / flops[0], flops, scores) == pytest.approx(0.0, abs=1e-9)
+    assert rate_from_ratio(0.5, flops, scores) == 0.0
+
+
+def test_lab_and_fast_share_one_anatomy_on_a_cpu(tmp_path):
+    """On a CPU "auto" precision is fp32: one anatomy reading serves both strategies of a model; another
+    precision, device or thread count reads its own."""
+    from harness.plan.calibrate import anatomy_key
+
+    trials = _trials(tmp_path, grid__strategy=["lab", "fast"])
+    by = {t.params["strategy"]: dict(t.params) for t in trials}
+    assert by["lab"]["precision"] != by["fast"]["precision"]
+    assert anatomy_key(by["lab"]) == anatomy_key(by["fast"])
+    assert anatomy_key(dict(by["fast"], device="cuda")) != anatomy_key(dict(by["lab"], device="cuda"))
+    assert anatomy_key(dict(by["lab"], precision="bf16")) != anatomy_key(by["lab"])
+    assert anatomy_key(dict(by["lab"], num_threads=2)) != anatomy_key(dict(by["lab"], num_threads=1))
 
 
 def test_a_phase_peak_between_two_samples_is_caught():

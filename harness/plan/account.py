@@ -77,6 +77,9 @@ class Anatomy:
     # The same forward storage by storage, in evaluation and in training mode (probe.fit_trace): each storage's
     # bytes as c + a n L + b n L^2 and the order of allocations and frees, replayed at a trial's shape.
     fwd_trace: dict[str, Any] | None = None
+    # FLOP-equivalents of one attention score element (n x L^2 per block a pass) by how the forward runs:
+    # "grad", "train" (no graph, dropout on), "eval" (probe.attention_rates); None: FLOPs alone (CUDA).
+    attention_rates: dict[str, Any] | None = None
     _replayed: dict[tuple[Any, ...], tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
 
     def encoder_shape(self) -> EncoderShape:
@@ -366,6 +369,34 @@ def frozen_forward_flops(a: Anatomy, s: Setting, batch: tuple[int, int]) -> floa
     return float(forward_flops(shape, Work.from_batches([batch]), range(0, d), pooler=s.depth is None, head=False))
 
 
+def _rate(a: Anatomy, mode: str) -> float:
+    return float((a.attention_rates or {}).get(mode) or 0.0)
+
+
+def score_elements(batches: list[tuple[int, int]], blocks: int) -> float:
+    """Attention score elements of `blocks` blocks over these (examples, padded length) batches: n x L^2 each
+    (per head; the heads are in the rate)."""
+    return float(sum(n * length * length for n, length in batches)) * blocks
+
+
+def rate_from_ratio(ratio: float, flops: tuple[float, float], scores: tuple[float, float]) -> float:
+    """The FLOP-equivalents of a score element that make two passes' seconds, each c x (FLOPs + rate x score
+    elements), come out `ratio` apart (second over first); 0 where the ratio is within what the FLOPs explain."""
+    den = scores[1] - ratio * scores[0]
+    if den <= 0:
+        return 0.0
+    return max(0.0, (ratio * flops[0] - flops[1]) / den)
+
+
+def attention_blocks(a: Anatomy, s: Setting) -> dict[str, int]:
+    """Blocks each kind of pass runs: trained with a graph, frozen without one in a training batch (none when
+    cached), in an evaluation batch, and in the cache's build."""
+    n = a.num_layers
+    d = n if s.depth is None else min(int(s.depth), n)
+    cached = s.cached and d > 0
+    return {"trained": n - d, "frozen": 0 if cached else d, "eval": n - d if cached else n, "cache": d if cached else 0}
+
+
 def train_seconds(co: Coefficients, f: dict[str, float]) -> float:
     """Steady seconds of the training batches summed in `f` (time_features)."""
     return (co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.kz * f["train_frozen_flops"]
@@ -373,23 +404,28 @@ def train_seconds(co: Coefficients, f: dict[str, float]) -> float:
 
 
 def cache_flops(a: Anatomy, s: Setting, batches: list[tuple[int, int]]) -> float:
+    """The cache build's FLOPs and the FLOP-equivalents of its attention scores (a forward in evaluation mode)."""
     if not batches:
         return 0.0
-    return _flops(a, s, [], [], batches)
+    return _flops(a, s, [], [], batches) + _rate(a, "eval") * score_elements(batches, attention_blocks(a, s)["cache"])
 
 
 def time_features(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: list[tuple[int, int]],
                   cache: list[tuple[int, int]]) -> dict[str, float]:
-    """The sums the time coefficients multiply: batches, FLOPs and trainable parameters x steps."""
+    """The sums the time coefficients multiply: batches, FLOPs and trainable parameters x steps. Each FLOP sum
+    carries its pass's attention score elements at their measured FLOP-equivalents (`attention_rates`)."""
     p_train = a.trainable(s.depth)
     frozen = [frozen_forward_flops(a, s, x) for x in train]
+    blocks = attention_blocks(a, s)
+    frozen_mode = "train" if s.frozen_dropout else "eval"
     return {
         "train_batches": float(len(train)),
-        "train_flops": sum(train_batch_flops(a, s, x) for x in train) - sum(frozen),
-        "train_frozen_flops": float(sum(frozen)),
+        "train_flops": sum(train_batch_flops(a, s, x) for x in train) - sum(frozen)
+        + _rate(a, "grad") * score_elements(train, blocks["trained"]),
+        "train_frozen_flops": float(sum(frozen)) + _rate(a, frozen_mode) * score_elements(train, blocks["frozen"]),
         "train_param_steps": float(p_train * len(train)),
         "eval_batches": float(len(evals)),
-        "eval_flops": sum(eval_batch_flops(a, s, x) for x in evals),
+        "eval_flops": sum(eval_batch_flops(a, s, x) for x in evals) + _rate(a, "eval") * score_elements(evals, blocks["eval"]),
         "cache_flops": cache_flops(a, s, cache),
     }
 

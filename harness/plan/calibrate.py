@@ -24,7 +24,7 @@ from .account import (Anatomy, Batches, Coefficients, Setting, head_only, memory
                       train_seconds)
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 12
+ACCOUNT_VERSION = 13
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -266,8 +266,13 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
 
 def anatomy_key(p: dict[str, Any]) -> str:
     """What the anatomy (parameters, FLOP shape, bytes autograd keeps, a forward's transient) depends on: not
-    the strategy, the optimiser or the threads, so one reading serves every key of a model in a plan."""
-    return json.dumps([p.get("model"), device_type(str(p["device"])), p.get("precision"), p.get("attention"),
+    the strategy, the optimiser or the threads, so one reading serves every key of a model in a plan. On a CPU
+    "auto" precision is fp32 (core.train.resolve_precision), so `lab` and `fast` share one reading there."""
+    precision = p.get("precision")
+    if device_type(str(p["device"])) == "cpu" and precision == "auto":
+        precision = "fp32"
+    # the threads too: the attention's rates (probe.attention_rates) are timed on the key's threads
+    return json.dumps([p.get("model"), device_type(str(p["device"])), precision, p.get("attention"), p.get("num_threads"),
                        p.get("trust_remote_code"), p.get("revision")], default=str)
 
 

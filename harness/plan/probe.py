@@ -232,6 +232,75 @@ def fit_trace(points: list[tuple[int, int]], traces: list[Any]) -> dict[str, Any
             "events": list(first.events), "points": [list(p) for p in points]}
 
 
+# The attention's elementwise work (the mask, softmax and dropout over n x heads x L x L scores) takes time that
+# a FLOP count does not see: MiniLM's forward in training mode without a graph, 512 tokens a pass, took 0.20 s
+# at 8 x 64 and 0.32 s at 2 x 256 (1 thread, 2026-11-30), FLOPs 8 % apart. Probes stop at 128 tokens, so a
+# per-FLOP rate fitted on them priced `lab` at 256 tokens (every batch padded there, the frozen blocks with
+# dropout on) 1.3-2.2x short. So the probe measures what a score element costs against a FLOP: two forwards
+# over the same tokens at 64 and 256 tokens an example, alternated, so that the machine's drift between them
+# cancels in their ratio.
+ATTENTION_POINTS = ((4, 64), (1, 256))
+ATTENTION_ROUNDS = 3
+
+
+def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[str, Any] | None:
+    """FLOP-equivalents of one attention score element (per block: n x L^2 of them a pass), by how a forward
+    runs: "grad" (training mode, forward and backward: trained blocks), "train" (training mode without a graph:
+    frozen blocks under `frozen_dropout`) and "eval" (evaluation mode without a graph: evaluation, the cache's
+    build, other frozen blocks). From R = t(1 x 256) / t(4 x 64), the median of ATTENTION_ROUNDS alternated
+    pairs after a warm-up of each: R (F1 + rho S1) = F2 + rho S2, F the counted FLOPs and S the score elements.
+    None on CUDA, whose forwards at these sizes are launch-bound: their ratio measures the launches."""
+    if device.type != "cpu":
+        return None
+    import numpy as np
+    import torch
+
+    from ..core.models import encoder_shape, freeze
+    from ..core.train import autocast_for
+    from ..meters.flops import Work, trial_flops
+    from .account import rate_from_ratio
+
+    autocast = autocast_for(precision, device)
+    shape = encoder_shape(model)
+    blocks = shape.num_layers
+    freeze(model, 0, name)
+    inputs = {pt: _probe_inputs(model, device, pt[1], pt[0]) for pt in ATTENTION_POINTS}
+
+    def timed(point: tuple[int, int], mode: str) -> float:
+        ids, mask = inputs[point]
+        model.train(mode != "eval")
+        t = time.perf_counter()
+        if mode == "grad":
+            with autocast():
+                out = model(input_ids=ids, attention_mask=mask)
+            out.logits.float().sum().backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad(), autocast():
+                model(input_ids=ids, attention_mask=mask)
+        return time.perf_counter() - t
+
+    out: dict[str, Any] = {"points": [list(p) for p in ATTENTION_POINTS], "ratios": {}}
+    for mode in ("grad", "train", "eval"):
+        flops = []
+        for n, length in ATTENTION_POINTS:
+            w = Work.from_batches([(n, length)])
+            flops.append(trial_flops(shape, 0, False, [w], []).total if mode == "grad"
+                         else trial_flops(shape, 0, False, [], [w]).total)
+        scores = [float(n * length * length * blocks) for n, length in ATTENTION_POINTS]
+        for point in ATTENTION_POINTS:  # warm-up: kernels chosen, pages first touched
+            timed(point, mode)
+        ratios = []
+        for _ in range(ATTENTION_ROUNDS):
+            t1 = timed(ATTENTION_POINTS[0], mode)
+            ratios.append(timed(ATTENTION_POINTS[1], mode) / t1)
+        r = float(np.median(ratios))
+        out[mode] = rate_from_ratio(r, (flops[0], flops[1]), (scores[0], scores[1]))
+        out["ratios"][mode] = round(r, 4)
+    model.zero_grad(set_to_none=True)
+    return out
+
+
 def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str, Any]:
     import dataclasses
 
@@ -448,6 +517,8 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
 
     # Read after the shapes, so that the hooks' forwards leave nothing in the peaks measured above.
     anat = read_anatomy(model, p["model"], device, precision) if spec.get("anatomy", True) else None
+    if anat is not None:
+        anat["attention_rates"] = attention_rates(model, p["model"], device, precision)
     return {"anatomy": anat, "shapes": shapes_out, "load_data_s": load_data_s, "load_model_s": load_model_s,
             "ready_s": ready_s, "n_rows": len(train_idx) + len(val_idx), "precision": precision,
             "load_peak_rss_bytes": load_peak,
