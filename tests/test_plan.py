@@ -238,9 +238,14 @@ def test_probe_measures_and_the_fit_reproduces_its_shapes(probe_result):
     assert anat["block_a"] > 0  # a trained block keeps something per token
     assert all(s["cpu_peak_rss_bytes"] > 0 and s["train_seconds"] > 0 for s in res["shapes"])
     assert all(s["speed_gflops"] > 0 for s in res["shapes"])  # the machine's speed as each shape started
+    from harness.plan.account import rate_from_ratio
+
     rates = anat["attention_rates"]  # a score element's FLOP-equivalents, by how the forward runs
-    assert set(rates["ratios"]) == {"grad", "train", "eval"} and all(rates[m] >= 0 for m in ("grad", "train", "eval"))
-    assert all(r > 0 for r in rates["ratios"].values())
+    assert set(rates["ratios"]) == {"grad", "train", "eval"}
+    for mode, ratio in rates["ratios"].items():  # each from its two timings, over the same tokens
+        flops, scores = rates["flops"][mode], rates["scores"][mode]
+        assert scores[1] == 4 * scores[0] and 0.9 < flops[1] / flops[0] < 2.0
+        assert ratio > 0 and rates[mode] == rate_from_ratio(ratio, tuple(flops), tuple(scores))
     _, co, table = fit(p, res)
     assert 0.0 <= co.k_act <= 5.0 and 0.5 <= co.k_fwd <= 5.0 and co.c_bytes > 0
     # each pass's peak is at least what the process held before it; the constant is at least that, less the
@@ -506,6 +511,38 @@ def test_the_attention_rate_measured_from_a_ratio_gives_that_ratio_back(frozen_d
     # a ratio the FLOPs already explain is no extra cost
     assert rate_from_ratio(flops[1] / flops[0], flops, scores) == pytest.approx(0.0, abs=1e-9)
     assert rate_from_ratio(0.5, flops, scores) == 0.0
+    # slower than its score elements alone could make it: a disturbed reading, not a price
+    assert rate_from_ratio(1.01 * scores[1] / scores[0], flops, scores) is None
+
+
+def test_score_elements_are_the_attention_flops_of_the_blocks_each_pass_runs():
+    """For every depth and cache setting, the blocks `attention_blocks` names for each pass are the ones whose
+    attention `meters.flops.trial_flops` counts (a shape with nothing but attention: 4 x width x n L^2 FLOPs a
+    block forward, x 3 with its backward)."""
+    import dataclasses
+
+    from harness.meters.flops import BACKWARD_FACTOR, Work, trial_flops
+    from harness.plan.account import attention_blocks, score_elements
+
+    a = _anatomy()
+    a = dataclasses.replace(a, flops_shape=dict(a.flops_shape, layer_params=[0] * 4, head_params=0, input_params=[0] * 4))
+    shape = a.encoder_shape()
+    batches = [(4, 64), (2, 200)]
+    w = Work.from_batches(batches)
+    per_block = 4.0 * shape.attn_width  # FLOPs per score element of one block's forward
+    for depth in (None, 0, 1, 3):
+        for cached in (False, True):
+            s = Setting(depth=depth, cached=cached, optimizer="adamw", momentum=0.0, multi_tensor=False,
+                        device="cpu", epochs=1)
+            blocks = attention_blocks(a, s)
+            f = trial_flops(shape, depth, cached, [w], [w], w).parts
+            want_train = per_block * (score_elements(batches, blocks["frozen"])
+                                      + (1 + BACKWARD_FACTOR) * score_elements(batches, blocks["trained"]))
+            cache_run = cached and (depth is None or depth > 0)
+            assert f.get("train", 0.0) == pytest.approx(want_train), (depth, cached)
+            assert f.get("eval", 0.0) == pytest.approx(per_block * score_elements(batches, blocks["eval"])), (depth, cached)
+            assert f.get("cache", 0.0) == pytest.approx(
+                per_block * score_elements(batches, blocks["cache"]) if cache_run else 0.0), (depth, cached)
 
 
 def test_lab_and_fast_share_one_anatomy_on_a_cpu(tmp_path):

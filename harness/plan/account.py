@@ -26,7 +26,9 @@ with C the CUDA context's share (zero for allocated).
 Time (seconds): per training batch t0 + kt x FLOPs + kz x frozen-forward FLOPs + ko x trainable parameters;
 per evaluation batch te0 + kf x FLOPs (the head alone on cached vectors: t_head, te_head); the cache kc x
 its FLOPs; plus the trial's fixed cost (child start, imports, loading data and model) and tokenizing (per
-row). FLOPs are `meters/flops.py`'s count of the very batch.
+row). FLOPs are `meters/flops.py`'s count of the very batch, plus each pass's attention score elements (n x L^2
+per block it runs) at the FLOP-equivalents a probe measured for its mode (`Anatomy.attention_rates`): the
+mask, softmax and dropout over the scores, which grow with the length faster than the FLOPs do.
 """
 
 from __future__ import annotations
@@ -379,12 +381,14 @@ def score_elements(batches: list[tuple[int, int]], blocks: int) -> float:
     return float(sum(n * length * length for n, length in batches)) * blocks
 
 
-def rate_from_ratio(ratio: float, flops: tuple[float, float], scores: tuple[float, float]) -> float:
+def rate_from_ratio(ratio: float, flops: tuple[float, float], scores: tuple[float, float]) -> float | None:
     """The FLOP-equivalents of a score element that make two passes' seconds, each c x (FLOPs + rate x score
-    elements), come out `ratio` apart (second over first); 0 where the ratio is within what the FLOPs explain."""
+    elements), come out `ratio` apart (second over first); 0 where the ratio is within what the FLOPs explain.
+    None where no rate can: the second pass slower than its score elements alone would make it (a disturbed
+    reading), which must not be priced as nothing, nor as without bound."""
     den = scores[1] - ratio * scores[0]
-    if den <= 0:
-        return 0.0
+    if den <= 0 or ratio <= 0:
+        return None
     return max(0.0, (ratio * flops[0] - flops[1]) / den)
 
 

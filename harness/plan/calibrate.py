@@ -265,14 +265,16 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
 
 
 def anatomy_key(p: dict[str, Any]) -> str:
-    """What the anatomy (parameters, FLOP shape, bytes autograd keeps, a forward's transient) depends on: not
-    the strategy, the optimiser or the threads, so one reading serves every key of a model in a plan. On a CPU
-    "auto" precision is fp32 (core.train.resolve_precision), so `lab` and `fast` share one reading there."""
+    """What the anatomy (parameters, FLOP shape, bytes autograd keeps, a forward's transient, the attention's
+    timed rates) depends on: not the strategy or the optimiser, so one reading serves every key of a model in a
+    plan at its threads and compile setting. On a CPU "auto" precision is fp32 (core.train.resolve_precision),
+    so `lab` and `fast` share one reading there."""
     precision = p.get("precision")
     if device_type(str(p["device"])) == "cpu" and precision == "auto":
         precision = "fp32"
-    # the threads too: the attention's rates (probe.attention_rates) are timed on the key's threads
-    return json.dumps([p.get("model"), device_type(str(p["device"])), precision, p.get("attention"), p.get("num_threads"),
+    # the threads and compile too: the attention's rates (probe.attention_rates) are timed, on the key's threads
+    return json.dumps([p.get("model"), device_type(str(p["device"])), precision, p.get("attention"),
+                       p.get("num_threads"), p.get("compile"),
                        p.get("trust_remote_code"), p.get("revision")], default=str)
 
 

@@ -244,7 +244,7 @@ ATTENTION_ROUNDS = 3
 
 
 def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[str, Any] | None:
-    """FLOP-equivalents of one attention score element (per block: n x L^2 of them a pass), by how a forward
+    """FLOP-equivalents of one attention score element (per block: n x L^2 of them a pass; None: no reading), by how a forward
     runs: "grad" (training mode, forward and backward: trained blocks), "train" (training mode without a graph:
     frozen blocks under `frozen_dropout`) and "eval" (evaluation mode without a graph: evaluation, the cache's
     build, other frozen blocks). From R = t(1 x 256) / t(4 x 64), the median of ATTENTION_ROUNDS alternated
@@ -255,7 +255,7 @@ def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[
     import numpy as np
     import torch
 
-    from ..core.models import encoder_shape, freeze
+    from ..core.models import anatomy, encoder_shape, freeze
     from ..core.train import autocast_for
     from ..meters.flops import Work, trial_flops
     from .account import rate_from_ratio
@@ -264,7 +264,18 @@ def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[
     shape = encoder_shape(model)
     blocks = shape.num_layers
     freeze(model, 0, name)
-    inputs = {pt: _probe_inputs(model, device, pt[1], pt[0]) for pt in ATTENTION_POINTS}
+    # The embeddings' gradient (vocabulary x hidden, zeroed and scattered every backward) is the same cost at
+    # both points: it would pull the ratio toward 1. Freezing them costs block 0 its input gradient, at both.
+    for param in anatomy(model).embeddings.parameters():
+        param.requires_grad_(False)
+    inputs = {}
+    for n, length in ATTENTION_POINTS:
+        # Every example with its last eighth padded, at both points: the same share of real tokens, and a mask
+        # at both (an all-ones mask lets sdpa drop it and take another kernel, which trials, padded, do not).
+        ids, mask = _probe_inputs(model, device, length, n)
+        mask = torch.ones_like(mask)
+        mask[:, length - length // 8:] = 0
+        inputs[(n, length)] = (ids, mask)
 
     def timed(point: tuple[int, int], mode: str) -> float:
         ids, mask = inputs[point]
@@ -280,14 +291,18 @@ def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[
                 model(input_ids=ids, attention_mask=mask)
         return time.perf_counter() - t
 
-    out: dict[str, Any] = {"points": [list(p) for p in ATTENTION_POINTS], "ratios": {}}
+    out: dict[str, Any] = {"points": [list(p) for p in ATTENTION_POINTS], "ratios": {}, "flops": {}, "scores": {}}
     for mode in ("grad", "train", "eval"):
         flops = []
         for n, length in ATTENTION_POINTS:
             w = Work.from_batches([(n, length)])
-            flops.append(trial_flops(shape, 0, False, [w], []).total if mode == "grad"
-                         else trial_flops(shape, 0, False, [], [w]).total)
+            if mode == "grad":  # less block 0's input gradient, which the frozen embeddings do not need
+                no_input = 2.0 * shape.input_params[0] * w.tokens if shape.input_params else 0.0
+                flops.append(trial_flops(shape, 0, False, [w], []).total - no_input)
+            else:
+                flops.append(trial_flops(shape, 0, False, [], [w]).total)
         scores = [float(n * length * length * blocks) for n, length in ATTENTION_POINTS]
+        out["flops"][mode], out["scores"][mode] = flops, scores
         for point in ATTENTION_POINTS:  # warm-up: kernels chosen, pages first touched
             timed(point, mode)
         ratios = []
@@ -296,7 +311,7 @@ def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[
             ratios.append(timed(ATTENTION_POINTS[1], mode) / t1)
         r = float(np.median(ratios))
         out[mode] = rate_from_ratio(r, (flops[0], flops[1]), (scores[0], scores[1]))
-        out["ratios"][mode] = round(r, 4)
+        out["ratios"][mode] = r
     model.zero_grad(set_to_none=True)
     return out
 
