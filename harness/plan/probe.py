@@ -236,7 +236,7 @@ def fit_trace(points: list[tuple[int, int]], traces: list[Any]) -> dict[str, Any
 # a FLOP count does not see: MiniLM's forward in training mode without a graph, 512 tokens a pass, took 0.20 s
 # at 8 x 64 and 0.32 s at 2 x 256 (1 thread, 2026-11-30), FLOPs 8 % apart. Probes stop at 128 tokens, so a
 # per-FLOP rate fitted on them priced `lab` at 256 tokens (every batch padded there, the frozen blocks with
-# dropout on) 1.3-2.2x short. So the probe measures what a score element costs against a FLOP: two forwards
+# dropout on) short in every run on record, by 20-66 % in account version 12's two runs (docs/plan.md). So the probe measures what a score element costs against a FLOP: two forwards
 # over the same tokens at 64 and 256 tokens an example, alternated, so that the machine's drift between them
 # cancels in their ratio.
 ATTENTION_POINTS = ((4, 64), (1, 256))
@@ -257,8 +257,8 @@ def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[
 
     from ..core.models import anatomy, encoder_shape, freeze
     from ..core.train import autocast_for
-    from ..meters.flops import Work, trial_flops
-    from .account import rate_from_ratio
+    from ..meters.flops import Work, _no_input_grad, trial_flops
+    from .account import rate_from_ratio, score_elements
 
     autocast = autocast_for(precision, device)
     shape = encoder_shape(model)
@@ -297,11 +297,10 @@ def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[
         for n, length in ATTENTION_POINTS:
             w = Work.from_batches([(n, length)])
             if mode == "grad":  # less block 0's input gradient, which the frozen embeddings do not need
-                no_input = 2.0 * shape.input_params[0] * w.tokens if shape.input_params else 0.0
-                flops.append(trial_flops(shape, 0, False, [w], []).total - no_input)
+                flops.append(trial_flops(shape, 0, False, [w], []).total - _no_input_grad(shape, 0, w))
             else:
                 flops.append(trial_flops(shape, 0, False, [], [w]).total)
-        scores = [float(n * length * length * blocks) for n, length in ATTENTION_POINTS]
+        scores = [score_elements([point], blocks) for point in ATTENTION_POINTS]
         out["flops"][mode], out["scores"][mode] = flops, scores
         for point in ATTENTION_POINTS:  # warm-up: kernels chosen, pages first touched
             timed(point, mode)
