@@ -586,14 +586,146 @@ def test_traces_that_ran_different_ops_are_not_fitted():
 
     from harness.plan.probe import fit_trace
 
-    a = SimpleNamespace(ops=["mm", "add"], events=[0, 1, -1, -2], sizes=[10, 20])
-    b = SimpleNamespace(ops=["mm", "add"], events=[0, 1, -1, -2], sizes=[20, 40])
-    c = SimpleNamespace(ops=["mm", "mul"], events=[0, 1, -1, -2], sizes=[20, 40])
-    d = SimpleNamespace(ops=["mm", "add"], events=[0, 1, -1, -2], sizes=[20, 40])
-    points = [(1, 10), (2, 10), (1, 20)]
-    assert fit_trace(points, [a, b, c]) is None
-    law = fit_trace(points, [a, b, d])
+    # storage 0: 1 byte per example-token; storage 1: 2 per example-token, 8 per position (the position ids)
+    # and 4 per example (the loss's)
+    points = [(1, 10), (2, 10), (1, 20), (2, 20), (3, 15)]
+
+    def traced(n, length, ops=("mm", "add")):
+        return SimpleNamespace(ops=list(ops), events=[0, 1, -1, -2],
+                               sizes=[n * length, 2 * n * length + 8 * length + 4 * n])
+
+    runs = [traced(n, length) for n, length in points]
+    assert fit_trace(points, [*runs[:4], traced(3, 15, ("mm", "mul"))]) is None
+    law = fit_trace(points, runs)
     assert law is not None and law["events"] == [0, 1, -1, -2]
-    # 1 byte per example-token of storage 0 and 2 of storage 1 (n L = 10, 20, 20), nothing per L^2
-    assert law["sizes"][0][1] == pytest.approx(1.0, abs=1e-6) and law["sizes"][1][1] == pytest.approx(2.0, abs=1e-6)
-    assert law["sizes"][0][2] == pytest.approx(0.0, abs=1e-6) and law["sizes"][0][0] == pytest.approx(0.0, abs=1e-3)
+    # [c, e x n, d x L, a x n L, b x n L^2] of each storage
+    assert law["sizes"][0] == pytest.approx([0.0, 0.0, 0.0, 1.0, 0.0], abs=1e-3)
+    assert law["sizes"][1] == pytest.approx([0.0, 4.0, 8.0, 2.0, 0.0], abs=1e-3)
+    from harness.plan.account import trace_sizes
+
+    assert trace_sizes(law, 64, 300) == pytest.approx([64 * 300, 2 * 64 * 300 + 8 * 300 + 4 * 64], rel=1e-6)
+
+
+# -- fresh mappings -------------------------------------------------------------------------------------------
+def _mapping_anatomy() -> Anatomy:
+    """Each mode's trace: one per-token storage (16 B x n L, never mapped at these shapes) and one attention-sized
+    storage (4 B x n L^2 in evaluation, 6 in training mode, 10 over a training step's forward and backward)."""
+    a = _anatomy()
+    a.fwd_trace = {mode: {"sizes": [[0, 16, 0], [0, 0, per]], "events": [0, 1, -1, -2]}
+                   for mode, per in (("eval", 4), ("train", 6), ("grad", 10))}
+    a.mapping_rate = {"seconds_per_byte": 1e-9}
+    return a
+
+
+def test_only_storages_of_the_threshold_or_more_count_as_mapped():
+    from harness.plan.account import MMAP_THRESHOLD
+
+    a = _mapping_anatomy()
+    assert a.mapped_bytes(4, 256, "eval") == 0.0  # 1 MiB: the heap's
+    n = 128  # 4 B x 128 x 512^2 = 128 MiB: a mapping of its own; the per-token one (1 MiB) is not
+    assert 4 * n * 512**2 >= MMAP_THRESHOLD > 16 * n * 512
+    for mode, per in (("eval", 4), ("train", 6), ("grad", 10)):
+        assert a.mapped_bytes(n, 512, mode) == per * n * 512**2
+    assert _anatomy().mapped_bytes(n, 512, "grad") == 0.0  # no trace, nothing priced
+
+
+@pytest.mark.parametrize("depth,cached,frozen_dropout", [(0, False, False), (1, False, True), (1, False, False),
+                                                         (None, False, True), (1, True, False), (None, True, False)])
+def test_fresh_mappings_are_priced_by_the_blocks_each_pass_runs(depth, cached, frozen_dropout):
+    """Trained blocks pay a training step's mapped bytes, frozen ones a forward's in their mode, evaluation and
+    the cache build a forward's in evaluation mode, each block a quarter of the whole model's (4 blocks); the
+    seconds are what the account adds to each pass, and nothing on CUDA or without a measured rate."""
+    import dataclasses
+
+    from harness.plan.account import attention_blocks, mapping_seconds, seconds
+
+    a = _mapping_anatomy()
+    s = Setting(depth=depth, cached=cached, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu",
+                epochs=1, frozen_dropout=frozen_dropout)
+    big, small = (128, 512), (4, 64)
+    blocks = attention_blocks(a, s)
+    got = mapping_seconds(a, s, [big, small], [big], [big, big])
+    per = 1e-9 * 128 * 512**2 / 4  # seconds per unit of `per` a block maps at `big`
+    head_only = cached and depth is None
+    want_train = 0.0 if head_only else per * (10 * blocks["trained"] + (6 if frozen_dropout else 4) * blocks["frozen"])
+    assert got["train"] == pytest.approx(want_train)
+    assert got["eval"] == pytest.approx(0.0 if head_only else per * 4 * blocks["eval"])
+    assert got["cache"] == pytest.approx(2 * per * 4 * blocks["cache"])
+    # the account adds them to the passes' seconds
+    b = Batches(train=[[big, small]], eval=[big], cache=[big, big] if cached else [], n_examples=300,
+                n_tokens=300 * 512, width_train=512, width_val=512, n_train=132, n_val=128)
+    co = Coefficients(t0=0.01, kt=1e-9, kz=1e-9, te0=0.01, kf=1e-9, kc=1e-9, t_head=0.01, te_head=0.01)
+    priced, unpriced = seconds(a, s, b, co), seconds(dataclasses.replace(a, mapping_rate=None), s, b, co)
+    assert priced.train_epoch[0] - unpriced.train_epoch[0] == pytest.approx(want_train)
+    assert priced.cache - unpriced.cache == pytest.approx(got["cache"] if cached else 0.0)
+    if not head_only:
+        assert priced.eval_epoch - unpriced.eval_epoch == pytest.approx(got["eval"])
+    assert mapping_seconds(a, dataclasses.replace(s, device="cuda"), [big], [big], [big]) == {
+        "train": 0.0, "eval": 0.0, "cache": 0.0}
+
+
+def test_the_fit_leaves_fresh_mappings_out_of_the_per_flop_rates(probe_result):
+    """A probe whose batches map storages (priced at the measured rate) fits the same per-FLOP coefficients as
+    the same probe with those seconds taken out of its timings and no mapping priced."""
+    import copy
+
+    from harness.plan.account import mapping_seconds
+    from harness.plan.calibrate import _probe_batches, depth_of, fit, setting_of
+
+    p, res = probe_result
+    plain = copy.deepcopy(res)
+    plain["anatomy"]["mapping_rate"] = None
+    priced = copy.deepcopy(res)
+    # a rate that makes every batch's mapped storages cost something: the laws scaled so that the probes map
+    priced["anatomy"]["fwd_trace"] = {m: dict(t, sizes=[[v * 1e4 for v in law] for law in t["sizes"]])
+                                      for m, t in res["anatomy"]["fwd_trace"].items() if t}
+    priced["anatomy"]["mapping_rate"] = {"seconds_per_byte": 1e-11}
+    _, co_plain, _ = fit(p, copy.deepcopy(plain))
+    a_priced = Anatomy(**{k: v for k, v in priced["anatomy"].items() if k in Anatomy.__dataclass_fields__})
+    added = 0.0
+    for sh in priced["shapes"]:
+        d = depth_of(sh["frozen_layers"])
+        s = setting_of(p, d, bool(sh["cache_used"]))
+        b = _probe_batches(p, sh, d)
+        extra = [mapping_seconds(a_priced, s, [x], [], [])["train"] for x in b.train[0]]
+        sh["train_step_seconds"] = [t + e for t, e in zip(sh["train_step_seconds"], extra)]
+        extra_e = [mapping_seconds(a_priced, s, [], [x], [])["eval"] for x in b.eval]
+        sh["eval_step_seconds"] = [t + e for t, e in zip(sh["eval_step_seconds"], extra_e)]
+        added += sum(extra) + sum(extra_e)
+    assert added > 0.1  # the scaled laws do map at the probes' shapes
+    _, co_priced, _ = fit(p, priced)
+    for k in ("t0", "kt", "kz", "ko", "te0", "kf", "warmup_s"):
+        assert getattr(co_priced, k) == pytest.approx(getattr(co_plain, k), rel=1e-6, abs=1e-12), k
+
+
+def test_the_probe_traces_a_training_step_and_times_a_fresh_mapping(probe_result):
+    """The training step's storages, traced at three (n, L), replay at a shape never traced to what a step
+    counted there makes; a fresh mapping costs something on a Linux CPU, from its alternated readings."""
+    import sys
+
+    import torch
+
+    from harness.core.models import load_model
+    from harness.core.train import autocast_for
+    from harness.plan.probe import MAPPING_PAIRS, step_trace
+
+    p, res = probe_result
+    anat = res["anatomy"]
+    trace = anat["fwd_trace"]["grad"]
+    assert trace and trace["sizes"]
+    model = load_model(p["model"], 2, trust_remote_code=False, allow_pickle=False, attention=p.get("attention"),
+                       seed=0).model
+    counted = step_trace(model, p["model"], torch.device("cpu"), autocast_for("fp32", torch.device("cpu")), 96, 6)
+    from harness.plan.account import trace_sizes
+
+    replayed = trace_sizes(trace, 6, 96)
+    assert len(counted.sizes) == len(replayed)
+    assert np.allclose(replayed, counted.sizes, rtol=0.01, atol=64)
+    assert max(counted.sizes) > 10 * min(counted.sizes)  # storages of many sizes, each on its own law
+    rate = anat["mapping_rate"]
+    if sys.platform.startswith("linux"):
+        assert len(rate["readings"]) == MAPPING_PAIRS
+        assert rate["seconds_per_byte"] == pytest.approx(max(0.0, float(np.median(rate["readings"]))))
+        assert 0.0 < rate["seconds_per_byte"] < 1e-6  # between nothing and a microsecond a byte
+    else:
+        assert rate is None

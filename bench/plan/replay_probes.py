@@ -1,6 +1,6 @@
 """Refit a plan from the same probes: `capture` runs a grid's calibration probes once (each child's result kept
-in a pickle); `score` replays them through the current fit, with the attention's rates as measured or set to 0,
-and scores each plan against finished runs of the grid. Two fits of one set of probes differ only by the
+in a pickle); `score` replays them through the current fit, as measured, with the attention's rates set to 0,
+and with fresh mappings priced at nothing (`--variants`), and scores each plan against finished runs of the grid. Two fits of one set of probes differ only by the
 account, not by the machine's mood between two calibrations (docs/plan.md).
 
     python bench/plan/replay_probes.py capture bench/plan/heldout_minilm.toml /tmp/probes.pkl
@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("pickle")
     ap.add_argument("runs", nargs="*")
     ap.add_argument("--trials", action="store_true", help="each trial's measured / predicted seconds per epoch")
+    ap.add_argument("--variants", nargs="+", default=["measured", "no-attention-rates", "no-mapping"],
+                    choices=["measured", "no-attention-rates", "no-mapping"])
     args = ap.parse_args()
     os.environ["HARNESS_CACHE"] = tempfile.mkdtemp()  # never a stored calibration: every key probes (or replays)
     if args.mode == "capture":
@@ -54,17 +56,25 @@ def main() -> None:
         return
     saved = pickle.loads(Path(args.pickle).read_bytes())
 
+    import copy
+
+    no_mapping = False
+
     def replayed(spec: dict, timeout_s: float = 0.0) -> dict:
         k = _key(spec)
         if k not in saved:  # the anatomy was read by another key's child: a result of this shape, with one if asked
             same = [x for x in saved if x[:2] == k[:2]]
             k = next((x for x in same if saved[x].get("anatomy") is not None), same[0]) if k[2] else same[0]
-        return saved[k]
+        out = copy.deepcopy(saved[k])
+        if no_mapping and out.get("anatomy") is not None:
+            out["anatomy"]["mapping_rate"] = None
+        return out
 
     probe.run_in_child = replayed
     measured_rate = account._rate
-    for variant, rate in (("attention rates as measured", measured_rate), ("attention rates 0", lambda a, mode: 0.0)):
-        account._rate = rate
+    for variant in args.variants:
+        account._rate = (lambda a, mode: 0.0) if variant == "no-attention-rates" else measured_rate
+        no_mapping = variant == "no-mapping"
         os.environ["HARNESS_CACHE"] = tempfile.mkdtemp()
         plan = plan_grid(args.grid)
         for run_dir in args.runs:

@@ -46,6 +46,17 @@ MiB = 2**20
 PY_TOKEN_BYTES = 36
 
 
+def trace_sizes(trace: dict[str, Any], n: int, length: int) -> Any:
+    """Each traced storage's bytes at n examples padded to `length`, from its law (probe.fit_trace):
+    c + e n + d L + a n L + b n L^2 (or c + a n L + b n L^2, a law of three as account version 13 stored)."""
+    import numpy as np
+
+    law = np.asarray(trace["sizes"], dtype=float)
+    if law.ndim == 2 and law.shape[1] == 5:
+        return law @ np.asarray([1.0, n, length, n * length, n * length * length])
+    return law.reshape(-1, 3) @ np.asarray([1.0, n * length, n * length * length])
+
+
 @dataclass
 class Anatomy:
     """What a probe read off a model once (per model shape, device and precision)."""
@@ -82,6 +93,9 @@ class Anatomy:
     # FLOP-equivalents of one attention score element (n x L^2 per block a pass) by how the forward runs:
     # "grad", "train" (no graph, dropout on), "eval" (probe.attention_rates); None: FLOPs alone (CUDA).
     attention_rates: dict[str, Any] | None = None
+    # Seconds per byte of a storage served by a fresh mapping, beyond writing the same bytes to memory already
+    # mapped (probe.mapping_seconds, {"seconds_per_byte": ...}); None: not priced (CUDA, not Linux).
+    mapping_rate: dict[str, Any] | None = None
     _replayed: dict[tuple[Any, ...], tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
 
     def encoder_shape(self) -> EncoderShape:
@@ -124,8 +138,7 @@ class Anatomy:
         else:
             import numpy as np
 
-            law = np.asarray(trace["sizes"], dtype=float).reshape(-1, 3)
-            sizes = np.maximum(0.0, law @ np.asarray([1.0, n * length, n * length * length]))
+            sizes = np.maximum(0.0, trace_sizes(trace, n, length))
             events = np.asarray(trace["events"], dtype=np.int64)
             made = events >= 0
             which = np.where(made, events, -1 - events)
@@ -136,6 +149,25 @@ class Anatomy:
             at = int(np.argmax(heap + live_mapped))
             out = (float(heap[at]), float(live_mapped[at]))
         self._replayed[key] = out
+        return out
+
+    def mapped_bytes(self, n: int, length: int, mode: str) -> float:
+        """Bytes of the storages of MMAP_THRESHOLD or more that one pass of the whole model makes over n examples
+        padded to `length`, each mapped afresh and unmapped when freed: `mode` "eval" or "train" (a forward
+        without a graph, dropout off or on) or "grad" (a training step's forward and backward, every block
+        trained), replayed from the traced storages' laws. 0 without that trace."""
+        key = ("mapped", n, length, mode)
+        hit = self._replayed.get(key)
+        if hit is not None:
+            return hit[0]
+        trace = (self.fwd_trace or {}).get(mode)
+        out = 0.0
+        if trace and trace["sizes"]:
+            import numpy as np
+
+            sizes = trace_sizes(trace, n, length)
+            out = float(sizes[sizes >= MMAP_THRESHOLD].sum())
+        self._replayed[key] = (out, 0.0)
         return out
 
     def block_bytes(self, n: int, length: int) -> float:
@@ -401,6 +433,32 @@ def attention_blocks(a: Anatomy, s: Setting) -> dict[str, int]:
     return {"trained": n - d, "frozen": 0 if cached else d, "eval": n - d if cached else n, "cache": d if cached else 0}
 
 
+def mapping_seconds(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: list[tuple[int, int]],
+                    cache: list[tuple[int, int]]) -> dict[str, float]:
+    """Seconds the passes' storages of 32 MiB or more cost beyond their FLOPs, by pass: mapped afresh every
+    batch (glibc's rule), at the measured `mapping_rate`. Each block runs its share of the traced whole model's
+    mapped bytes (1 / blocks): trained blocks a training step's, frozen ones a forward without a graph in their
+    mode, evaluation and the cache's build a forward in evaluation mode. Probes at small shapes map nothing, so
+    the rates fitted on them leave this out; a trial at 64 x 256 tokens maps gigabytes a batch (MiniLM, lab,
+    everything trained: about 12 GB a step, 2.96 million pages, against 2.1-3.2 million minor faults counted)."""
+    rate = float((a.mapping_rate or {}).get("seconds_per_byte") or 0.0)
+    out = {"train": 0.0, "eval": 0.0, "cache": 0.0}
+    if rate <= 0.0 or s.device.startswith("cuda"):
+        return out
+    blocks = attention_blocks(a, s)
+    per = 1.0 / max(1, a.num_layers)
+    frozen_mode = "train" if s.frozen_dropout else "eval"
+    for n, length in train:
+        if head_only(s):
+            break
+        out["train"] += per * (blocks["trained"] * a.mapped_bytes(n, length, "grad")
+                               + blocks["frozen"] * a.mapped_bytes(n, length, frozen_mode))
+    if not head_only(s):
+        out["eval"] = per * blocks["eval"] * sum(a.mapped_bytes(n, length, "eval") for n, length in evals)
+    out["cache"] = per * blocks["cache"] * sum(a.mapped_bytes(n, length, "eval") for n, length in cache)
+    return {k: rate * v for k, v in out.items()}
+
+
 def train_seconds(co: Coefficients, f: dict[str, float]) -> float:
     """Steady seconds of the training batches summed in `f` (time_features)."""
     return (co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.kz * f["train_frozen_flops"]
@@ -442,13 +500,13 @@ def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
             continue
         f = time_features(a, s, epoch, [], [])
         warm = co.warmup_s if i == 0 and epoch else 0.0
-        train_epochs.append(warm + train_seconds(co, f))
+        train_epochs.append(warm + train_seconds(co, f) + mapping_seconds(a, s, epoch, [], [])["train"])
     if head_only(s) and co.te_head is not None:
         eval_s = co.te_head * len(b.eval)
     else:
         fe = time_features(a, s, [], b.eval, [])
-        eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"]
-    cache_s = co.kc * cache_flops(a, s, b.cache) if b.cache else 0.0
+        eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"] + mapping_seconds(a, s, [], b.eval, [])["eval"]
+    cache_s = co.kc * cache_flops(a, s, b.cache) + mapping_seconds(a, s, [], [], b.cache)["cache"] if b.cache else 0.0
     # a CPU trial reads the machine's speed before and after its epochs (meters/speed.py): outside every phase,
     # and not in the probes' start-up seconds
     fixed = co.fixed_s + (0.0 if s.device.startswith("cuda") else 2 * SPEED_WINDOW_S)

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from .account import (Anatomy, Batches, Coefficients, Setting, head_only, memory, seconds, time_features,
-                      train_seconds)
+from .account import (Anatomy, Batches, Coefficients, Setting, head_only, mapping_seconds, memory, seconds,
+                      time_features, train_seconds)
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 13
+ACCOUNT_VERSION = 14
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -209,7 +209,8 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     head_first: list[float] = []
     for sh, s, b, _ in rows:
         if sh.get("cache_seconds") and b.cache:
-            cache_s += sh["cache_seconds"]
+            # what the fresh mappings cost is priced apart (account.mapping_seconds), not in the per-FLOP rates
+            cache_s += sh["cache_seconds"] - mapping_seconds(anat, s, [], [], b.cache)["cache"]
             cache_f += time_features(anat, s, [], [], b.cache)["cache_flops"]
         if head_only(s):  # the head on cached vectors: priced apart (Coefficients.t_head)
             head_t += list(sh["train_step_seconds"][1:])
@@ -220,11 +221,11 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
         for batch, secs in list(zip(b.train[0], sh["train_step_seconds"]))[1:]:
             ft = time_features(anat, s, [batch], [], [])
             Xt.append([ft["train_batches"], ft["train_flops"], ft["train_frozen_flops"], ft["train_param_steps"]])
-            yt.append(secs)
+            yt.append(secs - mapping_seconds(anat, s, [batch], [], [])["train"])
         for batch, secs in list(zip(b.eval, sh["eval_step_seconds"]))[1:]:
             fe = time_features(anat, s, [], [batch], [])
             Xe.append([fe["eval_batches"], fe["eval_flops"]])
-            ye.append(secs)
+            ye.append(secs - mapping_seconds(anat, s, [], [batch], [])["eval"])
     scale_t = np.max(np.abs(Xt), axis=0) + 1e-30
     sol_t, _ = nnls(np.asarray(Xt) / scale_t, np.asarray(yt))
     co.t0, co.kt, co.kz, co.ko = (float(v) for v in sol_t / scale_t)
@@ -239,7 +240,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     for sh, s, b, _ in rows:
         if sh["train_step_seconds"] and b.train[0] and not head_only(s):
             ft = time_features(anat, s, [b.train[0][0]], [], [])
-            steady = train_seconds(co, ft)
+            steady = train_seconds(co, ft) + mapping_seconds(anat, s, [b.train[0][0]], [], [])["train"]
             warm.append(max(0.0, sh["train_step_seconds"][0] - steady))
     co.warmup_s = float(np.median(warm)) if warm else 0.0
     co.kc = cache_s / cache_f if cache_f > 0 else co.kf

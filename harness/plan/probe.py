@@ -3,8 +3,9 @@
 `calibrate` starts one child per probe shape (so that each peak is a fresh process's, as a trial's is), the
 first of a model also reading its anatomy: parameters per part, FLOP shape, what autograd keeps per block
 (counted with `torch.autograd.graph.saved_tensors_hooks` at three lengths) and the storages a forward without
-a graph makes and frees, traced at four (n, L) in evaluation and in training mode (`_LiveBytes`,
-`fit_trace`). Each child loads the data and the model as a trial does (the kernel's peak-RSS mark over the
+a graph makes and frees, traced at five (n, L) in evaluation and in training mode, and those of a training
+step's forward and backward at five (`_LiveBytes`, `fit_trace`), the attention's timed rates and what a fresh
+mapping of memory costs (`mapping_seconds`). Each child loads the data and the model as a trial does (the kernel's peak-RSS mark over the
 loading is the loading peak), then runs the real `Trainer` for `STEPS` training and `EVAL_STEPS` evaluation
 batches at its shape, measuring each pass's peak memory (CPU: the kernel's mark, reset before the pass and
 read after it, where `/proc/self/clear_refs` allows, else the meters' 20 ms sampler; CUDA:
@@ -216,19 +217,90 @@ def forward_trace(model: Any, device: Any, autocast: Any, length: int, n: int = 
     return mode
 
 
+def step_trace(model: Any, name: str, device: Any, autocast: Any, length: int, n: int = 2) -> Any:
+    """One training step's forward and backward with every block trained (the loss from labels, as the Trainer
+    computes it), of `n` examples padded to `length`, counted by `_LiveBytes`: the storages a trained block
+    makes, gradients of the activations included. The parameters' gradients are set to None first, so they
+    count as storages of a constant size."""
+    import torch
+
+    from ..core.models import freeze
+
+    freeze(model, 0, name)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    ids, mask = _probe_inputs(model, device, length, n)
+    labels = torch.zeros(n, dtype=torch.long, device=device)
+    existing = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers(), ids, mask, labels)}
+    mode = _LiveBytes.mode(existing)
+    with mode:
+        with autocast():
+            out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        del out
+    model.zero_grad(set_to_none=True)
+    return mode
+
+
+# The training step's trace: five points fix each storage's law (fit_trace); at 16 to 64 tokens its replay at
+# 64 x 256 and 4 x 512 equals that of points at 32 and 128 within 1 % (MiniLM), in under half the time. (A
+# single example has no padding, and sdpa then drops the mask: other ops, no fit.)
+STEP_TRACE_POINTS = ((2, 16), (4, 16), (2, 64), (4, 64), (3, 32))
+# Fresh mappings timed against a buffer already mapped: alternated pairs after a warm-up, the median.
+MAPPING_BYTES = 48 * 2**20
+MAPPING_PAIRS = 10
+
+
+def mapping_seconds(device: Any) -> dict[str, Any] | None:
+    """Seconds per byte that a storage served by a mapping of its own costs beyond the same bytes written to
+    memory already mapped: the page faults that map it (the kernel zeroing each page) and its unmapping when
+    freed. glibc serves every block of 32 MiB or more so (account.MMAP_THRESHOLD) and unmaps it when freed, so
+    a trial whose activations are that large maps them afresh every step, which probes at small shapes never do
+    (MiniLM, 64 x 256, a forward in training mode without a graph: 1.5-1.8 million minor faults, the account's
+    replayed trace 1.77 million pages; 8.0-8.5 s a forward with glibc told never to map, 10.1-15.6 s without).
+    Written as a trial's tensors are, by torch. None on CUDA and off Linux (another allocator's rule)."""
+    import sys
+
+    if device.type != "cpu" or not sys.platform.startswith("linux"):
+        return None
+    import numpy as np
+    import torch
+
+    n = MAPPING_BYTES // 4
+    kept = torch.empty(n)
+    kept.fill_(0.0)
+    diffs = []
+    for i in range(MAPPING_PAIRS + 1):
+        t = time.perf_counter()
+        fresh = torch.empty(n)
+        fresh.fill_(1.0)
+        del fresh
+        t_fresh = time.perf_counter() - t
+        t = time.perf_counter()
+        kept.fill_(1.0)
+        t_kept = time.perf_counter() - t
+        if i:  # the first pair is warm-up
+            diffs.append((t_fresh - t_kept) / MAPPING_BYTES)
+    del kept
+    return {"seconds_per_byte": max(0.0, float(np.median(diffs))), "bytes": MAPPING_BYTES,
+            "readings": [float(x) for x in diffs]}
+
+
 def fit_trace(points: list[tuple[int, int]], traces: list[Any]) -> dict[str, Any] | None:
-    """Each storage's bytes as c + a x (n L) + b x (n L^2) over the traced (n, L), and the order of the
-    allocations and frees, where every point ran the same ops in the same order (else None: the account then
-    uses the counted peak alone)."""
+    """Each storage's bytes as c + e x n + d x L + a x (n L) + b x (n L^2) over the traced (n, L) (five points
+    at least: the position ids and embeddings are L long whatever the batch, the labels and the loss's
+    per-example terms n long whatever the length), and the order of the allocations and frees, where every
+    point ran the same ops in the same order (else None: the account then uses the counted peak alone)."""
     import numpy as np
 
     first = traces[0]
     if any(t.ops != first.ops or t.events != first.events for t in traces[1:]):
         return None
-    X = np.asarray([[1.0, n * length, n * length * length] for n, length in points])
+    X = np.asarray([[1.0, n, length, n * length, n * length * length] for n, length in points])
     S = np.asarray([t.sizes for t in traces], dtype=float)
-    coef = np.linalg.lstsq(X, S, rcond=None)[0].T  # storages x 3
-    return {"sizes": [[round(float(c), 1), round(float(a), 4), round(float(b), 6)] for c, a, b in coef],
+    coef = np.linalg.lstsq(X, S, rcond=None)[0].T  # storages x 5
+    return {"sizes": [[round(float(c), 1), round(float(e), 4), round(float(d), 4), round(float(a), 4),
+                       round(float(b), 6)] for c, e, d, a, b in coef],
             "events": list(first.events), "points": [list(p) for p in points]}
 
 
@@ -338,13 +410,18 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     # 4 x 64 to 430 x 128 equal to 0.1 MiB) at a quarter of the work. (The counted peaks alone, the fallback
     # where traces differ, read the per-token bytes at 2-4 examples, where MiniLM's are 12.5 KB against 16.8 at
     # 48: the peak's make-up shifts with the batch, which the replay follows and a per-token rate does not.)
-    fwd_points = [(2, HOOK_LENGTHS[0]), (4, HOOK_LENGTHS[0]), (2, HOOK_LENGTHS[-1]), (4, HOOK_LENGTHS[-1])]
+    fwd_points = [(2, HOOK_LENGTHS[0]), (4, HOOK_LENGTHS[0]), (2, HOOK_LENGTHS[-1]), (4, HOOK_LENGTHS[-1]),
+                  (3, HOOK_LENGTHS[1])]
     eval_traces = [forward_trace(model, device, autocast, length, n) for n, length in fwd_points]
     fwd_peaks = [float(t.peak) for t in eval_traces]
     # The same forwards in training mode (dropout's masks and copies), as frozen blocks run under frozen_dropout.
     train_traces = [forward_trace(model, device, autocast, length, n, train=True) for n, length in fwd_points]
     fwd_trace = {"eval": fit_trace(fwd_points, eval_traces), "train": fit_trace(fwd_points, train_traces)}
     del eval_traces, train_traces
+    # A training step with every block trained, forward and backward: what a trained block maps afresh
+    step_traces = [step_trace(model, name, device, autocast, length, n) for n, length in STEP_TRACE_POINTS]
+    fwd_trace["grad"] = fit_trace(list(STEP_TRACE_POINTS), step_traces)
+    del step_traces
     for length in HOOK_LENGTHS:
         s0 = saved_bytes(model, 0, name, device, autocast, length)
         s_all = saved_bytes(model, "all", name, device, autocast, length)
@@ -533,6 +610,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     anat = read_anatomy(model, p["model"], device, precision) if spec.get("anatomy", True) else None
     if anat is not None:
         anat["attention_rates"] = attention_rates(model, p["model"], device, precision)
+        anat["mapping_rate"] = mapping_seconds(device)
     return {"anatomy": anat, "shapes": shapes_out, "load_data_s": load_data_s, "load_model_s": load_model_s,
             "ready_s": ready_s, "n_rows": len(train_idx) + len(val_idx), "precision": precision,
             "load_peak_rss_bytes": load_peak,
