@@ -637,7 +637,7 @@ def test_fresh_mappings_are_priced_by_the_blocks_each_pass_runs(depth, cached, f
     seconds are what the account adds to each pass, and nothing on CUDA or without a measured rate."""
     import dataclasses
 
-    from harness.plan.account import attention_blocks, mapping_seconds, seconds
+    from harness.plan.account import attention_blocks, first_touch_seconds, mapping_seconds, seconds
 
     a = _mapping_anatomy()
     s = Setting(depth=depth, cached=cached, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu",
@@ -656,7 +656,8 @@ def test_fresh_mappings_are_priced_by_the_blocks_each_pass_runs(depth, cached, f
                 n_tokens=300 * 512, width_train=512, width_val=512, n_train=132, n_val=128)
     co = Coefficients(t0=0.01, kt=1e-9, kz=1e-9, te0=0.01, kf=1e-9, kc=1e-9, t_head=0.01, te_head=0.01)
     priced, unpriced = seconds(a, s, b, co), seconds(dataclasses.replace(a, mapping_rate=None), s, b, co)
-    assert priced.train_epoch[0] - unpriced.train_epoch[0] == pytest.approx(want_train)
+    touched = first_touch_seconds(a, s, b, co)  # the first batch's new heap pages, at the same rate
+    assert priced.train_epoch[0] - unpriced.train_epoch[0] == pytest.approx(want_train + touched)
     assert priced.cache - unpriced.cache == pytest.approx(got["cache"] if cached else 0.0)
     if not head_only:
         assert priced.eval_epoch - unpriced.eval_epoch == pytest.approx(got["eval"])
@@ -694,8 +695,58 @@ def test_the_fit_leaves_fresh_mappings_out_of_the_per_flop_rates(probe_result):
         added += sum(extra) + sum(extra_e)
     assert added > 0.1  # the scaled laws do map at the probes' shapes
     _, co_priced, _ = fit(p, priced)
-    for k in ("t0", "kt", "kz", "ko", "te0", "kf", "warmup_s"):
+    for k in ("t0", "kt", "kz", "ko", "te0", "kf"):
         assert getattr(co_priced, k) == pytest.approx(getattr(co_plain, k), rel=1e-6, abs=1e-12), k
+
+
+def test_the_first_batch_pays_for_the_heap_it_grows():
+    """The first training batch's extra is the fitted constant plus the training phase's growth (memory's
+    account) at the fresh-mapping rate, less what that batch maps afresh (priced every batch); nothing when only
+    the head runs, on CUDA, or without a rate."""
+    import dataclasses
+
+    from harness.plan.account import first_touch_seconds, mapping_seconds, memory, seconds
+
+    a = _mapping_anatomy()
+    co = Coefficients(t0=0.01, kt=1e-9, warmup_s=0.05, k_act=0.5)
+    s = Setting(depth=0, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu", epochs=1)
+
+    def batches(n, length):
+        return Batches(train=[[(n, length)] * 3], eval=[(2, 8)], cache=[], n_examples=3 * n, n_tokens=3 * n * length,
+                       width_train=length, width_val=8, n_train=3 * n, n_val=2)
+
+    small = batches(4, 64)  # maps nothing: the whole growth is first touch
+    growth = memory(a, s, small, co).train_growth
+    assert growth > 0 and first_touch_seconds(a, s, small, co) == pytest.approx(1e-9 * growth)
+    plain = seconds(dataclasses.replace(a, mapping_rate=None), s, small, co)
+    assert seconds(a, s, small, co).train_epoch[0] - plain.train_epoch[0] == pytest.approx(1e-9 * growth)
+    big = batches(128, 512)  # maps more than the phase grows: nothing counted twice
+    mapped = mapping_seconds(a, s, [(128, 512)], [], [])["train"] / 1e-9
+    assert first_touch_seconds(a, s, big, co) == pytest.approx(1e-9 * max(0.0, memory(a, s, big, co).train_growth - mapped))
+    assert first_touch_seconds(a, dataclasses.replace(s, device="cuda"), small, co) == 0.0
+    assert first_touch_seconds(a, dataclasses.replace(s, depth=None, cached=True), small, co) == 0.0
+
+
+def test_the_fitted_warm_up_is_what_the_first_touch_leaves(probe_result):
+    """Probes whose first batch is their steady batch, plus its first touch, plus 0.123 s fit a warm-up of 0.123 s."""
+    import copy
+
+    from harness.plan.account import first_touch_seconds, mapping_seconds, time_features, train_seconds
+    from harness.plan.calibrate import _probe_batches, depth_of, fit, setting_of
+
+    p, res = probe_result
+    res = copy.deepcopy(res)
+    res["anatomy"]["mapping_rate"] = {"seconds_per_byte": 2e-10}
+    anat, co, _ = fit(p, copy.deepcopy(res))
+    for sh in res["shapes"]:
+        d = depth_of(sh["frozen_layers"])
+        s = setting_of(p, d, bool(sh["cache_used"]))
+        b = _probe_batches(p, sh, d)
+        first = b.train[0][0]
+        steady = train_seconds(co, time_features(anat, s, [first], [], [])) + mapping_seconds(anat, s, [first], [], [])["train"]
+        sh["train_step_seconds"][0] = steady + first_touch_seconds(anat, s, b, co) + 0.123
+    _, co2, _ = fit(p, res)
+    assert co2.warmup_s == pytest.approx(0.123, abs=1e-6)
 
 
 def test_the_probe_traces_a_training_step_and_times_a_fresh_mapping(probe_result):

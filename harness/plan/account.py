@@ -277,6 +277,7 @@ class MemoryParts:
     state_overhead: float = 0.0  # (k_state - 1) x (grads + optimizer state)
     raw_activations: float = 0.0  # the phase's slack_feature(activations kept for backward), before k_act
     raw_forward: float = 0.0      # the phase's forward transient, before k_fwd
+    train_growth: float = 0.0     # what the training phase adds to the process (state and activations)
 
     @property
     def total(self) -> float:
@@ -348,13 +349,16 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
 
     phase = max(phases, key=lambda k: total(phases[k]))
     dyn = total(phases[phase])
+    growth = total(phases["train"]) if "train" in phases else 0.0
     if co.load_bytes > co.c_bytes + weights + data + cache + dyn:  # a small trial's peak is its loading
-        return MemoryParts(co.load_bytes - weights - data, weights, data, 0.0, 0.0, 0.0, 0.0, "load")
+        return MemoryParts(co.load_bytes - weights - data, weights, data, 0.0, 0.0, 0.0, 0.0, "load",
+                           train_growth=growth)
     has_state = include_train and phase != "cache build"
     g, o = (grads, opt) if has_state else (0.0, 0.0)
     over = (co.k_state - 1.0) * (g + o)
     _, raw_saved, raw_fwd = phases[phase]
-    return MemoryParts(co.c_bytes, weights, data, cache, g, o, dyn - g - o - over, phase, over, raw_saved, raw_fwd)
+    return MemoryParts(co.c_bytes, weights, data, cache, g, o, dyn - g - o - over, phase, over, raw_saved, raw_fwd,
+                       growth)
 
 
 @dataclass
@@ -459,6 +463,22 @@ def mapping_seconds(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals:
     return {k: rate * v for k, v in out.items()}
 
 
+def first_touch_seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> float:
+    """What the first training batch costs for touching the heap's new pages: the training phase's growth
+    (memory's account of it: gradients, optimiser state, activations) less what the batch maps afresh (priced
+    every batch by mapping_seconds), at the fresh-mapping rate. The rest of the first batch's extra is the
+    fitted constant `warmup_s`. On the probes the first batch's extra follows that growth (MiniLM, `lab`: 0.02-0.07
+    s at 80-105 MiB, 0.32-0.35 s at 1.2 GiB, at 0.9-1.0 microseconds a page), so a median constant fitted on
+    them priced a trial whose one batch an epoch grows the heap by 1.6 GiB (64 x 64, everything trained) short."""
+    rate = float((a.mapping_rate or {}).get("seconds_per_byte") or 0.0)
+    first = next((epoch[0] for epoch in b.train if epoch), None)
+    if rate <= 0.0 or first is None or s.device.startswith("cuda") or head_only(s):
+        return 0.0
+    growth = memory(a, s, b, co).train_growth
+    mapped = mapping_seconds(a, s, [first], [], [])["train"] / rate
+    return rate * max(0.0, growth - mapped)
+
+
 def train_seconds(co: Coefficients, f: dict[str, float]) -> float:
     """Steady seconds of the training batches summed in `f` (time_features)."""
     return (co.t0 * f["train_batches"] + co.kt * f["train_flops"] + co.kz * f["train_frozen_flops"]
@@ -499,7 +519,7 @@ def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
             train_epochs.append(co.t_head * len(epoch) + (co.t_head_warm if i == 0 and epoch else 0.0))
             continue
         f = time_features(a, s, epoch, [], [])
-        warm = co.warmup_s if i == 0 and epoch else 0.0
+        warm = co.warmup_s + first_touch_seconds(a, s, b, co) if i == 0 and epoch else 0.0
         train_epochs.append(warm + train_seconds(co, f) + mapping_seconds(a, s, epoch, [], [])["train"])
     if head_only(s) and co.te_head is not None:
         eval_s = co.te_head * len(b.eval)

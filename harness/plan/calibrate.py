@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .account import (Anatomy, Batches, Coefficients, Setting, head_only, mapping_seconds, memory, seconds,
-                      time_features, train_seconds)
+from .account import (Anatomy, Batches, Coefficients, Setting, first_touch_seconds, head_only, mapping_seconds,
+                      memory, seconds, time_features, train_seconds)
 from .batches import Lengths, replay
 
 ACCOUNT_VERSION = 14
@@ -235,14 +235,15 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     co.t_head = float(np.median(head_t)) if head_t else None
     co.te_head = float(np.median(head_e)) if head_e else None
     co.t_head_warm = max(0.0, float(np.median(head_first)) - (co.t_head or 0.0)) if head_first else 0.0
-    # Warm-up: what the first batch of a trial costs beyond a steady one (median over the probes).
+    # Warm-up: what the first batch of a trial costs beyond a steady one, less its first touch of the heap's
+    # new pages (account.first_touch_seconds, priced by the growth at the trial's own shape): median over the probes.
     warm = []
     for sh, s, b, _ in rows:
         if sh["train_step_seconds"] and b.train[0] and not head_only(s):
             ft = time_features(anat, s, [b.train[0][0]], [], [])
             steady = train_seconds(co, ft) + mapping_seconds(anat, s, [b.train[0][0]], [], [])["train"]
-            warm.append(max(0.0, sh["train_step_seconds"][0] - steady))
-    co.warmup_s = float(np.median(warm)) if warm else 0.0
+            warm.append(sh["train_step_seconds"][0] - steady - first_touch_seconds(anat, s, b, co))
+    co.warmup_s = max(0.0, float(np.median(warm))) if warm else 0.0
     co.kc = cache_s / cache_f if cache_f > 0 else co.kf
     co.fixed_s = float(probe["ready_s"])
     loads = [float(x) for x in probe.get("load_peaks") or [] if x]
