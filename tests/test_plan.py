@@ -611,7 +611,7 @@ def _mapping_anatomy() -> Anatomy:
     """Each mode's trace: one per-token storage (16 B x n L, never mapped at these shapes) and one attention-sized
     storage (4 B x n L^2 in evaluation, 6 in training mode, 10 over a training step's forward and backward)."""
     a = _anatomy()
-    a.fwd_trace = {mode: {"sizes": [[0, 16, 0], [0, 0, per]], "events": [0, 1, -1, -2]}
+    a.fwd_trace = {mode: {"sizes": [[0, 0, 0, 16, 0], [0, 0, 0, 0, per]], "events": [0, 1, -1, -2]}
                    for mode, per in (("eval", 4), ("train", 6), ("grad", 10))}
     a.mapping_rate = {"seconds_per_byte": 1e-9}
     return a
@@ -621,12 +621,16 @@ def test_only_storages_of_the_threshold_or_more_count_as_mapped():
     from harness.plan.account import MMAP_THRESHOLD
 
     a = _mapping_anatomy()
-    assert a.mapped_bytes(4, 256, "eval") == 0.0  # 1 MiB: the heap's
+    assert a.mapped_bytes(4, 256, "eval") == (0.0, 0.0)  # 1 MiB: the heap's
     n = 128  # 4 B x 128 x 512^2 = 128 MiB: a mapping of its own; the per-token one (1 MiB) is not
     assert 4 * n * 512**2 >= MMAP_THRESHOLD > 16 * n * 512
     for mode, per in (("eval", 4), ("train", 6), ("grad", 10)):
-        assert a.mapped_bytes(n, 512, mode) == per * n * 512**2
-    assert _anatomy().mapped_bytes(n, 512, "grad") == 0.0  # no trace, nothing priced
+        assert a.mapped_bytes(n, 512, mode) == (per * n * 512**2, 0.0)
+    assert _anatomy().mapped_bytes(n, 512, "grad") == (0.0, 0.0)  # no trace, nothing priced
+    # a storage of one size whatever the batch (a parameter's gradient of 40 MiB) is told apart
+    a.fwd_trace["grad"]["sizes"].append([40.0 * 2**20, 0, 0, 0, 0])
+    a._replayed.clear()
+    assert a.mapped_bytes(n, 512, "grad") == (10 * n * 512**2, 40.0 * 2**20)
 
 
 @pytest.mark.parametrize("depth,cached,frozen_dropout", [(0, False, False), (1, False, True), (1, False, False),
@@ -640,6 +644,9 @@ def test_fresh_mappings_are_priced_by_the_blocks_each_pass_runs(depth, cached, f
     from harness.plan.account import attention_blocks, first_touch_seconds, mapping_seconds, seconds
 
     a = _mapping_anatomy()
+    fixed = 40.0 * 2**20  # a parameter's gradient (the word embeddings'), made afresh every step where it trains
+    a.fwd_trace["grad"]["sizes"].append([fixed, 0.0, 0.0, 0.0, 0.0])
+    a.fwd_trace["grad"]["events"] = [0, 1, 2, -1, -2, -3]
     s = Setting(depth=depth, cached=cached, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu",
                 epochs=1, frozen_dropout=frozen_dropout)
     big, small = (128, 512), (4, 64)
@@ -648,6 +655,7 @@ def test_fresh_mappings_are_priced_by_the_blocks_each_pass_runs(depth, cached, f
     per = 1e-9 * 128 * 512**2 / 4  # seconds per unit of `per` a block maps at `big`
     head_only = cached and depth is None
     want_train = 0.0 if head_only else per * (10 * blocks["trained"] + (6 if frozen_dropout else 4) * blocks["frozen"])
+    want_train += 2 * 1e-9 * fixed if depth == 0 else 0.0  # both batches, everything trained only
     assert got["train"] == pytest.approx(want_train)
     assert got["eval"] == pytest.approx(0.0 if head_only else per * 4 * blocks["eval"])
     assert got["cache"] == pytest.approx(2 * per * 4 * blocks["cache"])
@@ -705,7 +713,7 @@ def test_the_first_batch_pays_for_the_heap_it_grows():
     the head runs, on CUDA, or without a rate."""
     import dataclasses
 
-    from harness.plan.account import first_touch_seconds, mapping_seconds, memory, seconds
+    from harness.plan.account import MMAP_THRESHOLD, first_touch_seconds, memory, seconds
 
     a = _mapping_anatomy()
     co = Coefficients(t0=0.01, kt=1e-9, warmup_s=0.05, k_act=0.5)
@@ -720,9 +728,14 @@ def test_the_first_batch_pays_for_the_heap_it_grows():
     assert growth > 0 and first_touch_seconds(a, s, small, co) == pytest.approx(1e-9 * growth)
     plain = seconds(dataclasses.replace(a, mapping_rate=None), s, small, co)
     assert seconds(a, s, small, co).train_epoch[0] - plain.train_epoch[0] == pytest.approx(1e-9 * growth)
-    big = batches(128, 512)  # maps more than the phase grows: nothing counted twice
-    mapped = mapping_seconds(a, s, [(128, 512)], [], [])["train"] / 1e-9
-    assert first_touch_seconds(a, s, big, co) == pytest.approx(1e-9 * max(0.0, memory(a, s, big, co).train_growth - mapped))
+    big = batches(128, 512)  # the 320 MiB storage alive at the step's peak is a mapping, priced every batch
+    live = a.forward_parts(128, 512, mapped_from=MMAP_THRESHOLD, mode="grad")[1]
+    assert live == 10 * 128 * 512**2
+    assert memory(a, s, big, co).train_growth < live and first_touch_seconds(a, s, big, co) == 0.0
+    kept = dataclasses.replace(a, block_b=100.0)  # a phase that keeps far more than that mapping
+    growth = memory(kept, s, big, co).train_growth
+    assert growth > live  # the rest (gradients, optimiser state, activations) is touched first here
+    assert first_touch_seconds(kept, s, big, co) == pytest.approx(1e-9 * (growth - live))
     assert first_touch_seconds(a, dataclasses.replace(s, device="cuda"), small, co) == 0.0
     assert first_touch_seconds(a, dataclasses.replace(s, depth=None, cached=True), small, co) == 0.0
 
@@ -750,7 +763,7 @@ def test_the_fitted_warm_up_is_what_the_first_touch_leaves(probe_result):
 
 
 def test_the_probe_traces_a_training_step_and_times_a_fresh_mapping(probe_result):
-    """The training step's storages, traced at three (n, L), replay at a shape never traced to what a step
+    """The training step's storages, traced at five (n, L), replay at a shape never traced to what a step
     counted there makes; a fresh mapping costs something on a Linux CPU, from its alternated readings."""
     import sys
 

@@ -28,7 +28,10 @@ per evaluation batch te0 + kf x FLOPs (the head alone on cached vectors: t_head,
 its FLOPs; plus the trial's fixed cost (child start, imports, loading data and model) and tokenizing (per
 row). FLOPs are `meters/flops.py`'s count of the very batch, plus each pass's attention score elements (n x L^2
 per block it runs) at the FLOP-equivalents a probe measured for its mode (`Anatomy.attention_rates`): the
-mask, softmax and dropout over the scores, which grow with the length faster than the FLOPs do.
+mask, softmax and dropout over the scores, which grow with the length faster than the FLOPs do. On a CPU
+under glibc, each batch's storages of 32 MiB or more are mapped afresh (`mapping_seconds`), and the first
+training batch touches the heap it grows (`first_touch_seconds`), both at a measured seconds per byte
+(`Anatomy.mapping_rate`); the fit takes both out of the probes' timings.
 """
 
 from __future__ import annotations
@@ -87,8 +90,9 @@ class Anatomy:
     fwd_c: float = 0.0       # ... and fwd_c once per forward, whatever the batch (masks, position ids)
     block_c: float = 0.0     # bytes a trained block keeps whatever the batch (autocast's weight copies)
     cuda_free_after_load: float | None = None  # for the cache's placement rule on a GPU
-    # The same forward storage by storage, in evaluation and in training mode (probe.fit_trace): each storage's
-    # bytes as c + a n L + b n L^2 and the order of allocations and frees, replayed at a trial's shape.
+    # The same forward storage by storage, in evaluation and in training mode, and a training step's forward and
+    # backward with every block trained ("grad") (probe.fit_trace): each storage's bytes as c + e n + d L + a n L
+    # + b n L^2 and the order of allocations and frees, replayed at a trial's shape.
     fwd_trace: dict[str, Any] | None = None
     # FLOP-equivalents of one attention score element (n x L^2 per block a pass) by how the forward runs:
     # "grad", "train" (no graph, dropout on), "eval" (probe.attention_rates); None: FLOPs alone (CUDA).
@@ -96,7 +100,9 @@ class Anatomy:
     # Seconds per byte of a storage served by a fresh mapping, beyond writing the same bytes to memory already
     # mapped (probe.mapping_seconds, {"seconds_per_byte": ...}); None: not priced (CUDA, not Linux).
     mapping_rate: dict[str, Any] | None = None
-    _replayed: dict[tuple[Any, ...], tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
+    # replays by shape; not an init field, so that dataclasses.replace gives a copy its own
+    _replayed: dict[tuple[Any, ...], tuple[float, float]] = field(default_factory=dict, init=False, repr=False,
+                                                                  compare=False)
 
     def encoder_shape(self) -> EncoderShape:
         s = self.flops_shape
@@ -117,7 +123,8 @@ class Anatomy:
         is alive at once: one block's intermediates and the hidden states around them)."""
         return self.fwd_c + n * (length * self.fwd_a + self.fwd_b * length * length)
 
-    def forward_parts(self, n: int, length: int, train: bool = False, mapped_from: float = math.inf) -> tuple[float, float]:
+    def forward_parts(self, n: int, length: int, train: bool = False, mapped_from: float = math.inf,
+                      mode: str | None = None) -> tuple[float, float]:
         """A forward without a graph over n examples padded to `length`, at its peak of live bytes: (bytes then
         in storages under `mapped_from`, bytes in storages of `mapped_from` or more). glibc serves a block of
         32 MiB or more (its largest mmap threshold) with a mapping of its own and unmaps it when it is freed,
@@ -125,12 +132,16 @@ class Anatomy:
         freed pages stay and whose arenas fragment (x k_fwd, fitted). The trace is replayed at the shape.
         Measured on MiniLM's training-mode forward alone (1 thread, 9 shapes, 256 to 16,384 tokens): median
         error 10 %, against 14 % with the heap's high-water mark instead and 18 % with no split. Without a
-        trace: the counted peak, all heap."""
-        key = (n, length, train, mapped_from)
+        trace: the counted peak, all heap. `mode` "grad": the same over a training step's trace (no counted
+        peak to fall back on: (0, 0) without it)."""
+        key = (n, length, train, mapped_from, mode)
         hit = self._replayed.get(key)
         if hit is not None:
             return hit
-        trace = (self.fwd_trace or {}).get("train" if train else "eval")
+        trace = (self.fwd_trace or {}).get(mode or ("train" if train else "eval"))
+        if not trace and mode == "grad":
+            self._replayed[key] = (0.0, 0.0)
+            return (0.0, 0.0)
         if not trace:
             out = (self.forward_bytes(n, length), 0.0)
         elif not trace["events"]:
@@ -151,23 +162,29 @@ class Anatomy:
         self._replayed[key] = out
         return out
 
-    def mapped_bytes(self, n: int, length: int, mode: str) -> float:
+    def mapped_bytes(self, n: int, length: int, mode: str) -> tuple[float, float]:
         """Bytes of the storages of MMAP_THRESHOLD or more that one pass of the whole model makes over n examples
         padded to `length`, each mapped afresh and unmapped when freed: `mode` "eval" or "train" (a forward
         without a graph, dropout off or on) or "grad" (a training step's forward and backward, every block
-        trained), replayed from the traced storages' laws. 0 without that trace."""
+        trained), replayed from the traced storages' laws. Returned as (storages that grow with the batch,
+        storages of one size whatever the batch): in a training step the latter are parameters' gradients
+        (the word embeddings' is 44.7 MiB in MiniLM), made afresh every step (zero_grad sets them to None) but
+        only for what trains. (0, 0) without that trace."""
         key = ("mapped", n, length, mode)
         hit = self._replayed.get(key)
         if hit is not None:
-            return hit[0]
+            return hit
         trace = (self.fwd_trace or {}).get(mode)
-        out = 0.0
+        out = (0.0, 0.0)
         if trace and trace["sizes"]:
             import numpy as np
 
             sizes = trace_sizes(trace, n, length)
-            out = float(sizes[sizes >= MMAP_THRESHOLD].sum())
-        self._replayed[key] = (out, 0.0)
+            # the same at another shape (to the fit's rounding; one that grows moves by 1/n or 1/L of itself)
+            fixed = np.isclose(sizes, trace_sizes(trace, n + 1, length + 1), rtol=1e-4, atol=64.0)
+            mapped = sizes >= MMAP_THRESHOLD
+            out = (float(sizes[mapped & ~fixed].sum()), float(sizes[mapped & fixed].sum()))
+        self._replayed[key] = out
         return out
 
     def block_bytes(self, n: int, length: int) -> float:
@@ -455,18 +472,20 @@ def mapping_seconds(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals:
     for n, length in train:
         if head_only(s):
             break
-        out["train"] += per * (blocks["trained"] * a.mapped_bytes(n, length, "grad")
-                               + blocks["frozen"] * a.mapped_bytes(n, length, frozen_mode))
+        grows, fixed = a.mapped_bytes(n, length, "grad")
+        # the fixed ones (parameters' gradients) as traced: with everything trained only
+        out["train"] += per * (blocks["trained"] * grows + blocks["frozen"] * sum(a.mapped_bytes(n, length, frozen_mode)))
+        out["train"] += fixed if s.depth == 0 else 0.0
     if not head_only(s):
-        out["eval"] = per * blocks["eval"] * sum(a.mapped_bytes(n, length, "eval") for n, length in evals)
-    out["cache"] = per * blocks["cache"] * sum(a.mapped_bytes(n, length, "eval") for n, length in cache)
+        out["eval"] = per * blocks["eval"] * sum(sum(a.mapped_bytes(n, length, "eval")) for n, length in evals)
+    out["cache"] = per * blocks["cache"] * sum(sum(a.mapped_bytes(n, length, "eval")) for n, length in cache)
     return {k: rate * v for k, v in out.items()}
 
 
 def first_touch_seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> float:
     """What the first training batch costs for touching the heap's new pages: the training phase's growth
-    (memory's account of it: gradients, optimiser state, activations) less what the batch maps afresh (priced
-    every batch by mapping_seconds), at the fresh-mapping rate. The rest of the first batch's extra is the
+    (memory's account of it: gradients, optimiser state, activations) less the mapped storages alive at its
+    peak (priced every batch by mapping_seconds), at the fresh-mapping rate. The rest of the first batch's extra is the
     fitted constant `warmup_s`. On the probes the first batch's extra follows that growth (MiniLM, `lab`: 0.02-0.07
     s at 80-105 MiB, 0.32-0.35 s at 1.2 GiB, at 0.9-1.0 microseconds a page), so a median constant fitted on
     them priced a trial whose one batch an epoch grows the heap by 1.6 GiB (64 x 64, everything trained) short."""
@@ -475,8 +494,12 @@ def first_touch_seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) ->
     if rate <= 0.0 or first is None or s.device.startswith("cuda") or head_only(s):
         return 0.0
     growth = memory(a, s, b, co).train_growth
-    mapped = mapping_seconds(a, s, [first], [], [])["train"] / rate
-    return rate * max(0.0, growth - mapped)
+    # the mapped storages alive at the step's peak (its trained and its frozen part peak apart)
+    blocks, per = attention_blocks(a, s), 1.0 / max(1, a.num_layers)
+    n, length = first
+    live = max(per * blocks["trained"] * a.forward_parts(n, length, mapped_from=MMAP_THRESHOLD, mode="grad")[1],
+               per * blocks["frozen"] * a.forward_parts(n, length, s.frozen_dropout, MMAP_THRESHOLD)[1])
+    return rate * max(0.0, growth - live)
 
 
 def train_seconds(co: Coefficients, f: dict[str, float]) -> float:

@@ -406,8 +406,8 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     autocast = autocast_for(precision, device)
     measured: dict[str, list[float]] = {"block": [], "emb": [], "top": [], "all": []}
     # The forward without a graph at (examples, length), traced storage by storage. Each storage's bytes are an
-    # exact c + a n L + b n L^2, so batches of 2 and 4 give the same laws as 8 and 16 (MiniLM: the replays at
-    # 4 x 64 to 430 x 128 equal to 0.1 MiB) at a quarter of the work. (The counted peaks alone, the fallback
+    # exact c + e n + d L + a n L + b n L^2 (fit_trace), so batches of 2 to 4 give the same laws as 8 and 16
+    # (MiniLM: the replays at 4 x 64 to 430 x 128 equal to 0.1 MiB) at a quarter of the work. (The counted peaks alone, the fallback
     # where traces differ, read the per-token bytes at 2-4 examples, where MiniLM's are 12.5 KB against 16.8 at
     # 48: the peak's make-up shifts with the batch, which the replay follows and a per-token rate does not.)
     fwd_points = [(2, HOOK_LENGTHS[0]), (4, HOOK_LENGTHS[0]), (2, HOOK_LENGTHS[-1]), (4, HOOK_LENGTHS[-1]),
@@ -418,10 +418,12 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     train_traces = [forward_trace(model, device, autocast, length, n, train=True) for n, length in fwd_points]
     fwd_trace = {"eval": fit_trace(fwd_points, eval_traces), "train": fit_trace(fwd_points, train_traces)}
     del eval_traces, train_traces
-    # A training step with every block trained, forward and backward: what a trained block maps afresh
-    step_traces = [step_trace(model, name, device, autocast, length, n) for n, length in STEP_TRACE_POINTS]
-    fwd_trace["grad"] = fit_trace(list(STEP_TRACE_POINTS), step_traces)
-    del step_traces
+    # A training step with every block trained, forward and backward: what a trained block maps afresh (glibc's
+    # rule, so on a CPU only; on CUDA nothing reads it)
+    if device.type == "cpu":
+        step_traces = [step_trace(model, name, device, autocast, length, n) for n, length in STEP_TRACE_POINTS]
+        fwd_trace["grad"] = fit_trace(list(STEP_TRACE_POINTS), step_traces)
+        del step_traces
     for length in HOOK_LENGTHS:
         s0 = saved_bytes(model, 0, name, device, autocast, length)
         s_all = saved_bytes(model, "all", name, device, autocast, length)
