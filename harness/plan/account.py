@@ -428,6 +428,16 @@ def _rate(a: Anatomy, mode: str) -> float:
     return float((a.attention_rates or {}).get(mode) or 0.0)
 
 
+def _mapping_rate(a: Anatomy) -> float:
+    """Seconds per byte of a fresh mapping (probe.mapping_seconds); 0: not measured."""
+    return float((a.mapping_rate or {}).get("seconds_per_byte") or 0.0)
+
+
+def _frozen_mode(s: Setting) -> str:
+    """How frozen blocks run their forward without a graph: in training mode under `frozen_dropout`."""
+    return "train" if s.frozen_dropout else "eval"
+
+
 def score_elements(batches: list[tuple[int, int]], blocks: int) -> float:
     """Attention score elements of `blocks` blocks over these (examples, padded length) batches: n x L^2 each
     (per head; the heads are in the rate)."""
@@ -459,22 +469,24 @@ def mapping_seconds(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals:
     """Seconds the passes' storages of 32 MiB or more cost beyond their FLOPs, by pass: mapped afresh every
     batch (glibc's rule), at the measured `mapping_rate`. Each block runs its share of the traced whole model's
     mapped bytes (1 / blocks): trained blocks a training step's, frozen ones a forward without a graph in their
-    mode, evaluation and the cache's build a forward in evaluation mode. Probes at small shapes map nothing, so
-    the rates fitted on them leave this out; a trial at 64 x 256 tokens maps gigabytes a batch (MiniLM, lab,
-    everything trained: about 12 GB a step, 2.96 million pages, against 2.1-3.2 million minor faults counted)."""
-    rate = float((a.mapping_rate or {}).get("seconds_per_byte") or 0.0)
+    mode, evaluation and the cache's build a forward in evaluation mode. Probes at small shapes map no
+    activation (only, where everything trains, the word embeddings' gradient), so the rates fitted on them leave
+    this out; a trial at 64 x 256 tokens maps gigabytes a batch (MiniLM, lab, everything trained: about 12 GB a
+    step, 2.96 million pages, against 2.1-3.2 million minor faults counted)."""
+    rate = _mapping_rate(a)
     out = {"train": 0.0, "eval": 0.0, "cache": 0.0}
     if rate <= 0.0 or s.device.startswith("cuda"):
         return out
     blocks = attention_blocks(a, s)
     per = 1.0 / max(1, a.num_layers)
-    frozen_mode = "train" if s.frozen_dropout else "eval"
+    frozen_mode = _frozen_mode(s)
     for n, length in train:
         if head_only(s):
             break
         grows, fixed = a.mapped_bytes(n, length, "grad")
         # the fixed ones (parameters' gradients) as traced: with everything trained only
-        out["train"] += per * (blocks["trained"] * grows + blocks["frozen"] * sum(a.mapped_bytes(n, length, frozen_mode)))
+        frozen = sum(a.mapped_bytes(n, length, frozen_mode))
+        out["train"] += per * (blocks["trained"] * grows + blocks["frozen"] * frozen)
         out["train"] += fixed if s.depth == 0 else 0.0
     if not head_only(s):
         out["eval"] = per * blocks["eval"] * sum(sum(a.mapped_bytes(n, length, "eval")) for n, length in evals)
@@ -485,11 +497,12 @@ def mapping_seconds(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals:
 def first_touch_seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> float:
     """What the first training batch costs for touching the heap's new pages: the training phase's growth
     (memory's account of it: gradients, optimiser state, activations) less the mapped storages alive at its
-    peak (priced every batch by mapping_seconds), at the fresh-mapping rate. The rest of the first batch's extra is the
-    fitted constant `warmup_s`. On the probes the first batch's extra follows that growth (MiniLM, `lab`: 0.02-0.07
-    s at 80-105 MiB, 0.32-0.35 s at 1.2 GiB, at 0.9-1.0 microseconds a page), so a median constant fitted on
-    them priced a trial whose one batch an epoch grows the heap by 1.6 GiB (64 x 64, everything trained) short."""
-    rate = float((a.mapping_rate or {}).get("seconds_per_byte") or 0.0)
+    peak (priced every batch by mapping_seconds), at the fresh-mapping rate. The rest of the first batch's
+    extra is the fitted constant `warmup_s`. On the probes the first batch's extra follows that growth (MiniLM,
+    `lab`: 0.02-0.07 s at 80-105 MiB, 0.32-0.35 s at 1.2 GiB, at 0.9-1.0 microseconds a page), so a median
+    constant fitted on them priced a trial whose one batch an epoch grows the heap by 1.6 GiB (64 x 64,
+    everything trained) short."""
+    rate = _mapping_rate(a)
     first = next((epoch[0] for epoch in b.train if epoch), None)
     if rate <= 0.0 or first is None or s.device.startswith("cuda") or head_only(s):
         return 0.0
@@ -522,7 +535,7 @@ def time_features(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: l
     p_train = a.trainable(s.depth)
     frozen = [frozen_forward_flops(a, s, x) for x in train]
     blocks = attention_blocks(a, s)
-    frozen_mode = "train" if s.frozen_dropout else "eval"
+    frozen_mode = _frozen_mode(s)
     return {
         "train_batches": float(len(train)),
         "train_flops": sum(train_batch_flops(a, s, x) for x in train) - sum(frozen)
@@ -530,7 +543,8 @@ def time_features(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: l
         "train_frozen_flops": float(sum(frozen)) + _rate(a, frozen_mode) * score_elements(train, blocks["frozen"]),
         "train_param_steps": float(p_train * len(train)),
         "eval_batches": float(len(evals)),
-        "eval_flops": sum(eval_batch_flops(a, s, x) for x in evals) + _rate(a, "eval") * score_elements(evals, blocks["eval"]),
+        "eval_flops": sum(eval_batch_flops(a, s, x) for x in evals)
+        + _rate(a, "eval") * score_elements(evals, blocks["eval"]),
         "cache_flops": cache_flops(a, s, cache),
     }
 

@@ -5,11 +5,11 @@ first of a model also reading its anatomy: parameters per part, FLOP shape, what
 (counted with `torch.autograd.graph.saved_tensors_hooks` at three lengths) and the storages a forward without
 a graph makes and frees, traced at five (n, L) in evaluation and in training mode, and those of a training
 step's forward and backward at five (`_LiveBytes`, `fit_trace`), the attention's timed rates and what a fresh
-mapping of memory costs (`mapping_seconds`). Each child loads the data and the model as a trial does (the kernel's peak-RSS mark over the
-loading is the loading peak), then runs the real `Trainer` for `STEPS` training and `EVAL_STEPS` evaluation
-batches at its shape, measuring each pass's peak memory (CPU: the kernel's mark, reset before the pass and
-read after it, where `/proc/self/clear_refs` allows, else the meters' 20 ms sampler; CUDA:
-`max_memory_allocated` / `max_memory_reserved` after a reset), the RSS before the first batch, the seconds
+mapping of memory costs (`mapping_seconds`). Each child loads the data and the model as a trial does (the
+kernel's peak-RSS mark over the loading is the loading peak), then runs the real `Trainer` for `STEPS` training
+and `EVAL_STEPS` evaluation batches at its shape, measuring each pass's peak memory (CPU: the kernel's mark,
+reset before the pass and read after it, where `/proc/self/clear_refs` allows, else the meters' 20 ms sampler;
+CUDA: `max_memory_allocated` / `max_memory_reserved` after a reset), the RSS before the first batch, the seconds
 of each batch and of the cache build, and the padded shape of every batch it ran.
 
 The parent (`calibrate.calibrate`) fits the account's coefficients from these measurements.
@@ -308,18 +308,18 @@ def fit_trace(points: list[tuple[int, int]], traces: list[Any]) -> dict[str, Any
 # a FLOP count does not see: MiniLM's forward in training mode without a graph, 512 tokens a pass, took 0.20 s
 # at 8 x 64 and 0.32 s at 2 x 256 (1 thread, 2026-11-30), FLOPs 8 % apart. Probes stop at 128 tokens, so a
 # per-FLOP rate fitted on them priced `lab` at 256 tokens (every batch padded there, the frozen blocks with
-# dropout on) short in every run on record, by 20-66 % in account version 12's two runs (docs/plan.md). So the probe measures what a score element costs against a FLOP: two forwards
-# over the same tokens at 64 and 256 tokens an example, alternated, so that the machine's drift between them
-# cancels in their ratio.
+# dropout on) short in every run on record, by 20-66 % in account version 12's two runs (docs/plan.md). So the
+# probe measures what a score element costs against a FLOP: two forwards over the same tokens at 64 and 256
+# tokens an example, alternated, so that the machine's drift between them cancels in their ratio.
 ATTENTION_POINTS = ((4, 64), (1, 256))
 ATTENTION_ROUNDS = 3
 
 
 def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[str, Any] | None:
-    """FLOP-equivalents of one attention score element (per block: n x L^2 of them a pass; None: no reading), by how a forward
-    runs: "grad" (training mode, forward and backward: trained blocks), "train" (training mode without a graph:
-    frozen blocks under `frozen_dropout`) and "eval" (evaluation mode without a graph: evaluation, the cache's
-    build, other frozen blocks). From R = t(1 x 256) / t(4 x 64), the median of ATTENTION_ROUNDS alternated
+    """FLOP-equivalents of one attention score element (per block: n x L^2 of them a pass; None: no reading),
+    by how a forward runs: "grad" (training mode, forward and backward: trained blocks), "train" (training mode
+    without a graph: frozen blocks under `frozen_dropout`) and "eval" (evaluation mode without a graph:
+    evaluation, the cache's build, other frozen blocks). From R = t(1 x 256) / t(4 x 64), the median of ATTENTION_ROUNDS alternated
     pairs after a warm-up of each: R (F1 + rho S1) = F2 + rho S2, F the counted FLOPs and S the score elements.
     None on CUDA, whose forwards at these sizes are launch-bound: their ratio measures the launches."""
     if device.type != "cpu":
@@ -407,9 +407,10 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     measured: dict[str, list[float]] = {"block": [], "emb": [], "top": [], "all": []}
     # The forward without a graph at (examples, length), traced storage by storage. Each storage's bytes are an
     # exact c + e n + d L + a n L + b n L^2 (fit_trace), so batches of 2 to 4 give the same laws as 8 and 16
-    # (MiniLM: the replays at 4 x 64 to 430 x 128 equal to 0.1 MiB) at a quarter of the work. (The counted peaks alone, the fallback
-    # where traces differ, read the per-token bytes at 2-4 examples, where MiniLM's are 12.5 KB against 16.8 at
-    # 48: the peak's make-up shifts with the batch, which the replay follows and a per-token rate does not.)
+    # (MiniLM: the replays at 4 x 64 to 430 x 128 equal to 0.1 MiB) at a quarter of the work. (The counted
+    # peaks alone, the fallback where traces differ, read the per-token bytes at 2-4 examples, where MiniLM's
+    # are 12.5 KB against 16.8 at 48: the peak's make-up shifts with the batch, which the replay follows and a
+    # per-token rate does not.)
     fwd_points = [(2, HOOK_LENGTHS[0]), (4, HOOK_LENGTHS[0]), (2, HOOK_LENGTHS[-1]), (4, HOOK_LENGTHS[-1]),
                   (3, HOOK_LENGTHS[1])]
     eval_traces = [forward_trace(model, device, autocast, length, n) for n, length in fwd_points]
