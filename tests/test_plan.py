@@ -171,7 +171,7 @@ def test_memory_parts_add_up_and_grow_with_the_batch():
     co = Coefficients(c_bytes=1000.0, k_act=2.0, k_state=1.0)
 
     def batches(n: int, length: int) -> Batches:
-        return Batches(train=[[(n, length)]], eval=[(n, length)], cache=[], n_examples=n, n_tokens=n * length,
+        return Batches(train=[[(n, length)] * 2], eval=[(n, length)], cache=[], n_examples=n, n_tokens=n * length,
                        width_train=length, width_val=length, n_train=n, n_val=n)
 
     small, big = memory(a, s, batches(2, 10), co), memory(a, s, batches(8, 40), co)
@@ -186,6 +186,35 @@ def test_memory_parts_add_up_and_grow_with_the_batch():
     assert big.total > small.total
     assert optimizer_slots(Setting(0, False, "sgd", 0.0, False, "cpu", 1)) == 0
     assert optimizer_slots(Setting(0, False, "sgd", 0.9, False, "cpu", 1)) == 1
+
+
+def test_the_first_step_runs_before_the_optimiser_has_state():
+    """AdamW makes its state in its first step, after the first backward: a trial of one training step never
+    holds its activations and the optimiser's state at once; from the second step on it does."""
+    a = _anatomy()
+    s = Setting(depth=0, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu", epochs=1)
+    co = Coefficients(c_bytes=1000.0, k_act=2.0, k_state=1.5)
+    kept = a.saved_bytes(64, 64, 0, False)
+    grads, opt = 1000 * 4, 2 * 1000 * 4
+
+    def batches(train: list[list[tuple[int, int]]]) -> Batches:
+        return Batches(train=train, eval=[(2, 8)], cache=[], n_examples=64, n_tokens=64 * 64, width_train=64,
+                       width_val=8, n_train=64, n_val=2)
+
+    one = memory(a, s, batches([[(64, 64)]]), co)
+    assert one.phase == "train" and one.optimizer_state == 0.0 and one.grads == grads
+    assert one.total == pytest.approx(1000.0 + a.total_params * 4 + one.data + 1.5 * grads + kept + 2.0 * slack_feature(kept))
+    # a second step, in the same epoch or the next, runs with the state
+    for train in ([[(64, 64), (64, 64)]], [[(64, 64)], [(64, 64)]]):
+        two = memory(a, s, batches(train), co)
+        assert two.optimizer_state == opt and two.total == pytest.approx(one.total + 1.5 * opt)
+    # a large first batch and small later ones: the first step's peak, without the state, is the larger
+    mixed = memory(a, s, batches([[(64, 64), (1, 8)]]), co)
+    assert mixed.optimizer_state == 0.0 and mixed.total == pytest.approx(one.total)
+    # an optimiser with no state: the same either way
+    sgd = Setting(depth=0, cached=False, optimizer="sgd", momentum=0.0, multi_tensor=False, device="cpu", epochs=1)
+    assert memory(a, sgd, batches([[(64, 64)]]), co).total == pytest.approx(
+        memory(a, sgd, batches([[(64, 64)] * 2]), co).total)
 
 
 def test_a_forward_replayed_splits_heap_and_mapped_storages_at_its_peak():

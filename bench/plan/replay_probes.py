@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("grid")
     ap.add_argument("pickle")
     ap.add_argument("runs", nargs="*")
-    ap.add_argument("--trials", action="store_true", help="each trial's measured / predicted seconds per epoch")
+    ap.add_argument("--trials", action="store_true", help="each trial's measured / predicted seconds per epoch and its peak memory error")
     ap.add_argument("--variants", nargs="+", default=["measured", "no-attention-rates", "no-mapping"],
                     choices=["measured", "no-attention-rates", "no-mapping"])
     args = ap.parse_args()
@@ -87,8 +87,10 @@ def main() -> None:
                 for r in d["trials"]:
                     p = r["params"]
                     if r.get("epoch_s_predicted") and r.get("epoch_s_measured"):
+                        mem = r.get("memory_error_pct")
                         print(f"    {p['max_length']} x {p['batch_size']} frozen {p['frozen_layers']} {p['strategy']}: "
-                              f"measured / predicted {r['epoch_s_measured'] / r['epoch_s_predicted']:.2f}")
+                              f"seconds measured / predicted {r['epoch_s_measured'] / r['epoch_s_predicted']:.2f}, "
+                              f"peak memory error {'n/a' if mem is None else f'{mem:+.1f} %'}")
     account._rate = measured_rate
 
 

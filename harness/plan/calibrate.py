@@ -24,7 +24,7 @@ from .account import (Anatomy, Batches, Coefficients, Setting, first_touch_secon
                       memory, seconds, time_features, train_seconds)
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 14
+ACCOUNT_VERSION = 15
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
