@@ -412,12 +412,15 @@ def test_run_with_plan_records_predicted_and_the_report_scores_it(tmp_path, prob
 
 
 def test_probes_run_in_a_child(tmp_path):
-    """The real thing once: a spawned child loads, reads the anatomy and runs one shape."""
+    """The real thing once: a spawned child loads, reads the anatomy and runs one shape (a length past the
+    model's 512 positions probed at 512)."""
     from harness.plan.probe import run_in_child
 
     p = dict(_trials(tmp_path, grid__dataset_size=[40])[0].params)
-    res = run_in_child({"params": p, "shapes": [(0, 4, 16)], "steps": 1}, timeout_s=600)
+    res = run_in_child({"params": p, "shapes": [(0, 4, 4096)], "steps": 1}, timeout_s=600)
     assert res["shapes"][0]["cpu_peak_rss_bytes"] > 0
+    assert res["shapes"][0]["max_length"] == 512
+    assert max(width for _, width in res["shapes"][0]["train_batches"]) <= 512
     assert res["wall_s"] >= res["ready_s"] > 0
     from harness.plan.probe import _peak_rss_reset
 

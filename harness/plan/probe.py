@@ -30,7 +30,7 @@ STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the res
 # the third cost 2-3 s of the probes and, under `fast`, of the cache they build over these rows too.
 EVAL_STEPS = 2
 # (frozen_layers, batch_size, max_length), each in a child of its own. "half" is
-# resolved to half the model's blocks.
+# resolved to half the model's blocks; a length past the model's positions to the longest it takes.
 # The first has no graph to keep and a forward of 2,048 tokens a batch (k_fwd, the heap's share: lab's
 # uncached frozen encoder, fast's cache build; the replayed forward carries it to larger batches, so it need
 # not be large, and at 128 tokens it cost 4-5 s more of the probes), the last two large ones to keep (k_act);
@@ -520,8 +520,12 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
 
     shapes_out = []
     n = _anatomy(model).num_layers
+    from ..core.preflight import _max_positions
+
+    positions = _max_positions(model.config.to_dict()) or 1 << 30
     for frozen, batch, max_length in shapes:
         frozen = n // 2 if frozen == "half" else frozen
+        max_length = min(int(max_length), positions)
         batch = max(1, min(int(batch), len(train_idx) // 2, len(val_idx) // 2))
         q = dict(p, batch_size=batch, eval_batch_size=batch, max_length=max_length, frozen_layers=frozen, epochs=1)
         from ..core.models import freeze
