@@ -739,6 +739,41 @@ def test_the_fit_leaves_fresh_mappings_out_of_the_per_flop_rates(probe_result):
         assert getattr(co_priced, k) == pytest.approx(getattr(co_plain, k), rel=1e-6, abs=1e-12), k
 
 
+def test_the_fit_leaves_the_cache_builds_fresh_mappings_out_of_its_rate(tmp_path):
+    """The same for the cache's build under `fast`: its seconds less what its batches map afresh, over its FLOPs,
+    give the same per-FLOP cache rate (kc) as the plain probe."""
+    import copy
+
+    from harness.plan.account import mapping_seconds
+    from harness.plan.calibrate import _probe_batches, depth_of, fit, setting_of
+    from harness.plan.probe import run_shapes
+
+    p = dict(_trials(tmp_path, train__optimizer="adamw", grid__dataset_size=[60], grid__strategy=["fast"])[0].params)
+    res = run_shapes({"params": p, "shapes": [("all", 4, 16), (1, 4, 16), (1, 8, 32), (0, 4, 32)], "steps": 2},
+                     lambda e: None)
+    assert sum(bool(sh["cache_used"] and sh["cache_seconds"]) for sh in res["shapes"]) >= 2
+    plain = copy.deepcopy(res)
+    plain["anatomy"]["mapping_rate"] = None
+    priced = copy.deepcopy(res)
+    priced["anatomy"]["fwd_trace"] = {m: dict(t, sizes=[[v * 1e4 for v in law] for law in t["sizes"]])
+                                      for m, t in res["anatomy"]["fwd_trace"].items() if t}
+    priced["anatomy"]["mapping_rate"] = {"seconds_per_byte": 1e-11}
+    _, co_plain, _ = fit(p, copy.deepcopy(plain))
+    a_priced = Anatomy(**{k: v for k, v in priced["anatomy"].items() if k in Anatomy.__dataclass_fields__})
+    added = 0.0
+    for sh in priced["shapes"]:
+        d = depth_of(sh["frozen_layers"])
+        s = setting_of(p, d, bool(sh["cache_used"]))
+        b = _probe_batches(p, sh, d)
+        if sh["cache_seconds"] and b.cache:
+            extra = mapping_seconds(a_priced, s, [], [], b.cache)["cache"]
+            sh["cache_seconds"] += extra
+            added += extra
+    assert added > 0.01  # the scaled laws do map at the cache's batches
+    _, co_priced, _ = fit(p, priced)
+    assert co_plain.kc > 0 and co_priced.kc == pytest.approx(co_plain.kc, rel=1e-6)
+
+
 def test_the_first_batch_pays_for_the_heap_it_grows():
     """The first training batch's extra is the fitted constant plus the training phase's growth (memory's
     account) at the fresh-mapping rate, less what that batch maps afresh (priced every batch); nothing when only
