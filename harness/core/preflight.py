@@ -17,7 +17,7 @@ class PreflightError(Exception):
     """One line: what is wrong, where, and what is expected."""
 
 
-def _max_positions(config: dict[str, Any]) -> int | None:
+def max_positions(config: dict[str, Any]) -> int | None:
     """The longest input the model's position embeddings take (RoBERTa-family tables hold 2 more).
     ModernBERT and rotary decoders have no table, but a trained length (max_position_embeddings)."""
     for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
@@ -121,7 +121,7 @@ def check(trials: Iterable[Trial], grid_path: str, check_devices: bool = True, c
                 configs[key] = model_config(*key)
             except ModelError as exc:
                 raise PreflightError(f"{grid_path}: {where('model')}: {exc}") from None
-        n_pos = _max_positions(configs[key])
+        n_pos = max_positions(configs[key])
         if n_pos is not None and t.params["max_length"] > n_pos:
             raise PreflightError(
                 f"{grid_path}: {where('max_length')}: {t.params['max_length']} but {t.params['model']} has "

@@ -375,7 +375,9 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
 
     phase = max(phases, key=lambda k: total(phases[k]))
     dyn = total(phases[phase])
-    growth = total(phases["train"]) if "train" in phases else 0.0
+    # What the first batch grows the process by: its activations, and the optimiser's state that its step makes
+    # (which, where the first step sets the training peak, the training phase leaves out)
+    growth = max(total(phases["train"]), total(phases["optimizer step"])) if "train" in phases else 0.0
     if co.load_bytes > co.c_bytes + weights + data + cache + dyn:  # a small trial's peak is its loading
         return MemoryParts(co.load_bytes - weights - data, weights, data, 0.0, 0.0, 0.0, 0.0, "load",
                            train_growth=growth)

@@ -142,7 +142,10 @@ def predict_trial(trial: Trial, cal: dict[str, Any], lengths: Any) -> dict[str, 
 
 def largest_batch(trial: Trial, cal: dict[str, Any], lengths: Any, limit: int, budget: int,
                   metric_reserved: bool) -> int | None:
-    """The largest batch size (1..limit) the account says fits `budget` (peak grows with the batch)."""
+    """The largest batch size (1..limit) the account says fits `budget`, by bisection: the peak grows with the
+    batch, except where a larger batch leaves one training step in all (one epoch, a batch past half the
+    training rows), whose peak has no optimiser state beside the activations; there the search may answer a
+    batch above a smaller one that does not fit, as a trial of that batch would run."""
     import dataclasses
 
     def fits(bs: int) -> bool:

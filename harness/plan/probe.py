@@ -520,9 +520,9 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
 
     shapes_out = []
     n = _anatomy(model).num_layers
-    from ..core.preflight import _max_positions
+    from ..core.preflight import max_positions
 
-    positions = _max_positions(model.config.to_dict()) or 1 << 30
+    positions = max_positions(model.config.to_dict()) or 1 << 30
     for frozen, batch, max_length in shapes:
         frozen = n // 2 if frozen == "half" else frozen
         max_length = min(int(max_length), positions)
