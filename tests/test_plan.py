@@ -705,29 +705,40 @@ def test_fresh_mappings_are_priced_by_the_blocks_each_pass_runs(depth, cached, f
         "train": 0.0, "eval": 0.0, "cache": 0.0}
 
 
-def test_the_fit_leaves_fresh_mappings_out_of_the_per_flop_rates(probe_result):
-    """A probe whose batches map storages (priced at the measured rate) fits the same per-FLOP coefficients as
-    the same probe with those seconds taken out of its timings and no mapping priced."""
+def _unpriced_and_priced(res: dict) -> tuple[dict, dict, Anatomy]:
+    """Two copies of a probe result: one with fresh mappings unpriced, one whose traced laws are scaled so that
+    the probes' own batches map storages, priced at a rate; and the latter's anatomy."""
     import copy
 
-    from harness.plan.account import mapping_seconds
-    from harness.plan.calibrate import _probe_batches, depth_of, fit, setting_of
-
-    p, res = probe_result
     plain = copy.deepcopy(res)
     plain["anatomy"]["mapping_rate"] = None
     priced = copy.deepcopy(res)
-    # a rate that makes every batch's mapped storages cost something: the laws scaled so that the probes map
     priced["anatomy"]["fwd_trace"] = {m: dict(t, sizes=[[v * 1e4 for v in law] for law in t["sizes"]])
                                       for m, t in res["anatomy"]["fwd_trace"].items() if t}
     priced["anatomy"]["mapping_rate"] = {"seconds_per_byte": 1e-11}
-    _, co_plain, _ = fit(p, copy.deepcopy(plain))
-    a_priced = Anatomy(**{k: v for k, v in priced["anatomy"].items() if k in Anatomy.__dataclass_fields__})
-    added = 0.0
-    for sh in priced["shapes"]:
+    return plain, priced, Anatomy(**{k: v for k, v in priced["anatomy"].items() if k in Anatomy.__dataclass_fields__})
+
+
+def _shapes_as_fitted(p: dict, res: dict):
+    """Each probe shape with the setting and batches the fit reads it as."""
+    from harness.plan.calibrate import _probe_batches, depth_of, setting_of
+
+    for sh in res["shapes"]:
         d = depth_of(sh["frozen_layers"])
-        s = setting_of(p, d, bool(sh["cache_used"]))
-        b = _probe_batches(p, sh, d)
+        yield sh, setting_of(p, d, bool(sh["cache_used"])), _probe_batches(p, sh, d)
+
+
+def test_the_fit_leaves_fresh_mappings_out_of_the_per_flop_rates(probe_result):
+    """A probe whose batches map storages (priced at the measured rate) fits the same per-FLOP coefficients as
+    the same probe with those seconds taken out of its timings and no mapping priced."""
+    from harness.plan.account import mapping_seconds
+    from harness.plan.calibrate import fit
+
+    p, res = probe_result
+    plain, priced, a_priced = _unpriced_and_priced(res)
+    _, co_plain, _ = fit(p, plain)
+    added = 0.0
+    for sh, s, b in _shapes_as_fitted(p, priced):
         extra = [mapping_seconds(a_priced, s, [x], [], [])["train"] for x in b.train[0]]
         sh["train_step_seconds"] = [t + e for t, e in zip(sh["train_step_seconds"], extra)]
         extra_e = [mapping_seconds(a_priced, s, [], [x], [])["eval"] for x in b.eval]
@@ -742,29 +753,18 @@ def test_the_fit_leaves_fresh_mappings_out_of_the_per_flop_rates(probe_result):
 def test_the_fit_leaves_the_cache_builds_fresh_mappings_out_of_its_rate(tmp_path):
     """The same for the cache's build under `fast`: its seconds less what its batches map afresh, over its FLOPs,
     give the same per-FLOP cache rate (kc) as the plain probe."""
-    import copy
-
     from harness.plan.account import mapping_seconds
-    from harness.plan.calibrate import _probe_batches, depth_of, fit, setting_of
+    from harness.plan.calibrate import fit
     from harness.plan.probe import run_shapes
 
     p = dict(_trials(tmp_path, train__optimizer="adamw", grid__dataset_size=[60], grid__strategy=["fast"])[0].params)
     res = run_shapes({"params": p, "shapes": [("all", 4, 16), (1, 4, 16), (1, 8, 32), (0, 4, 32)], "steps": 2},
                      lambda e: None)
     assert sum(bool(sh["cache_used"] and sh["cache_seconds"]) for sh in res["shapes"]) >= 2
-    plain = copy.deepcopy(res)
-    plain["anatomy"]["mapping_rate"] = None
-    priced = copy.deepcopy(res)
-    priced["anatomy"]["fwd_trace"] = {m: dict(t, sizes=[[v * 1e4 for v in law] for law in t["sizes"]])
-                                      for m, t in res["anatomy"]["fwd_trace"].items() if t}
-    priced["anatomy"]["mapping_rate"] = {"seconds_per_byte": 1e-11}
-    _, co_plain, _ = fit(p, copy.deepcopy(plain))
-    a_priced = Anatomy(**{k: v for k, v in priced["anatomy"].items() if k in Anatomy.__dataclass_fields__})
+    plain, priced, a_priced = _unpriced_and_priced(res)
+    _, co_plain, _ = fit(p, plain)
     added = 0.0
-    for sh in priced["shapes"]:
-        d = depth_of(sh["frozen_layers"])
-        s = setting_of(p, d, bool(sh["cache_used"]))
-        b = _probe_batches(p, sh, d)
+    for sh, s, b in _shapes_as_fitted(p, priced):
         if sh["cache_seconds"] and b.cache:
             extra = mapping_seconds(a_priced, s, [], [], b.cache)["cache"]
             sh["cache_seconds"] += extra

@@ -343,7 +343,8 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
 
     def train_phase(batches: list[tuple[int, int]], held: float) -> tuple[float, float, float]:
         """The training phase over these batches, with `held` bytes of gradients and optimiser state."""
-        saved = max((a.saved_bytes(n, length, s.depth, s.cached) for n, length in batches), default=0.0)
+        # each distinct shape once: a trial of 56,000 rows runs thousands of batches of a few shapes
+        saved = max((a.saved_bytes(n, length, s.depth, s.cached) for n, length in set(batches)), default=0.0)
         # the frozen blocks' forward runs first, without a graph
         heap, mapped = largest_forward(batches, s.frozen_dropout) if uncached_frozen else (0.0, 0.0)
         if co.k_fwd * heap + mapped > saved + co.k_act * slack_feature(saved):
