@@ -91,7 +91,8 @@ def score(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
         row = {
             "trial_id": rec.get("trial_id"), "status": status,
             "params": {k: (rec.get("params") or {}).get(k) for k in
-                       ("model", "max_length", "batch_size", "frozen_layers", "strategy", "dataset_size")},
+                       ("model", "max_length", "batch_size", "frozen_layers", "strategy", "dataset_size", "adapter",
+                        "lora_r")},
             "memory_metric": metric,
             "peak_mib_predicted": pred["peak_mib"], "peak_mib_measured": mem_meas, "memory_error_pct": mem_err,
             "epoch_s_predicted": pred["seconds_per_epoch"], "epoch_s_measured": ep_meas,

@@ -147,3 +147,32 @@ def counts(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters, adapters included."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def adapted_blocks(model: nn.Module) -> dict[int, list[Any]]:
+    """peft's adapter layers by block index (empty: the model carries no adapters)."""
+    parts = anatomy(model)
+    out: dict[int, list[Any]] = {}
+    for i, block in enumerate(parts.layers):
+        layers = [m for m in block.modules() if hasattr(m, "enable_adapters") and hasattr(m, "lora_A")]
+        if layers:
+            out[i] = layers
+    return out
+
+
+def set_adapted_depth(model: nn.Module, frozen_layers: Any, model_name: str = "model") -> None:
+    """For the planner's probes, which run several frozen depths on one loaded model: a model that
+    `apply_adapter` gave adapters in every block (frozen_layers = 0) made to train as `apply_adapter` would
+    have made it at `frozen_layers`: every base weight frozen, the adapters of the blocks below the depth
+    switched off (peft's layer then runs its base weight alone, the ops an unadapted Linear runs) and frozen,
+    those above on and trained, the head trained. Only the adapters' own parameters, a few hundred KB, differ."""
+    parts = anatomy(model)
+    depth = frozen_depth(frozen_layers, parts.num_layers, model_name)
+    first = parts.num_layers if depth is None else depth
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for i, layers in adapted_blocks(model).items():
+        for layer in layers:
+            layer.enable_adapters(i >= first)  # requires_grad follows (peft)
+    for p in head_parameters(model, parts):
+        p.requires_grad_(True)

@@ -86,7 +86,8 @@ def print_check(result: dict[str, Any], console: Any) -> None:
         me, ee = r["memory_error_pct"], r["epoch_error_pct"]
         flag = " [red]under[/red]" if r["under_predicted"] else ""
         t.add_row(str(r["trial_id"]), str(p["model"]), str(p["max_length"]), str(p["batch_size"]), str(p["frozen_layers"]),
-                  str(p["strategy"]), str(r["status"]),
+                  str(p["strategy"]) + (f" + {p['adapter']} r={p.get('lora_r')}" if p.get("adapter") else ""),
+                  str(r["status"]),
                   f"{r['peak_mib_predicted']:.0f} / {r['peak_mib_measured'] or float('nan'):.0f}",
                   ("-" if me is None else f"{me:+.1f}") + flag,
                   f"{r['epoch_s_predicted']:.1f} / " + ("-" if r["epoch_s_measured"] is None else f"{r['epoch_s_measured']:.1f}"),

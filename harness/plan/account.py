@@ -104,15 +104,40 @@ class Anatomy:
     _replayed: dict[tuple[Any, ...], tuple[float, float]] = field(default_factory=dict, init=False, repr=False,
                                                                   compare=False)
 
-    def encoder_shape(self) -> EncoderShape:
+    def encoder_shape(self, depth: int | None = None) -> EncoderShape:
+        """The matmul sizes for FLOPs; with adapters (a LoRA calibration's anatomy, read off a model with adapters
+        in every block), those of the blocks above `depth` only, as `apply_adapter` puts them there."""
         s = self.flops_shape
-        return EncoderShape(tuple(s["layer_params"]), int(s["attn_width"]), int(s["pooler_params"]),
-                            int(s["head_params"]), tuple(s["input_params"]))
+        base = (tuple(s["layer_params"]), int(s["attn_width"]), int(s["pooler_params"]), int(s["head_params"]),
+                tuple(s["input_params"]))
+        lora = self.adapter_params()
+        if not lora:
+            return EncoderShape(*base)
+        d = len(lora) if depth is None else min(int(depth), len(lora))
+        above = lambda xs, none: tuple(none if i < d else x for i, x in enumerate(xs))  # noqa: E731
+        return EncoderShape(*base, above(lora, 0), above(s["adapter_input_params"], 0),
+                            above([tuple(bool(v) for v in q) for q in s["adapted_qkv"]], (False, False, False)))
+
+    def adapter_params(self) -> list[int]:
+        """Per block, the parameters of its LoRA matrices (A: r x in, B: out x r, no bias: their in x out sums);
+        empty without adapters."""
+        return [int(x) for x in (self.flops_shape.get("adapter_params") or [])]
+
+    def weight_params(self, depth: int | None) -> int:
+        """Every parameter the trial's model holds: with adapters, those of the blocks above `depth` only."""
+        lora = self.adapter_params()
+        below = len(lora) if depth is None else min(int(depth), len(lora))
+        return self.total_params - sum(lora[:below])
 
     def trainable(self, depth: int | None) -> int:
-        """Trainable parameters at a frozen depth (None: "all", only the head), as `models.freeze` does."""
+        """Trainable parameters at a frozen depth (None: "all", only the head), as `models.freeze` does; with
+        adapters as `adapters.apply_adapter` does: the adapters above the depth and the head (everything outside
+        the encoder; the pooler, inside it, stays frozen)."""
         if depth is None:
             return self.head_params
+        lora = self.adapter_params()
+        if lora:
+            return self.head_params + sum(lora[depth:])
         top = sum(self.layer_params[depth:])
         emb = self.embedding_params if depth == 0 else 0
         return self.head_params + self.base_other_params + top + emb
@@ -310,7 +335,7 @@ def optimizer_slots(s: Setting) -> int:
 
 def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: bool = True) -> MemoryParts:
     p_train = a.trainable(s.depth)
-    weights = a.total_params * a.param_bytes
+    weights = a.weight_params(s.depth) * a.param_bytes
     grads = p_train * a.param_bytes
     opt = optimizer_slots(s) * p_train * 4
     # Token ids live in host memory: part of a CPU trial's RSS, not of CUDA's allocated bytes.
@@ -413,7 +438,7 @@ class TimeParts:
 
 def _flops(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals: list[tuple[int, int]],
            cache: list[tuple[int, int]] | None = None) -> float:
-    shape = a.encoder_shape()
+    shape = a.encoder_shape(s.depth)
     tw = [Work.from_batches(train)] if train else []
     ew = [Work.from_batches(evals)] if evals else []
     cw = Work.from_batches(cache) if cache else None
@@ -433,7 +458,7 @@ def frozen_forward_flops(a: Anatomy, s: Setting, batch: tuple[int, int]) -> floa
     the cache): priced apart, as a no-grad forward runs at another rate than a forward and backward."""
     if s.cached or s.depth == 0:
         return 0.0
-    shape = a.encoder_shape()
+    shape = a.encoder_shape(s.depth)
     d = shape.num_layers if s.depth is None else min(int(s.depth), shape.num_layers)
     return float(forward_flops(shape, Work.from_batches([batch]), range(0, d), pooler=s.depth is None, head=False))
 

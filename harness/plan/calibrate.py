@@ -38,10 +38,16 @@ def device_type(device: str) -> str:
     return device.split(":")[0]
 
 
+# With low-rank adapters, what the probes must build the same (lora_alpha only scales: the same work).
+ADAPTER_SETTINGS = ("adapter", "lora_r", "lora_dropout", "lora_targets")
+
+
 def calibration_key(p: dict[str, Any]) -> dict[str, Any]:
     key = {k: p.get(k) for k in KEY_SETTINGS}
     key["device"] = device_type(str(p["device"]))
     key["momentum"] = float(p.get("momentum") or 0.0) > 0
+    if (p.get("adapter") or "none") != "none":  # absent otherwise: the keys (and stored calibrations) as before
+        key.update({k: p.get(k) for k in ADAPTER_SETTINGS})
     return key
 
 
@@ -275,9 +281,11 @@ def anatomy_key(p: dict[str, Any]) -> str:
     if device_type(str(p["device"])) == "cpu" and precision == "auto":
         precision = "fp32"
     # the threads and compile too: the attention's rates (probe.attention_rates) are timed, on the key's threads
-    return json.dumps([p.get("model"), device_type(str(p["device"])), precision, p.get("attention"),
-                       p.get("num_threads"), p.get("compile"),
-                       p.get("trust_remote_code"), p.get("revision")], default=str)
+    parts = [p.get("model"), device_type(str(p["device"])), precision, p.get("attention"), p.get("num_threads"),
+             p.get("compile"), p.get("trust_remote_code"), p.get("revision")]
+    if (p.get("adapter") or "none") != "none":  # read off the model with its adapters
+        parts += [p.get(k) for k in ADAPTER_SETTINGS]
+    return json.dumps(parts, default=str)
 
 
 def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0,

@@ -93,6 +93,20 @@ class _PhasePeak:
         return peak
 
 
+def set_depth(model: Any, frozen: Any, name: str) -> None:
+    """What trains at a frozen depth, as a trial sets it: `models.freeze`, or, on a model that carries
+    adapters in every block (a LoRA calibration), `adapters.set_adapted_depth` (the adapters below the depth
+    off, as `apply_adapter` would not have put them there)."""
+    from ..core.models import freeze
+
+    if any("lora_" in n for n, _ in model.named_parameters()):
+        from ..core.adapters import set_adapted_depth
+
+        set_adapted_depth(model, frozen, name)
+    else:
+        freeze(model, frozen, name)
+
+
 def _probe_inputs(model: Any, device: Any, length: int, n: int) -> tuple[Any, Any]:
     """Token ids and attention mask of `n` examples padded to `length`, every example after the first half
     padding (so the attention mask is used), the same every call."""
@@ -111,9 +125,7 @@ def saved_bytes(model: Any, frozen: Any, name: str, device: Any, autocast: Any, 
     half padding, so the attention mask is used), parameters not counted. Storages are counted once."""
     import torch
 
-    from ..core.models import freeze
-
-    freeze(model, frozen, name)
+    set_depth(model, frozen, name)
     model.train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
@@ -224,9 +236,7 @@ def step_trace(model: Any, name: str, device: Any, autocast: Any, length: int, n
     count as storages of a constant size."""
     import torch
 
-    from ..core.models import freeze
-
-    freeze(model, 0, name)
+    set_depth(model, 0, name)
     model.train()
     model.zero_grad(set_to_none=True)
     ids, mask = _probe_inputs(model, device, length, n)
@@ -327,7 +337,7 @@ def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[
     import numpy as np
     import torch
 
-    from ..core.models import anatomy, encoder_shape, freeze
+    from ..core.models import anatomy, encoder_shape
     from ..core.train import autocast_for
     from ..meters.flops import Work, _no_input_grad, trial_flops
     from .account import rate_from_ratio, score_elements
@@ -335,7 +345,7 @@ def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[
     autocast = autocast_for(precision, device)
     shape = encoder_shape(model)
     blocks = shape.num_layers
-    freeze(model, 0, name)
+    set_depth(model, 0, name)
     # The embeddings' gradient (vocabulary x hidden, zeroed and scattered every backward) is the same cost at
     # both points: it would pull the ratio toward 1. Freezing them costs block 0 its input gradient, at both.
     for param in anatomy(model).embeddings.parameters():
@@ -369,7 +379,9 @@ def attention_rates(model: Any, name: str, device: Any, precision: str) -> dict[
         for n, length in ATTENTION_POINTS:
             w = Work.from_batches([(n, length)])
             if mode == "grad":  # less block 0's input gradient, which the frozen embeddings do not need
-                flops.append(trial_flops(shape, 0, False, [w], []).total - _no_input_grad(shape, 0, w))
+                # (with adapters, every base weight is frozen and the count leaves it out already)
+                flops.append(trial_flops(shape, 0, False, [w], []).total
+                             - (0.0 if shape.adapter_params else _no_input_grad(shape, 0, w)))
             else:
                 flops.append(trial_flops(shape, 0, False, [], [w]).total)
         scores = [score_elements([point], blocks) for point in ATTENTION_POINTS]
@@ -505,6 +517,12 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     loaded = load_model(p["model"], len(rows.label_names), trust_remote_code=p["trust_remote_code"],
                         allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"])
     model = loaded.model.to(device)
+    if (p.get("adapter") or "none") != "none":
+        # Adapters in every block, switched off below each shape's depth (set_depth): one model for all
+        # the shapes and the anatomy, as `apply_adapter` would have made it at each depth.
+        from ..core.adapters import apply_adapter
+
+        apply_adapter(model, dict(p, frozen_layers=0), p["model"])
     load_model_s = time.perf_counter() - t0
     # The peak while loading (from_pretrained holds a state dict beside the model): the whole of a small
     # trial's peak, whose training never reaches it (MiniLM, batch 4, everything frozen: 599 MiB loading,
@@ -528,9 +546,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         max_length = min(int(max_length), positions)
         batch = max(1, min(int(batch), len(train_idx) // 2, len(val_idx) // 2))
         q = dict(p, batch_size=batch, eval_batch_size=batch, max_length=max_length, frozen_layers=frozen, epochs=1)
-        from ..core.models import freeze
-
-        freeze(model, frozen, p["model"])
+        set_depth(model, frozen, p["model"])
         t0 = time.perf_counter()
         train_set, val_set = D.encode_split(loaded.tokenizer, rows, train_idx, val_idx, max_length, p["padding"])
         tokenize_s = time.perf_counter() - t0
