@@ -74,6 +74,14 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
+def _params_shown(p: dict[str, Any]) -> dict[str, Any]:
+    """The settings a scored trial is shown by; the adapter's only where the trial has one."""
+    out = {k: p.get(k) for k in ("model", "max_length", "batch_size", "frozen_layers", "strategy", "dataset_size")}
+    if isinstance(p.get("adapter"), str) and p["adapter"] != "none":  # (a report's frame has NaN for none)
+        out.update(adapter=p["adapter"], lora_r=p.get("lora_r"))
+    return out
+
+
 def score(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
     """(predicted field, record) pairs -> per-trial errors and their summary."""
     rows = []
@@ -90,9 +98,7 @@ def score(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
         ratio = speed_ratio(pred, rec)
         row = {
             "trial_id": rec.get("trial_id"), "status": status,
-            "params": {k: (rec.get("params") or {}).get(k) for k in
-                       ("model", "max_length", "batch_size", "frozen_layers", "strategy", "dataset_size", "adapter",
-                        "lora_r")},
+            "params": _params_shown(rec.get("params") or {}),
             "memory_metric": metric,
             "peak_mib_predicted": pred["peak_mib"], "peak_mib_measured": mem_meas, "memory_error_pct": mem_err,
             "epoch_s_predicted": pred["seconds_per_epoch"], "epoch_s_measured": ep_meas,

@@ -153,3 +153,14 @@ def test_a_grid_of_lora_and_plain_trials_is_planned_apart(tmp_path, monkeypatch)
     console = Console(width=200, record=True)
     console.print(plan_table(plan))
     assert "lora r=8" in console.export_text()
+
+
+def test_scored_trials_show_their_adapter_only_where_they_have_one():
+    """--check and the report's section show a LoRA trial apart from the plain one at its depth (a report's
+    frame holds NaN where a trial has no adapter)."""
+    from harness.prediction import _params_shown
+
+    plain = {"model": MODEL, "max_length": 16, "batch_size": 8, "frozen_layers": 0, "strategy": "lab"}
+    assert "adapter" not in _params_shown(plain) and "adapter" not in _params_shown(dict(plain, adapter=float("nan")))
+    shown = _params_shown(dict(plain, **_lora(0)))
+    assert shown["adapter"] == "lora" and shown["lora_r"] == LORA_DEFAULTS["lora_r"]

@@ -472,7 +472,7 @@ def section_predicted(a: Analysis) -> Section | None:
     for _, r in t[t["predicted"].notna()].iterrows():
         rec = {"trial_id": r["trial_id"], "status": r["status"], "seconds_total": fmt.num(r.get("seconds_total")),
                "params": {c: r.get(c) for c in ("model", "max_length", "batch_size", "frozen_layers", "strategy",
-                                                "dataset_size")},
+                                                "dataset_size", "adapter", "lora_r") if c in t.columns},
                "memory": {"cpu_peak_rss_mib": fmt.num(r.get("cpu_peak_rss_mib")),
                           "cuda_peak_allocated_mib": fmt.num(r.get("cuda_peak_allocated_mib"))},
                "epochs": json.loads(r["epoch_log"]) if isinstance(r.get("epoch_log"), str) else [],
