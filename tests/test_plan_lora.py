@@ -22,7 +22,6 @@ from harness.core.models import encoder_shape, freeze, load_model  # noqa: E402
 from harness.grid import LORA_DEFAULTS, expand  # noqa: E402
 
 MODEL = "random:bert-tiny"
-MiB = 2**20
 
 
 def _lora(frozen: Any) -> dict[str, Any]:
@@ -138,16 +137,20 @@ def test_a_grid_of_lora_and_plain_trials_is_planned_apart(tmp_path, monkeypatch)
     rows = {(r["params"].get("adapter"), r["params"]["frozen_layers"]): r for r in plan.rows}
     assert set(rows) == {(None, 1), (None, 0), ("lora", 1), ("lora", 0)}
     assert all(r["status"] == "predicted" for r in rows.values())
+    from harness.plan.account import Batches, Setting, memory
+    from harness.plan.calibrate import loaded
+
+    cal = next(c for c in plan.calibrations if c["key"].get("adapter") == "lora")
+    anat, co = loaded(cal)
     for frozen in (1, 0):
         trainable = counts(_trial_model(frozen))[0]
-        parts = rows[("lora", frozen)]["memory"]["parts_mib"]
-        plain = rows[(None, frozen)]["memory"]["parts_mib"]
-        # gradients are kept only if the peak is past the first step; either way never the encoder's
-        assert parts["grads"] in (0.0, round(trainable * 4 / MiB, 1))
-        assert parts["optimizer_state"] in (0.0, round(2 * trainable * 4 / MiB, 1))
+        # past the first step a LoRA trial holds its adapters' and head's gradients and AdamW state, to the byte
+        two_steps = Batches([[(8, 24), (8, 24)]], [(8, 24)], [], 60, 900, 24, 24, 48, 12)
+        parts = memory(anat, Setting(frozen, False, "adamw", 0.0, False, "cpu", 1), two_steps, co)
+        assert parts.phase == "train"
+        assert parts.grads == trainable * 4 and parts.optimizer_state == 2 * trainable * 4
         assert rows[("lora", frozen)]["params"]["lora_r"] == LORA_DEFAULTS["lora_r"]
         assert rows[("lora", frozen)]["calibration"] != rows[(None, frozen)]["calibration"]
-        assert plain["grads"] == 0.0 or plain["grads"] > parts["grads"]
     from rich.console import Console
 
     console = Console(width=200, record=True)
@@ -164,3 +167,36 @@ def test_scored_trials_show_their_adapter_only_where_they_have_one():
     assert "adapter" not in _params_shown(plain) and "adapter" not in _params_shown(dict(plain, adapter=float("nan")))
     shown = _params_shown(dict(plain, **_lora(0)))
     assert shown["adapter"] == "lora" and shown["lora_r"] == LORA_DEFAULTS["lora_r"]
+
+
+def test_lora_with_every_block_frozen_is_planned_as_the_trainer_runs_it(lora_probe, tmp_path):
+    """frozen_layers = the model's depth leaves no block for adapters and LoRA freezes the pooler: nothing in the
+    encoder trains, and the Trainer runs the whole encoder's cache ("all"), as the plan has it."""
+    import dataclasses
+
+    import torch
+
+    from harness.core import data as D
+    from harness.core.train import Trainer
+    from harness.plan.batches import LengthSource
+    from harness.plan.planner import predict_trial
+
+    p, res = lora_probe
+    cal = {"key_id": "k", "anatomy": res["anatomy"], "coefficients": {"c_bytes": 4e8, "t_head": 0.01, "te_head": 0.005,
+                                                                       "kt": 1e-9, "kf": 1e-9, "kc": 1e-9}}
+    cfg, _ = load_grid(tiny_grid(tmp_path, train__optimizer="adamw", grid__dataset_size=[60], grid__adapter=["lora"],
+                                 grid__frozen_layers=[2, "all"], grid__strategy=["fast"]))
+    at_depth, at_all = expand(cfg)
+    assert at_depth.params["frozen_layers"] == 2 and at_all.params["frozen_layers"] == "all"
+    lengths = LengthSource(tmp_path / "store").lengths(at_depth.params)
+    a, b = predict_trial(at_depth, cal, lengths), predict_trial(dataclasses.replace(at_all, params=dict(
+        at_all.params, **{k: at_depth.params[k] for k in ("adapter", *LORA_DEFAULTS)})), cal, lengths)
+    assert a["memory"] == b["memory"] and a["seconds"] == b["seconds"] and a["batches"] == b["batches"]
+    # the Trainer's own choice for that trial
+    q = at_depth.params
+    rows = D.load_rows(q["source"], q["text_column"], q["label_column"], q["split"])
+    tr, va = D.sample_and_split(rows, q["dataset_size"], q["val_fraction"], q["data_seed"], q["source"])
+    model = _trial_model(2)
+    train_set, val_set = D.encode_split(load_model(MODEL, 2, seed=0).tokenizer, rows, tr, va, q["max_length"], q["padding"])
+    trainer = Trainer(model, train_set, val_set, q, torch.device("cpu"))
+    assert trainer.cached and trainer.cache_depth is None

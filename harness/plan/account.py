@@ -222,7 +222,8 @@ class Anatomy:
             return n * (self.all0 + (0.0 if cached else self.all1 * length))
         trained = self.num_layers - depth
         emb = 0.0 if (depth > 0 or cached) else n * self.emb_a * length
-        return trained * self.block_bytes(n, length) + emb + n * (self.top0 + self.top1 * length)
+        # (top0, top1 below zero with adapters: the lowest adapted block keeps less than the others)
+        return max(0.0, trained * self.block_bytes(n, length) + emb + n * (self.top0 + self.top1 * length))
 
 
 @dataclass

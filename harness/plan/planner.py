@@ -101,6 +101,12 @@ def predict_trial(trial: Trial, cal: dict[str, Any], lengths: Any) -> dict[str, 
     depth = depth_of(p["frozen_layers"])
     if depth is not None and depth > anat.num_layers:
         return _cannot(trial, f"frozen_layers = {depth} but {p['model']} has {anat.num_layers} layers")
+    if anat.adapter_params() and len(anat.layer_params) < anat.num_layers:
+        return _cannot(trial, f"{p['model']} shares one block across its depth: LoRA on shared blocks is not in the account")
+    if depth == anat.num_layers and (anat.adapter_params() or anat.base_other_params == 0):
+        # Every block frozen and nothing trained in the base (LoRA freezes the pooler; DistilBERT has none): the
+        # Trainer runs it as "all" (the whole encoder's cache, the head alone), and so is it planned.
+        depth = None
     cached = bool(p["cache_frozen"]) and (depth is None or depth > 0)
     s = setting_of(p, depth, cached)
     b = replay(p, lengths, depth, cached, str(p["device"]), int(p["max_steps"]) if p.get("max_steps") else None)

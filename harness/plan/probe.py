@@ -415,6 +415,7 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     base = count(parts.base)
     emb = count(parts.embeddings)
     layers = [count(layer) for layer in parts.layers]
+    adapters = any("lora_" in n for n, _ in model.named_parameters())
     autocast = autocast_for(precision, device)
     measured: dict[str, list[float]] = {"block": [], "emb": [], "top": [], "all": []}
     # The forward without a graph at (examples, length), traced storage by storage. Each storage's bytes are an
@@ -425,9 +426,13 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     # per-token rate does not.)
     fwd_points = [(2, HOOK_LENGTHS[0]), (4, HOOK_LENGTHS[0]), (2, HOOK_LENGTHS[-1]), (4, HOOK_LENGTHS[-1]),
                   (3, HOOK_LENGTHS[1])]
+    # Each mode traced with the adapters (a LoRA calibration's) as they mostly run in it: evaluation over adapted
+    # blocks (depth 0), frozen blocks under frozen_dropout without any. (A plain model: no difference without a graph.)
+    set_depth(model, 0, name)
     eval_traces = [forward_trace(model, device, autocast, length, n) for n, length in fwd_points]
     fwd_peaks = [float(t.peak) for t in eval_traces]
     # The same forwards in training mode (dropout's masks and copies), as frozen blocks run under frozen_dropout.
+    set_depth(model, "all", name)
     train_traces = [forward_trace(model, device, autocast, length, n, train=True) for n, length in fwd_points]
     fwd_trace = {"eval": fit_trace(fwd_points, eval_traces), "train": fit_trace(fwd_points, train_traces)}
     del eval_traces, train_traces
@@ -450,7 +455,10 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
             emb_b = 0.0
         measured["block"].append(block / 2)
         measured["emb"].append(max(0.0, emb_b) / 2)
-        measured["top"].append(max(0.0, s_top - block) / 2)
+        # With adapters the lowest adapted block keeps less than the others (its frozen Q, K, V need no input
+        # for backward): what sits above the blocks comes out below zero, and is kept so (Anatomy.saved_bytes
+        # bounds the total).
+        measured["top"].append((s_top - block if adapters else max(0.0, s_top - block)) / 2)
         measured["all"].append(s_all / 2)
     lengths = np.asarray(HOOK_LENGTHS, dtype=float)
     # Per example a L + b L^2, plus c per block whatever the batch (under autocast, the low-precision copies
@@ -473,7 +481,7 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
         "base_other_params": base - emb - sum(layers), "head_params": total - base,
         "param_bytes": next(model.parameters()).element_size(),
         "act_dtype_bytes": compute_dtype(precision).itemsize,
-        "block_a": float(a), "block_b": float(b), "block_c": max(0.0, 2.0 * float(c2)), "emb_a": max(0.0, e), "top0": max(0.0, float(t0)),
+        "block_a": float(a), "block_b": float(b), "block_c": max(0.0, 2.0 * float(c2)), "emb_a": max(0.0, e), "top0": float(t0) if adapters else max(0.0, float(t0)),
         "top1": float(t1), "all0": max(0.0, float(h0)), "all1": max(0.0, float(h1)),
         "flops_shape": dataclasses.asdict(encoder_shape(model)),
         "fwd_a": max(0.0, float(f_a)), "fwd_b": max(0.0, float(f_b)), "fwd_c": max(0.0, float(f_c)),
