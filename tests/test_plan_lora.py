@@ -24,22 +24,22 @@ from harness.grid import LORA_DEFAULTS, expand  # noqa: E402
 MODEL = "random:bert-tiny"
 
 
-def _lora(frozen: Any) -> dict[str, Any]:
-    return {"adapter": "lora", "frozen_layers": frozen, **LORA_DEFAULTS}
+def _lora(frozen: Any, **over: Any) -> dict[str, Any]:
+    return {"adapter": "lora", "frozen_layers": frozen, **LORA_DEFAULTS, **over}
 
 
-def _trial_model(frozen: Any) -> Any:
+def _trial_model(frozen: Any, name: str = MODEL, **over: Any) -> Any:
     """A LoRA trial's model as `trial.py` makes it: freeze, then adapters above the depth."""
-    model = load_model(MODEL, 2, seed=0).model
-    freeze(model, frozen, MODEL)
-    apply_adapter(model, _lora(frozen), MODEL)
+    model = load_model(name, 2, seed=0).model
+    freeze(model, frozen, name)
+    apply_adapter(model, _lora(frozen, **over), name)
     return model
 
 
-def _probe_model() -> Any:
+def _probe_model(name: str = MODEL, **over: Any) -> Any:
     """The probes' model: adapters in every block (`probe.run_shapes`)."""
-    model = load_model(MODEL, 2, seed=0).model
-    apply_adapter(model, _lora(0), MODEL)
+    model = load_model(name, 2, seed=0).model
+    apply_adapter(model, _lora(0, **over), name)
     return model
 
 
@@ -47,20 +47,22 @@ def _trained(model: Any) -> set[str]:
     return {n for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_one_model_with_adapters_in_every_block_trains_as_each_depths_own():
+@pytest.mark.parametrize("name,over", [(MODEL, {}), ("random:gpt2-tiny", {"lora_targets": "all-linear"})])
+def test_one_model_with_adapters_in_every_block_trains_as_each_depths_own(name, over):
     """set_adapted_depth: the same trainable parameters, the same bytes kept for backward and the same
-    gradients reached as the trial's model at that depth; back and forth between depths on one model."""
+    gradients reached as the trial's model at that depth; back and forth between depths on one model (an
+    encoder with peft's default targets, and a decoder's Conv1D layers, every one adapted)."""
     import torch
 
     from harness.plan.probe import saved_bytes
 
-    probe = _probe_model()
+    probe = _probe_model(name, **over)
     for frozen in (1, "all", 0, 1):
-        trial = _trial_model(frozen)
-        set_adapted_depth(probe, frozen, MODEL)
+        trial = _trial_model(frozen, name, **over)
+        set_adapted_depth(probe, frozen, name)
         assert counts(probe)[0] == counts(trial)[0]
         assert _trained(probe) == _trained(trial)
-        kept = [saved_bytes(m, frozen, MODEL, torch.device("cpu"), contextlib.nullcontext, 24) for m in (probe, trial)]
+        kept = [saved_bytes(m, frozen, name, torch.device("cpu"), contextlib.nullcontext, 24) for m in (probe, trial)]
         assert kept[0] == kept[1] > 0
         for m in (probe, trial):
             m.zero_grad(set_to_none=True)
