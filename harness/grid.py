@@ -95,6 +95,11 @@ def resolve_adapter(p: dict[str, Any]) -> None:
         p.pop("lora_targets", None)
 
 
+def has_adapter(p: dict[str, Any]) -> bool:
+    """Whether a trial trains low-rank adapters (without, `resolve_adapter` leaves the settings absent)."""
+    return p.get("adapter") not in (None, "none")
+
+
 def trial_id_of(params: dict[str, Any], repeat: int) -> str:
     blob = json.dumps({"params": params, "repeat": repeat}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]

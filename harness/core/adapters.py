@@ -149,6 +149,11 @@ def counts(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
+def carries_adapters(model: nn.Module) -> bool:
+    """Whether peft's adapters are in the model (their parameters are named lora_A / lora_B)."""
+    return any("lora_" in n for n, _ in model.named_parameters())
+
+
 def adapted_blocks(model: nn.Module) -> dict[int, list[Any]]:
     """peft's adapter layers by block index (empty: the model carries no adapters)."""
     parts = anatomy(model)

@@ -74,6 +74,8 @@ def _step_distance(predicted: int | None, measured: int | None, probes: list[dic
 def print_check(result: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
+    from .planner import strategy_label
+
     t = Table(title=f"predicted vs measured: {result['run_dir']}")
     for col in ("trial", "model", "len", "batch", "frozen", "strategy", "status", "peak MiB pred/meas", "err %",
                 "s/epoch pred/meas", "err %", "verdict"):
@@ -86,7 +88,7 @@ def print_check(result: dict[str, Any], console: Any) -> None:
         me, ee = r["memory_error_pct"], r["epoch_error_pct"]
         flag = " [red]under[/red]" if r["under_predicted"] else ""
         t.add_row(str(r["trial_id"]), str(p["model"]), str(p["max_length"]), str(p["batch_size"]), str(p["frozen_layers"]),
-                  str(p["strategy"]) + (f" + {p['adapter']} r={p.get('lora_r')}" if p.get("adapter") else ""),
+                  strategy_label(p),
                   str(r["status"]),
                   f"{r['peak_mib_predicted']:.0f} / {r['peak_mib_measured'] or float('nan'):.0f}",
                   ("-" if me is None else f"{me:+.1f}") + flag,

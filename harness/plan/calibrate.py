@@ -22,6 +22,7 @@ import numpy as np
 
 from .account import (Anatomy, Batches, Coefficients, Setting, first_touch_seconds, head_only, mapping_seconds,
                       memory, seconds, time_features, train_seconds)
+from ..grid import has_adapter
 from .batches import Lengths, replay
 
 ACCOUNT_VERSION = 15
@@ -46,7 +47,7 @@ def calibration_key(p: dict[str, Any]) -> dict[str, Any]:
     key = {k: p.get(k) for k in KEY_SETTINGS}
     key["device"] = device_type(str(p["device"]))
     key["momentum"] = float(p.get("momentum") or 0.0) > 0
-    if (p.get("adapter") or "none") != "none":  # absent otherwise: the keys (and stored calibrations) as before
+    if has_adapter(p):  # absent otherwise: the keys (and stored calibrations) as before
         key.update({k: p.get(k) for k in ADAPTER_SETTINGS})
     return key
 
@@ -283,7 +284,7 @@ def anatomy_key(p: dict[str, Any]) -> str:
     # the threads and compile too: the attention's rates (probe.attention_rates) are timed, on the key's threads
     parts = [p.get("model"), device_type(str(p["device"])), precision, p.get("attention"), p.get("num_threads"),
              p.get("compile"), p.get("trust_remote_code"), p.get("revision")]
-    if (p.get("adapter") or "none") != "none":  # read off the model with its adapters
+    if has_adapter(p):  # read off the model with its adapters
         parts += [p.get(k) for k in ADAPTER_SETTINGS]
     return json.dumps(parts, default=str)
 

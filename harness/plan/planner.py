@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..grid import Trial
+from ..grid import Trial, has_adapter
 
 PLAN_SCHEMA = 1
 PLAN_FILE = "plan.json"
@@ -84,7 +84,7 @@ def _shown(p: dict[str, Any]) -> dict[str, Any]:
     keys = ("model", "max_length", "dataset_size", "batch_size", "frozen_layers", "strategy", "device", "epochs",
             "optimizer", "precision")
     shown = {k: p.get(k) for k in keys}
-    if (p.get("adapter") or "none") != "none":  # absent without one, as in the trial's own params
+    if has_adapter(p):  # absent without one, as in the trial's own params
         shown.update({k: p.get(k) for k in ("adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets")})
     return shown
 
@@ -330,9 +330,9 @@ def _fmt_s(x: float | None) -> str:
     return f"{x:.1f} s"
 
 
-def _strategy(p: dict[str, Any]) -> str:
-    """The strategy, and the adapter where there is one ("fast + lora r=8")."""
-    if p.get("adapter"):
+def strategy_label(p: dict[str, Any]) -> str:
+    """The strategy, and the adapter where there is one ("fast + lora r=8"): the plan's tables and --check's."""
+    if has_adapter(p):
         return f"{p['strategy']} + {p['adapter']} r={p.get('lora_r')}"
     return str(p["strategy"])
 
@@ -349,7 +349,7 @@ def plan_table(plan: Plan) -> Any:
         p = r["params"]
         if r["status"] != "predicted":
             t.add_row(r["trial_id"], str(p["model"]), str(p["max_length"]), str(p["batch_size"]), str(p["frozen_layers"]),
-                      _strategy(p), "-", "-", "-", "-", f"[yellow]{r['reason']}[/yellow]")
+                      strategy_label(p), "-", "-", "-", "-", f"[yellow]{r['reason']}[/yellow]")
             continue
         v = r["verdict"]
         if v == "fits":
@@ -360,7 +360,7 @@ def plan_table(plan: Plan) -> Any:
             vt = v
         cost = r["cost_usd"]
         t.add_row(r["trial_id"], str(p["model"]), str(p["max_length"]), str(p["batch_size"]), str(p["frozen_layers"]),
-                  _strategy(p), f"{r['memory']['peak_mib']:.0f}", f"{r['seconds']['per_epoch']:.1f}",
+                  strategy_label(p), f"{r['memory']['peak_mib']:.0f}", f"{r['seconds']['per_epoch']:.1f}",
                   _fmt_s(r["wall_seconds"]), "-" if cost is None else f"{cost:.4f}", vt)
     return t
 
@@ -374,7 +374,7 @@ def max_batch_table(plan: Plan) -> Any:
     for e in plan.max_batch:
         p = e["point"]
         b = e["budget"]["bytes"]
-        t.add_row(str(p["model"]), str(p["max_length"]), str(p["frozen_layers"]), _strategy(p), str(p["device"]),
+        t.add_row(str(p["model"]), str(p["max_length"]), str(p["frozen_layers"]), strategy_label(p), str(p["device"]),
                   "-" if b is None else f"{b / MiB:.0f} MiB", "-" if e["max_batch"] is None else str(e["max_batch"]),
                   e.get("note") or "")
     return t

@@ -97,11 +97,10 @@ def set_depth(model: Any, frozen: Any, name: str) -> None:
     """What trains at a frozen depth, as a trial sets it: `models.freeze`, or, on a model that carries
     adapters in every block (a LoRA calibration), `adapters.set_adapted_depth` (the adapters below the depth
     off, as `apply_adapter` would not have put them there)."""
+    from ..core.adapters import carries_adapters, set_adapted_depth
     from ..core.models import freeze
 
-    if any("lora_" in n for n, _ in model.named_parameters()):
-        from ..core.adapters import set_adapted_depth
-
+    if carries_adapters(model):
         set_adapted_depth(model, frozen, name)
     else:
         freeze(model, frozen, name)
@@ -415,7 +414,9 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     base = count(parts.base)
     emb = count(parts.embeddings)
     layers = [count(layer) for layer in parts.layers]
-    adapters = any("lora_" in n for n, _ in model.named_parameters())
+    from ..core.adapters import carries_adapters
+
+    adapters = carries_adapters(model)
     autocast = autocast_for(precision, device)
     measured: dict[str, list[float]] = {"block": [], "emb": [], "top": [], "all": []}
     # The forward without a graph at (examples, length), traced storage by storage. Each storage's bytes are an
@@ -525,7 +526,9 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     loaded = load_model(p["model"], len(rows.label_names), trust_remote_code=p["trust_remote_code"],
                         allow_pickle=p["allow_pickle"], attention=p.get("attention"), seed=p["seed"])
     model = loaded.model.to(device)
-    if (p.get("adapter") or "none") != "none":
+    from ..grid import has_adapter
+
+    if has_adapter(p):
         # Adapters in every block, switched off below each shape's depth (set_depth): one model for all
         # the shapes and the anatomy, as `apply_adapter` would have made it at each depth.
         from ..core.adapters import apply_adapter
