@@ -807,6 +807,82 @@ def test_the_first_batch_pays_for_the_heap_it_grows():
     assert first_touch_seconds(a, dataclasses.replace(s, depth=None, cached=True), small, co) == 0.0
 
 
+def test_pages_beyond_the_hosts_warm_pool_cost_the_cold_price():
+    """Where the probe saw a warm pool (probe.warm_pool), a training batch that grows the process beyond it pays
+    the cold price for the excess: a later batch for its mapped activations, the first for the training phase's
+    whole growth; nothing below the pool, without a reading, on CUDA, or when only the head runs."""
+    import dataclasses
+
+    from harness.plan.account import (MMAP_THRESHOLD, cold_seconds, first_touch_seconds, live_mapped, mapping_seconds,
+                                      memory, seconds)
+
+    a = dataclasses.replace(_mapping_anatomy(), block_b=100.0)  # a step that keeps far more than it maps
+    co = Coefficients(t0=0.01, kt=1e-9, warmup_s=0.05, k_act=0.5)
+    s = Setting(depth=0, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu", epochs=1)
+    big = (128, 512)
+    b = Batches(train=[[big] * 3], eval=[(2, 8)], cache=[], n_examples=384, n_tokens=384 * 512, width_train=512,
+                width_val=8, n_train=384, n_val=2)
+    live = live_mapped(a, s, big)
+    assert live == a.forward_parts(128, 512, mapped_from=MMAP_THRESHOLD, mode="grad")[1] == 10 * 128 * 512**2
+    growth = memory(a, s, b, co).train_growth
+    assert growth > live
+    pool = 100 * 2**20  # under both: both are priced beyond it
+    cold = dict(a.mapping_rate, pool={"hot_bytes": float(pool), "cold_seconds_per_byte": 1e-8})
+    c = dataclasses.replace(a, mapping_rate=cold)
+    assert cold_seconds(c, s, live) == pytest.approx(1e-8 * (live - pool))
+    assert mapping_seconds(c, s, [big], [], [])["train"] - mapping_seconds(a, s, [big], [], [])["train"] == (
+        pytest.approx(1e-8 * (live - pool)))
+    assert first_touch_seconds(c, s, b, co) - first_touch_seconds(a, s, b, co) == pytest.approx(1e-8 * (growth - live))
+    # three batches: each pays for its mapped activations beyond the pool, the first for its whole growth
+    extra = seconds(c, s, b, co).train_epoch[0] - seconds(a, s, b, co).train_epoch[0]
+    assert extra == pytest.approx(1e-8 * (3 * (live - pool) + (growth - live)))
+    # a pool larger than the growth: nothing; no pool seen, CUDA, the head alone: nothing
+    roomy = dataclasses.replace(a, mapping_rate=dict(a.mapping_rate, pool={"hot_bytes": 2.0 * growth,
+                                                                           "cold_seconds_per_byte": 1e-8}))
+    assert seconds(roomy, s, b, co).train_epoch[0] == pytest.approx(seconds(a, s, b, co).train_epoch[0])
+    unseen = dataclasses.replace(a, mapping_rate=dict(a.mapping_rate, pool={"hot_bytes": None,
+                                                                            "cold_seconds_per_byte": 0.0}))
+    assert seconds(unseen, s, b, co).train_epoch[0] == pytest.approx(seconds(a, s, b, co).train_epoch[0])
+    assert cold_seconds(c, dataclasses.replace(s, device="cuda"), growth) == 0.0
+    assert cold_seconds(c, dataclasses.replace(s, depth=None, cached=True), growth) == 0.0
+
+
+def test_the_warm_pool_is_where_the_fresh_chunks_turn_cold():
+    """pool_knee on the readings of this VM (one thread, microseconds a 4 KiB page): warm for 28 chunks of 64 MiB,
+    then cold; none turning cold leaves nothing to price; a pool already empty prices the cold chunks against the
+    warm price read apart."""
+    from harness.plan.probe import pool_knee
+
+    page = 4096
+    warm, cold = 1.2e-6 / page, 11.2e-6 / page
+    got = pool_knee([warm] * 28 + [cold] * 4, warm, chunk=64 * 2**20)
+    assert got["hot_bytes"] == 28 * 64 * 2**20
+    assert got["cold_seconds_per_byte"] == pytest.approx(cold - warm)
+    assert pool_knee([warm] * 40, warm) == {"hot_bytes": None, "cold_seconds_per_byte": 0.0}
+    empty = pool_knee([cold] * 4, warm)
+    assert empty["hot_bytes"] == 0.0 and empty["cold_seconds_per_byte"] == pytest.approx(cold - warm)
+
+
+def test_the_probe_reads_the_warm_pool_within_its_cap(monkeypatch):
+    """The reading touches no more than its cap (here 192 MiB: three chunks), and says what it touched."""
+    import sys
+
+    import torch
+
+    from harness.plan.probe import POOL_CHUNK, mapping_seconds, pool_cap
+
+    monkeypatch.setenv("HARNESS_PLAN_POOL_CAP_MIB", "192")
+    assert pool_cap() <= 192 * 2**20
+    if not sys.platform.startswith("linux"):
+        assert mapping_seconds(torch.device("cpu")) is None
+        return
+    got = mapping_seconds(torch.device("cpu"))["pool"]
+    assert 1 <= len(got["chunk_seconds_per_byte"]) <= 3 and got["cap_bytes"] <= 192 * 2**20
+    assert got["chunk_bytes"] == POOL_CHUNK and got["seconds"] > 0
+    assert all(x > 0 for x in got["chunk_seconds_per_byte"])
+    assert got["hot_bytes"] is None or got["hot_bytes"] < 192 * 2**20
+
+
 def test_the_fitted_warm_up_is_what_the_first_touch_leaves(probe_result):
     """Probes whose first batch is their steady batch, plus its first touch, plus 0.123 s fit a warm-up of 0.123 s."""
     import copy
@@ -827,6 +903,38 @@ def test_the_fitted_warm_up_is_what_the_first_touch_leaves(probe_result):
         sh["train_step_seconds"][0] = steady + first_touch_seconds(anat, s, b, co) + 0.123
     _, co2, _ = fit(p, res)
     assert co2.warmup_s == pytest.approx(0.123, abs=1e-6)
+
+
+def test_each_pass_carries_what_the_probes_spent_outside_their_batches(probe_result):
+    """Probes whose passes took 7 ms (training) and 3 ms (evaluation) beyond their batches fit those as per-pass
+    seconds, and every epoch of a trial carries them, head-only ones (fast, everything frozen) included."""
+    import copy
+    import dataclasses
+
+    from harness.plan.account import Batches, seconds
+    from harness.plan.calibrate import fit, setting_of
+
+    p, res = probe_result
+    res = copy.deepcopy(res)
+    for sh in res["shapes"]:
+        sh["train_seconds"] = sum(sh["train_step_seconds"]) + 0.007
+        sh["eval_seconds"] = sum(sh["eval_step_seconds"]) + 0.003
+    anat, co, _ = fit(p, res)
+    assert co.train_pass_s == pytest.approx(0.007, abs=1e-9) and co.eval_pass_s == pytest.approx(0.003, abs=1e-9)
+    none = dataclasses.replace(co, train_pass_s=0.0, eval_pass_s=0.0)
+    b = Batches(train=[[(4, 16)] * 2, [(4, 16)] * 2], eval=[(4, 16)], cache=[(4, 16)], n_examples=12, n_tokens=192,
+                width_train=16, width_val=16, n_train=8, n_val=4)
+    for depth, cached in ((0, False), (None, True)):
+        s = setting_of(p, depth, cached)
+        got, plain = seconds(anat, s, b, co), seconds(anat, s, b, none)
+        assert [x - y for x, y in zip(got.train_epoch, plain.train_epoch)] == pytest.approx([0.007, 0.007])
+        assert got.eval_epoch - plain.eval_epoch == pytest.approx(0.003)
+    # the head alone on cached vectors: the head-only probe's own
+    head = dataclasses.replace(co, t_head=0.001, te_head=0.0005, t_head_warm=0.004, head_train_pass_s=0.005,
+                               head_eval_pass_s=0.002)
+    got = seconds(anat, setting_of(p, None, True), b, head)
+    assert got.train_epoch == pytest.approx([0.005 + 2 * 0.001 + 0.004, 0.005 + 2 * 0.001])
+    assert got.eval_epoch == pytest.approx(0.002 + 0.0005)
 
 
 def test_the_probe_traces_a_training_step_and_times_a_fresh_mapping(probe_result):

@@ -31,7 +31,9 @@ per block it runs) at the FLOP-equivalents a probe measured for its mode (`Anato
 mask, softmax and dropout over the scores, which grow with the length faster than the FLOPs do. On a CPU
 under glibc, each batch's storages of 32 MiB or more are mapped afresh (`mapping_seconds`), and the first
 training batch touches the heap it grows (`first_touch_seconds`), both at a measured seconds per byte
-(`Anatomy.mapping_rate`); the fit takes both out of the probes' timings.
+(`Anatomy.mapping_rate`); where the host takes freed pages back (a VM's free page reporting), a step that
+outgrows the host's warm pool pays more for each page beyond it (`cold_seconds`). The fit takes all of them
+out of the probes' timings.
 """
 
 from __future__ import annotations
@@ -301,6 +303,13 @@ class Coefficients:
     t_head_warm: float = 0.0  # ... and the first head-only batch's extra seconds (the optimiser's state made)
     load_bytes: float = 0.0  # the process's peak while it loads the model (CPU; measured, the probes' median)
     warmup_s: float = 0.0    # the first training batch's extra seconds (kernels chosen, pages first touched)
+    # Seconds a pass spends outside its batches (the loader's iterator made, the mode switched, the epoch's
+    # bookkeeping): the probes' pass time less their batches', median. Milliseconds, but all there is beside
+    # the head's batches in an epoch of `fast` with everything frozen (4-7 ms).
+    train_pass_s: float = 0.0
+    eval_pass_s: float = 0.0
+    head_train_pass_s: float = 0.0  # ... the head-only probe's own (a loop over cached vectors: less to set up)
+    head_eval_pass_s: float = 0.0
     fixed_s: float = 0.0     # per trial: child start, imports, data and model loading
     tokenize_s_per_row: float = 0.0
 
@@ -473,6 +482,40 @@ def _mapping_rate(a: Anatomy) -> float:
     return float((a.mapping_rate or {}).get("seconds_per_byte") or 0.0)
 
 
+def warm_pool(a: Anatomy) -> tuple[float, float]:
+    """(bytes of fresh pages that come at the mapping rate, seconds per byte a page beyond them costs more),
+    as `probe.warm_pool` read them; (inf, 0): no limit seen (most machines: no free page reporting)."""
+    pool = (a.mapping_rate or {}).get("pool") or {}
+    hot, extra = pool.get("hot_bytes"), float(pool.get("cold_seconds_per_byte") or 0.0)
+    if hot is None or extra <= 0.0:
+        return math.inf, 0.0
+    return float(hot), extra
+
+
+def live_mapped(a: Anatomy, s: Setting, batch: tuple[int, int]) -> float:
+    """The mapped storages alive at a training batch's peak (its trained part's and its frozen part's forward
+    peak apart: the larger)."""
+    blocks, per = attention_blocks(a, s), 1.0 / max(1, a.num_layers)
+    n, length = batch
+    return max(per * blocks["trained"] * a.forward_parts(n, length, mapped_from=MMAP_THRESHOLD, mode="grad")[1],
+               per * blocks["frozen"] * a.forward_parts(n, length, s.frozen_dropout, MMAP_THRESHOLD)[1])
+
+
+def cold_seconds(a: Anatomy, s: Setting, grows: float) -> float:
+    """What a batch that grows the process by `grows` bytes pays for the pages beyond the host's warm pool
+    (`warm_pool`), over the mapping rate it pays for every fresh page. A training step's activations are kept
+    until its backward, so they grow the process by their whole size and draw fresh pages from the pool, and
+    past it from pages the host took back; what a step makes and frees again at once is served by what it just
+    freed. Measured on MiniLM at 64 x 256, everything trained, one thread (7.4 GiB of growth in the first step,
+    4.6 GiB of mapped activations in the later ones): each step 7.5-9.5 s slower with the pool as it is
+    (2.1 GiB) than right after 14 GiB were freed, the first 10-15 s; at 10 microseconds a page beyond the pool,
+    this prices 6.6 s and 13.9 s (`bench/plan/warm_pool.py`)."""
+    pool, extra = warm_pool(a)
+    if extra <= 0.0 or s.device.startswith("cuda") or head_only(s):
+        return 0.0
+    return extra * max(0.0, grows - pool)
+
+
 def _frozen_mode(s: Setting) -> str:
     """How frozen blocks run their forward without a graph: in training mode under `frozen_dropout`."""
     return "train" if s.frozen_dropout else "eval"
@@ -528,6 +571,9 @@ def mapping_seconds(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals:
         frozen = sum(a.mapped_bytes(n, length, frozen_mode))
         out["train"] += per * (blocks["trained"] * grows + blocks["frozen"] * frozen)
         out["train"] += fixed if s.depth == 0 else 0.0
+        # beyond the host's warm pool a page costs more: a later step grows the process by its mapped
+        # activations (the heap's pages it keeps); the first step's extra is first_touch_seconds'
+        out["train"] += cold_seconds(a, s, live_mapped(a, s, (n, length))) / rate
     if not head_only(s):
         out["eval"] = per * blocks["eval"] * sum(sum(a.mapped_bytes(n, length, "eval")) for n, length in evals)
     out["cache"] = per * blocks["cache"] * sum(sum(a.mapped_bytes(n, length, "eval")) for n, length in cache)
@@ -541,18 +587,18 @@ def first_touch_seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) ->
     extra is the fitted constant `warmup_s`. On the probes the first batch's extra follows that growth (MiniLM,
     `lab`: 0.02-0.07 s at 80-105 MiB, 0.32-0.35 s at 1.2 GiB, at 0.9-1.0 microseconds a page), so a median
     constant fitted on them priced a trial whose one batch an epoch grows the heap by 1.6 GiB (64 x 64,
-    everything trained) short."""
+    everything trained) short. Plus the first step's pages beyond the host's warm pool, over what a later
+    step pays for them (`cold_seconds`: the first step's heap is new)."""
     rate = _mapping_rate(a)
     first = next((epoch[0] for epoch in b.train if epoch), None)
     if rate <= 0.0 or first is None or s.device.startswith("cuda") or head_only(s):
         return 0.0
     growth = memory(a, s, b, co).train_growth
-    # the mapped storages alive at the step's peak (its trained and its frozen part peak apart)
-    blocks, per = attention_blocks(a, s), 1.0 / max(1, a.num_layers)
-    n, length = first
-    live = max(per * blocks["trained"] * a.forward_parts(n, length, mapped_from=MMAP_THRESHOLD, mode="grad")[1],
-               per * blocks["frozen"] * a.forward_parts(n, length, s.frozen_dropout, MMAP_THRESHOLD)[1])
-    return rate * max(0.0, growth - live)
+    # the mapped storages alive at the step's peak (priced every batch)
+    live = live_mapped(a, s, first)
+    # and the first step's pages beyond the host's warm pool, over what a later step pays (its heap is new)
+    cold = cold_seconds(a, s, growth) - cold_seconds(a, s, live)
+    return rate * max(0.0, growth - live) + max(0.0, cold)
 
 
 def train_seconds(co: Coefficients, f: dict[str, float]) -> float:
@@ -593,16 +639,18 @@ def seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> TimeParts:
     train_epochs = []
     for i, epoch in enumerate(b.train):
         if head_only(s) and co.t_head is not None:
-            train_epochs.append(co.t_head * len(epoch) + (co.t_head_warm if i == 0 and epoch else 0.0))
+            train_epochs.append(co.head_train_pass_s + co.t_head * len(epoch)
+                                + (co.t_head_warm if i == 0 and epoch else 0.0))
             continue
         f = time_features(a, s, epoch, [], [])
         warm = co.warmup_s + first_touch_seconds(a, s, b, co) if i == 0 and epoch else 0.0
-        train_epochs.append(warm + train_seconds(co, f) + mapping_seconds(a, s, epoch, [], [])["train"])
+        train_epochs.append(co.train_pass_s + warm + train_seconds(co, f) + mapping_seconds(a, s, epoch, [], [])["train"])
     if head_only(s) and co.te_head is not None:
-        eval_s = co.te_head * len(b.eval)
+        eval_s = co.head_eval_pass_s + co.te_head * len(b.eval)
     else:
         fe = time_features(a, s, [], b.eval, [])
-        eval_s = co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"] + mapping_seconds(a, s, [], b.eval, [])["eval"]
+        eval_s = (co.eval_pass_s + co.te0 * fe["eval_batches"] + co.kf * fe["eval_flops"]
+                  + mapping_seconds(a, s, [], b.eval, [])["eval"])
     cache_s = co.kc * cache_flops(a, s, b.cache) + mapping_seconds(a, s, [], [], b.cache)["cache"] if b.cache else 0.0
     # a CPU trial reads the machine's speed before and after its epochs (meters/speed.py): outside every phase,
     # and not in the probes' start-up seconds

@@ -25,7 +25,7 @@ from .account import (Anatomy, Batches, Coefficients, Setting, first_touch_secon
 from ..grid import has_adapter
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 15
+ACCOUNT_VERSION = 16
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -251,6 +251,15 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
             steady = train_seconds(co, ft) + mapping_seconds(anat, s, [b.train[0][0]], [], [])["train"]
             warm.append(sh["train_step_seconds"][0] - steady - first_touch_seconds(anat, s, b, co))
     co.warmup_s = max(0.0, float(np.median(warm))) if warm else 0.0
+    # What each pass spends outside its batches (a probe's pass less its batches' seconds), median; the head-only
+    # shapes apart (priced apart, as their batches are).
+    def outside(part: str, head: bool) -> float:
+        got = [sh[f"{part}_seconds"] - sum(sh[f"{part}_step_seconds"]) for sh, s, *_ in rows
+               if sh[f"{part}_step_seconds"] and head_only(s) == head]
+        return max(0.0, float(np.median(got))) if got else 0.0
+
+    co.train_pass_s, co.eval_pass_s = outside("train", False), outside("eval", False)
+    co.head_train_pass_s, co.head_eval_pass_s = outside("train", True), outside("eval", True)
     co.kc = cache_s / cache_f if cache_f > 0 else co.kf
     co.fixed_s = float(probe["ready_s"])
     loads = [float(x) for x in probe.get("load_peaks") or [] if x]

@@ -23,6 +23,7 @@ import signal
 import time
 import traceback
 from typing import Any
+from pathlib import Path
 
 STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
 # Evaluation batches: a warm-up and one steady batch per shape (four or five steady batches for two
@@ -260,6 +261,24 @@ MAPPING_BYTES = 48 * 2**20
 MAPPING_PAIRS = 10
 
 
+class _Fresh:
+    """`nbytes` of fresh anonymous memory (a mapping of its own, as glibc makes for a block of 32 MiB or more)
+    seen as a torch uint8 tensor; `close` unmaps it."""
+
+    def __init__(self, nbytes: int) -> None:
+        import mmap
+
+        import torch
+
+        # private, as malloc's are (an anonymous mmap is shared by default: shmem pages, dearer faults)
+        self._map = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.tensor = torch.frombuffer(self._map, dtype=torch.uint8)
+
+    def close(self) -> None:
+        del self.tensor
+        self._map.close()
+
+
 def mapping_seconds(device: Any) -> dict[str, Any] | None:
     """Seconds per byte that a storage served by a mapping of its own costs beyond the same bytes written to
     memory already mapped: the page faults that map it (the kernel zeroing each page) and its unmapping when
@@ -267,32 +286,111 @@ def mapping_seconds(device: Any) -> dict[str, Any] | None:
     a trial whose activations are that large maps them afresh every step, which probes at small shapes never do
     (MiniLM, 64 x 256, a forward in training mode without a graph: 1.5-1.8 million minor faults, the account's
     replayed trace 1.77 million pages; 8.0-8.5 s a forward with glibc told never to map, 10.1-15.6 s without).
-    Written as a trial's tensors are, by torch. None on CUDA and off Linux (another allocator's rule)."""
+    Written by torch, as a trial's tensors are, into a mapping of its own (`_fresh`): a tensor from the allocator
+    can come from a free chunk of a heap that earlier work grew (random:distilbert-base's anatomy child: the
+    48 MiB "fresh" tensor cost what a rewrite does, 0.003 microseconds a page, in every calibration of it on
+    record). None on CUDA and off Linux (another allocator's rule)."""
     import sys
 
     if device.type != "cpu" or not sys.platform.startswith("linux"):
         return None
     import numpy as np
-    import torch
 
-    n = MAPPING_BYTES // 4
-    kept = torch.empty(n)
-    kept.fill_(0.0)
-    diffs = []
+    kept = _Fresh(MAPPING_BYTES)
+    kept.tensor.fill_(0)
+    diffs, fresh_s = [], []
     for i in range(MAPPING_PAIRS + 1):
         t = time.perf_counter()
-        fresh = torch.empty(n)
-        fresh.fill_(1.0)
-        del fresh
+        fresh = _Fresh(MAPPING_BYTES)
+        fresh.tensor.fill_(1)
+        fresh.close()
         t_fresh = time.perf_counter() - t
         t = time.perf_counter()
-        kept.fill_(1.0)
+        kept.tensor.fill_(1)
         t_kept = time.perf_counter() - t
         if i:  # the first pair is warm-up
             diffs.append((t_fresh - t_kept) / MAPPING_BYTES)
-    del kept
+            fresh_s.append(t_fresh / MAPPING_BYTES)
+    kept.close()
     return {"seconds_per_byte": max(0.0, float(np.median(diffs))), "bytes": MAPPING_BYTES,
-            "readings": [float(x) for x in diffs]}
+            "readings": [float(x) for x in diffs], "fresh_seconds_per_byte": float(np.median(fresh_s)),
+            "pool": warm_pool(float(np.median(fresh_s)))}
+
+
+# The host's warm pool: first touches 64 MiB at a time, up to 4 GiB (or half the memory available, or
+# $HARNESS_PLAN_POOL_CAP_MIB: the tests keep it small), stopping after a few cold chunks.
+POOL_CHUNK = 64 * 2**20
+POOL_CAP = 4 * 2**30
+POOL_COLD_CHUNKS = 4
+POOL_COLD_FACTOR = 3.0
+
+
+def _mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def pool_cap() -> int:
+    cap = POOL_CAP
+    env = os.environ.get("HARNESS_PLAN_POOL_CAP_MIB")
+    if env:
+        cap = min(cap, int(float(env) * 2**20))
+    avail = _mem_available()
+    return min(cap, avail // 2) if avail is not None else cap
+
+
+def pool_knee(chunk_s: list[float], fresh_s_per_byte: float, chunk: int = POOL_CHUNK) -> dict[str, Any]:
+    """From each fresh chunk's seconds per byte (first touched in order, all kept): the bytes touched before the
+    first chunk that cost more than POOL_COLD_FACTOR x the warm price (`hot_bytes`; None: no such chunk), and
+    what a cold byte costs beyond a warm one (the medians of each kind's chunks; the warm price itself where
+    the first chunk was already cold)."""
+    import numpy as np
+
+    cold = [i for i, x in enumerate(chunk_s) if x > POOL_COLD_FACTOR * fresh_s_per_byte]
+    if not cold:
+        return {"hot_bytes": None, "cold_seconds_per_byte": 0.0}
+    warm = chunk_s[:cold[0]] or [fresh_s_per_byte]
+    return {"hot_bytes": float(cold[0] * chunk),
+            "cold_seconds_per_byte": max(0.0, float(np.median([chunk_s[i] for i in cold]) - np.median(warm)))}
+
+
+def warm_pool(fresh_s_per_byte: float) -> dict[str, Any]:
+    """How many bytes of fresh pages come at the price `mapping_seconds` reads, and what those beyond cost.
+
+    A guest that reports its free memory to its host (virtio free page reporting) hands the pages it frees back
+    within a second or so, keeping a pool of a GiB or two, and the host faults each page it took back in again
+    when the guest next touches it. This VM, one thread, fresh 64 MiB chunks kept and first touched in order:
+    about 1.3 microseconds a page for the first 1.3-3.0 GiB, then about 11 (two threads: 0.7, then 6); what was
+    freed in the last second also comes warm. A training step keeps its activations until its backward, so a
+    large one outgrows the pool (MiniLM at 64 x 256, everything trained: 7.4 GiB in its first step): such trials'
+    epochs took 1.5-2.1x a forecast that priced every page warm (`account.cold_seconds`).
+
+    Touches fresh POOL_CHUNK buffers on the process's torch threads (written in full, kept until the end) until
+    POOL_COLD_CHUNKS cost more than POOL_COLD_FACTOR x `fresh_s_per_byte` (a fresh buffer's own write, warm) or
+    `pool_cap()` bytes are touched (`pool_knee`: `hot_bytes` None if none did: nothing to price)."""
+    cap = pool_cap()
+    kept, chunk_s = [], []
+    t_start = time.perf_counter()
+    try:
+        while (len(kept) + 1) * POOL_CHUNK <= cap:
+            t = time.perf_counter()
+            buf = _Fresh(POOL_CHUNK)
+            buf.tensor.fill_(1)
+            chunk_s.append((time.perf_counter() - t) / POOL_CHUNK)
+            kept.append(buf)
+            if sum(1 for x in chunk_s if x > POOL_COLD_FACTOR * fresh_s_per_byte) >= POOL_COLD_CHUNKS:
+                break
+    finally:
+        seconds = time.perf_counter() - t_start
+        for buf in kept:
+            buf.close()
+    return dict(pool_knee(chunk_s, fresh_s_per_byte), chunk_bytes=POOL_CHUNK, cap_bytes=int(cap),
+                seconds=round(seconds, 3), chunk_seconds_per_byte=[float(x) for x in chunk_s])
 
 
 def fit_trace(points: list[tuple[int, int]], traces: list[Any]) -> dict[str, Any] | None:
