@@ -937,6 +937,33 @@ def test_each_pass_carries_what_the_probes_spent_outside_their_batches(probe_res
     assert got.eval_epoch == pytest.approx(0.002 + 0.0005)
 
 
+def test_the_optimisers_step_is_timed_apart_from_the_flops(probe_result):
+    """The probe times every optimiser step; the fit takes ko (seconds per trainable parameter a step) from those
+    timings, a constant plus ko x the parameters, and not from the batches beside the FLOPs."""
+    import copy
+
+    from harness.plan.account import time_features
+    from harness.plan.calibrate import _probe_batches, depth_of, fit, setting_of
+
+    p, res = probe_result
+    for sh in res["shapes"]:  # one per training batch, each a positive time
+        assert len(sh["optimizer_step_seconds"]) == len(sh["train_step_seconds"])
+        assert all(x > 0 for x in sh["optimizer_step_seconds"])
+    res = copy.deepcopy(res)
+    anat, _, _ = fit(p, copy.deepcopy(res))
+    for sh in res["shapes"]:
+        d = depth_of(sh["frozen_layers"])
+        b = _probe_batches(p, sh, d)
+        p_train = time_features(anat, setting_of(p, d, bool(sh["cache_used"])), [b.train[0][0]], [], [])["train_param_steps"]
+        sh["optimizer_step_seconds"] = [0.5] + [0.001 + 3e-9 * p_train] * (len(sh["train_step_seconds"]) - 1)
+    _, co, _ = fit(p, res)
+    assert co.ko == pytest.approx(3e-9, rel=1e-6)
+    for sh in res["shapes"]:  # without the timings (an older probe), ko is fitted beside the FLOPs as before
+        sh.pop("optimizer_step_seconds")
+    _, co_old, _ = fit(p, res)
+    assert co_old.ko != pytest.approx(3e-9, rel=1e-3)
+
+
 def test_the_probe_traces_a_training_step_and_times_a_fresh_mapping(probe_result):
     """The training step's storages, traced at five (n, L), replay at a shape never traced to what a step
     counted there makes; a fresh mapping costs something on a Linux CPU, from its alternated readings."""

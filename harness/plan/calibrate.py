@@ -233,9 +233,28 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
             fe = time_features(anat, s, [], [batch], [])
             Xe.append([fe["eval_batches"], fe["eval_flops"]])
             ye.append(secs - mapping_seconds(anat, s, [], [batch], [])["eval"])
-    scale_t = np.max(np.abs(Xt), axis=0) + 1e-30
-    sol_t, _ = nnls(np.asarray(Xt) / scale_t, np.asarray(yt))
-    co.t0, co.kt, co.kz, co.ko = (float(v) for v in sol_t / scale_t)
+    # The optimiser's step per trainable parameter, where the probes timed it (probe._time_optimizer_steps): each
+    # steady step's seconds = a constant + ko x the parameters it updates (the first step makes the state).
+    # Measured so, ko is taken out of the batches' seconds, and the rest fitted on the FLOPs alone.
+    opt_x, opt_y = [], []
+    for sh, s, b, _ in rows:
+        p_train = time_features(anat, s, [b.train[0][0]], [], [])["train_param_steps"] if b.train[0] else 0.0
+        for secs in (sh.get("optimizer_step_seconds") or [])[1:]:
+            opt_x.append([1.0, p_train])
+            opt_y.append(secs)
+    ko_measured = None
+    if len(opt_y) >= 2 and len({x[1] for x in opt_x}) >= 2:
+        scale_o = np.max(np.abs(opt_x), axis=0) + 1e-30
+        ko_measured = float((nnls(np.asarray(opt_x) / scale_o, np.asarray(opt_y))[0] / scale_o)[1])
+    Xt_, yt_ = np.asarray(Xt), np.asarray(yt)
+    if ko_measured is not None:
+        yt_ = yt_ - ko_measured * Xt_[:, 3]
+        Xt_ = Xt_[:, :3]
+    scale_t = np.max(np.abs(Xt_), axis=0) + 1e-30
+    sol_t, _ = nnls(Xt_ / scale_t, yt_)
+    sol_t = sol_t / scale_t
+    co.t0, co.kt, co.kz = (float(v) for v in sol_t[:3])
+    co.ko = ko_measured if ko_measured is not None else float(sol_t[3])
     scale_e = np.max(np.abs(Xe), axis=0) + 1e-30
     sol_e, _ = nnls(np.asarray(Xe) / scale_e, np.asarray(ye))
     co.te0, co.kf = (float(v) for v in sol_e / scale_e)
