@@ -506,10 +506,10 @@ def cold_seconds(a: Anatomy, s: Setting, grows: float) -> float:
     (`warm_pool`), over the mapping rate it pays for every fresh page. A training step's activations are kept
     until its backward, so they grow the process by their whole size and draw fresh pages from the pool, and
     past it from pages the host took back; what a step makes and frees again at once is served by what it just
-    freed. Measured on MiniLM at 64 x 256, everything trained, one thread (7.4 GiB of growth in the first step,
-    4.6 GiB of mapped activations in the later ones): each step 7.5-9.5 s slower with the pool as it is
-    (2.1 GiB) than right after 14 GiB were freed, the first 10-15 s; at 10 microseconds a page beyond the pool,
-    this prices 6.6 s and 13.9 s (`bench/plan/warm_pool.py`)."""
+    freed. Measured on MiniLM at 64 x 256, everything trained, one thread (7.5 GiB of growth in the first step,
+    4.6 GiB of mapped activations in the later ones): a later step 7.5-9.5 s slower with the pool as it is
+    (about 2 GiB) than right after 14 GiB were freed, the first 10-15 s; at 10 microseconds a page beyond a
+    2.2 GiB pool this prices 6.4 s and 14.0 s (`bench/plan/warm_pool.py`, docs/plan.md)."""
     pool, extra = warm_pool(a)
     if extra <= 0.0 or s.device.startswith("cuda") or head_only(s):
         return 0.0
