@@ -863,6 +863,24 @@ def test_the_warm_pool_is_where_the_fresh_chunks_turn_cold():
     assert empty["hot_bytes"] == 0.0 and empty["cold_seconds_per_byte"] == pytest.approx(cold - warm)
 
 
+def test_the_larger_of_two_pool_readings_is_kept():
+    """Two readings of the warm pool: the larger pool (one that turned cold nowhere counts as its cap), the cold
+    price their median where they saw one, the last reading's mapping rate, and both readings kept."""
+    from harness.plan.probe import larger_pool
+
+    def reading(hot, cold, rate=1e-10, cap=4 * 2**30):
+        return {"seconds_per_byte": rate, "pool": {"hot_bytes": hot, "cold_seconds_per_byte": cold, "cap_bytes": cap}}
+
+    got = larger_pool(reading(0.3 * 2**30, 2.0e-9, rate=2e-10), reading(2.0 * 2**30, 3.0e-9))
+    assert got["pool"]["hot_bytes"] == 2.0 * 2**30 and got["pool"]["cold_seconds_per_byte"] == pytest.approx(2.5e-9)
+    assert got["seconds_per_byte"] == 1e-10 and len(got["pool_readings"]) == 2
+    capped = larger_pool(reading(None, 0.0), reading(1.5 * 2**30, 3.0e-9))
+    assert capped["pool"]["hot_bytes"] == 4 * 2**30 and capped["pool"]["cold_seconds_per_byte"] == 3.0e-9
+    assert larger_pool(reading(None, 0.0), reading(None, 0.0))["pool"]["hot_bytes"] is None
+    assert larger_pool(None, reading(1.0, 1.0))["pool"]["hot_bytes"] == 1.0
+    assert larger_pool(reading(1.0, 1.0), None) is None
+
+
 def test_the_probe_reads_the_warm_pool_within_its_cap(monkeypatch):
     """The reading touches no more than its cap (here 192 MiB: three chunks), and says what it touched."""
     import sys
