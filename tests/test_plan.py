@@ -845,6 +845,10 @@ def test_pages_beyond_the_hosts_warm_pool_cost_the_cold_price():
     assert seconds(unseen, s, b, co).train_epoch[0] == pytest.approx(seconds(a, s, b, co).train_epoch[0])
     assert cold_seconds(c, dataclasses.replace(s, device="cuda"), growth) == 0.0
     assert cold_seconds(c, dataclasses.replace(s, depth=None, cached=True), growth) == 0.0
+    # the pool is priced whatever the mapping rate read (a rate of 0 prices nothing else)
+    no_rate = dataclasses.replace(c, mapping_rate=dict(cold, seconds_per_byte=0.0))
+    assert mapping_seconds(no_rate, s, [big], [], [])["train"] == pytest.approx(1e-8 * (live - pool))
+    assert first_touch_seconds(no_rate, s, b, co) == pytest.approx(1e-8 * (growth - live))
 
 
 def test_the_warm_pool_is_where_the_fresh_chunks_turn_cold():
@@ -861,6 +865,11 @@ def test_the_warm_pool_is_where_the_fresh_chunks_turn_cold():
     assert pool_knee([warm] * 40, warm) == {"hot_bytes": None, "cold_seconds_per_byte": 0.0}
     empty = pool_knee([cold] * 4, warm)
     assert empty["hot_bytes"] == 0.0 and empty["cold_seconds_per_byte"] == pytest.approx(cold - warm)
+    # a lone slow chunk among warm ones (a stall on a busy host) is not the pool's end
+    stalled = pool_knee([warm, warm, 4 * warm] + [warm] * 30 + [cold] * 4, warm, chunk=64 * 2**20)
+    assert stalled["hot_bytes"] == 33 * 64 * 2**20
+    assert stalled["cold_seconds_per_byte"] == pytest.approx(cold - warm)
+    assert pool_knee([warm] * 5 + [cold] * 2 + [warm] * 3, warm)["hot_bytes"] is None  # it came warm again
 
 
 def test_the_larger_of_two_pool_readings_is_kept():
@@ -882,7 +891,7 @@ def test_the_larger_of_two_pool_readings_is_kept():
 
 
 def test_the_probe_reads_the_warm_pool_within_its_cap(monkeypatch):
-    """The reading touches no more than its cap (here 192 MiB: three chunks), and says what it touched."""
+    """The real reading touches no more than its cap (here 192 MiB: three chunks) and says what it touched."""
     import sys
 
     import torch
@@ -896,9 +905,51 @@ def test_the_probe_reads_the_warm_pool_within_its_cap(monkeypatch):
         return
     got = mapping_seconds(torch.device("cpu"))["pool"]
     assert 1 <= len(got["chunk_seconds_per_byte"]) <= 3 and got["cap_bytes"] <= 192 * 2**20
-    assert got["chunk_bytes"] == POOL_CHUNK and got["seconds"] > 0
+    assert got["chunk_bytes"] == POOL_CHUNK and got["seconds"] > 0 and got["error"] is None
     assert all(x > 0 for x in got["chunk_seconds_per_byte"])
-    assert got["hot_bytes"] is None or got["hot_bytes"] < 192 * 2**20
+    monkeypatch.setenv("HARNESS_PLAN_POOL_CAP_MIB", "lots")  # not a number: the other bounds hold
+    assert 0 < pool_cap() <= 4 * 2**30
+
+
+@pytest.mark.parametrize("costs,chunks,hot", [
+    (["w"] * 5 + ["c"] * 9, 9, 5),                       # stops after four cold chunks in a row
+    (["w", "w", "c", "w", "w"] + ["c"] * 9, 9, 5),       # a lone slow chunk does not stop it
+    (["w"] * 20, 3, None),                               # the cap (192 MiB: three chunks), all warm
+    (["w", "w", "fail"], 2, None),                       # a mapping that cannot be made: nothing priced
+])
+def test_the_pool_reading_stops_after_four_cold_chunks_in_a_row(monkeypatch, costs, chunks, hot):
+    """warm_pool's loop on scripted chunk costs (seconds per byte, on a fake clock)."""
+    import types
+
+    from harness.plan import probe
+
+    warm, cold = 1.2e-6 / 4096, 11.0e-6 / 4096
+    clock = {"now": 0.0}
+    script = iter(costs)
+
+    class FakeFresh:
+        def __init__(self, nbytes):
+            self.nbytes, self.tensor = nbytes, self
+            kind = next(script)
+            if kind == "fail":
+                raise OSError("Cannot allocate memory")
+            self.cost = warm if kind == "w" else cold
+
+        def fill_(self, value):
+            clock["now"] += self.cost * self.nbytes
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(probe, "_Fresh", FakeFresh)
+    monkeypatch.setattr(probe, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    monkeypatch.setenv("HARNESS_PLAN_POOL_CAP_MIB", "192" if chunks == 3 else "4096")
+    got = probe.warm_pool(warm)
+    assert len(got["chunk_seconds_per_byte"]) == chunks
+    assert got["hot_bytes"] == (None if hot is None else hot * probe.POOL_CHUNK)
+    assert (got["error"] is not None) == ("fail" in costs)
+    if hot is not None:
+        assert got["cold_seconds_per_byte"] == pytest.approx(cold - warm)
 
 
 def test_the_fitted_warm_up_is_what_the_first_touch_leaves(probe_result):

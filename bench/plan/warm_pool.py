@@ -66,7 +66,7 @@ def steps(n: int, length: int, repeats: int, warm_gib: int) -> dict:
 def account_price(grid: str, n: int, length: int) -> dict:
     from harness.config import load_grid
     from harness.grid import expand
-    from harness.plan.account import Batches, cold_seconds, live_mapped, memory
+    from harness.plan.account import Batches, cold_seconds, live_mapped, memory, warm_pool
     from harness.plan.calibrate import Store, calibration_key, environment, loaded, setting_of
 
     trial = next(t for t in expand(load_grid(grid)[0]) if t.params["strategy"] == "lab")
@@ -79,7 +79,8 @@ def account_price(grid: str, n: int, length: int) -> dict:
     b = Batches(train=[[(n, length)]], eval=[], cache=[], n_examples=n, n_tokens=n * length, width_train=length,
                 width_val=length, n_train=n, n_val=0)
     live, growth = live_mapped(a, s, (n, length)), memory(a, s, b, co).train_growth
-    return {"pool_gib": round(a.mapping_rate["pool"]["hot_bytes"] / 2**30, 3) if a.mapping_rate["pool"]["hot_bytes"] else None,
+    pool = warm_pool(a)[0]
+    return {"pool_gib": round(pool / 2**30, 3) if pool != float("inf") else None,
             "mapped_activations_gib": round(live / 2**30, 2), "first_step_growth_gib": round(growth / 2**30, 2),
             "later_step_s": round(cold_seconds(a, s, live), 2), "first_step_s": round(cold_seconds(a, s, growth), 2)}
 

@@ -303,8 +303,8 @@ class Coefficients:
     t_head_warm: float = 0.0  # ... and the first head-only batch's extra seconds (the optimiser's state made)
     load_bytes: float = 0.0  # the process's peak while it loads the model (CPU; measured, the probes' median)
     warmup_s: float = 0.0    # the first training batch's extra seconds (kernels chosen, pages first touched)
-    # Seconds a pass spends outside its batches (the loader's iterator made, the mode switched, the epoch's
-    # bookkeeping): the probes' pass time less their batches', median. Milliseconds, but all there is beside
+    # Seconds a pass spends outside its batches (the loader's iterator made, each batch collated, the mode
+    # switched, the epoch's bookkeeping): the probes' pass time less their batches', median. Milliseconds, but all there is beside
     # the head's batches in an epoch of `fast` with everything frozen (4-7 ms).
     train_pass_s: float = 0.0
     eval_pass_s: float = 0.0
@@ -558,8 +558,13 @@ def mapping_seconds(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals:
     step, 2.96 million pages, against 2.1-3.2 million minor faults counted)."""
     rate = _mapping_rate(a)
     out = {"train": 0.0, "eval": 0.0, "cache": 0.0}
-    if rate <= 0.0 or s.device.startswith("cuda"):
+    if s.device.startswith("cuda"):
         return out
+    # beyond the host's warm pool a page costs more: a later step grows the process by its mapped activations
+    # (the heap's pages it keeps); the first step's extra is first_touch_seconds'. Read apart from the rate.
+    cold = sum(cold_seconds(a, s, live_mapped(a, s, x)) for x in train)
+    if rate <= 0.0:
+        return dict(out, train=cold)
     blocks = attention_blocks(a, s)
     per = 1.0 / max(1, a.num_layers)
     frozen_mode = _frozen_mode(s)
@@ -571,13 +576,12 @@ def mapping_seconds(a: Anatomy, s: Setting, train: list[tuple[int, int]], evals:
         frozen = sum(a.mapped_bytes(n, length, frozen_mode))
         out["train"] += per * (blocks["trained"] * grows + blocks["frozen"] * frozen)
         out["train"] += fixed if s.depth == 0 else 0.0
-        # beyond the host's warm pool a page costs more: a later step grows the process by its mapped
-        # activations (the heap's pages it keeps); the first step's extra is first_touch_seconds'
-        out["train"] += cold_seconds(a, s, live_mapped(a, s, (n, length))) / rate
     if not head_only(s):
         out["eval"] = per * blocks["eval"] * sum(sum(a.mapped_bytes(n, length, "eval")) for n, length in evals)
     out["cache"] = per * blocks["cache"] * sum(sum(a.mapped_bytes(n, length, "eval")) for n, length in cache)
-    return {k: rate * v for k, v in out.items()}
+    priced = {k: rate * v for k, v in out.items()}
+    priced["train"] += cold
+    return priced
 
 
 def first_touch_seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) -> float:
@@ -591,7 +595,7 @@ def first_touch_seconds(a: Anatomy, s: Setting, b: Batches, co: Coefficients) ->
     step pays for them (`cold_seconds`: the first step's heap is new)."""
     rate = _mapping_rate(a)
     first = next((epoch[0] for epoch in b.train if epoch), None)
-    if rate <= 0.0 or first is None or s.device.startswith("cuda") or head_only(s):
+    if first is None or s.device.startswith("cuda") or head_only(s):
         return 0.0
     growth = memory(a, s, b, co).train_growth
     # the mapped storages alive at the step's peak (priced every batch)

@@ -270,7 +270,8 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
             steady = train_seconds(co, ft) + mapping_seconds(anat, s, [b.train[0][0]], [], [])["train"]
             warm.append(sh["train_step_seconds"][0] - steady - first_touch_seconds(anat, s, b, co))
     co.warmup_s = max(0.0, float(np.median(warm))) if warm else 0.0
-    # What each pass spends outside its batches (a probe's pass less its batches' seconds), median; the head-only
+    # What each pass spends outside its batches (a probe's pass less its batches' seconds, which run from handing
+    # a batch over to asking for the next: so the collation of each batch is in here too), median; the head-only
     # shapes apart (priced apart, as their batches are).
     def outside(part: str, head: bool) -> float:
         got = [sh[f"{part}_seconds"] - sum(sh[f"{part}_step_seconds"]) for sh, s, *_ in rows

@@ -286,7 +286,7 @@ def mapping_seconds(device: Any) -> dict[str, Any] | None:
     a trial whose activations are that large maps them afresh every step, which probes at small shapes never do
     (MiniLM, 64 x 256, a forward in training mode without a graph: 1.5-1.8 million minor faults, the account's
     replayed trace 1.77 million pages; 8.0-8.5 s a forward with glibc told never to map, 10.1-15.6 s without).
-    Written by torch, as a trial's tensors are, into a mapping of its own (`_fresh`): a tensor from the allocator
+    Written by torch, as a trial's tensors are, into a mapping of its own (`_Fresh`): a tensor from the allocator
     can come from a free chunk of a heap that earlier work grew (random:distilbert-base's anatomy child: the
     48 MiB "fresh" tensor cost what a rewrite does, 0.003 microseconds a page, in every calibration of it on
     record). None on CUDA and off Linux (another allocator's rule)."""
@@ -335,28 +335,54 @@ def _mem_available() -> int | None:
     return None
 
 
+def _cgroup_room() -> int | None:
+    """Bytes this process's cgroup (v2) may still take (memory.max less memory.current); None: no limit read."""
+    try:
+        rel = next(line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
+                   if line.startswith("0::"))
+        base = Path("/sys/fs/cgroup") / rel.strip().lstrip("/")
+        limit = (base / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int((base / "memory.current").read_text().strip())
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
+
+
 def pool_cap() -> int:
+    """The most the reading touches: POOL_CAP, $HARNESS_PLAN_POOL_CAP_MIB, and half of what the machine
+    (MemAvailable) and this process's cgroup have room for (a container's MemAvailable is its host's)."""
     cap = POOL_CAP
-    env = os.environ.get("HARNESS_PLAN_POOL_CAP_MIB")
-    if env:
-        cap = min(cap, int(float(env) * 2**20))
-    avail = _mem_available()
-    return min(cap, avail // 2) if avail is not None else cap
+    try:
+        cap = min(cap, int(float(os.environ.get("HARNESS_PLAN_POOL_CAP_MIB") or "inf") * 2**20))
+    except (ValueError, OverflowError):
+        pass
+    for room in (_mem_available(), _cgroup_room()):
+        if room is not None:
+            cap = min(cap, max(0, room) // 2)
+    return cap
+
+
+def _cold(x: float, fresh_s_per_byte: float) -> bool:
+    return x > POOL_COLD_FACTOR * fresh_s_per_byte
 
 
 def pool_knee(chunk_s: list[float], fresh_s_per_byte: float, chunk: int = POOL_CHUNK) -> dict[str, Any]:
     """From each fresh chunk's seconds per byte (first touched in order, all kept): the bytes touched before the
-    first chunk that cost more than POOL_COLD_FACTOR x the warm price (`hot_bytes`; None: no such chunk), and
-    what a cold byte costs beyond a warm one (the medians of each kind's chunks; the warm price itself where
-    the first chunk was already cold)."""
+    last run of chunks that cost more than POOL_COLD_FACTOR x the warm price, when that run reaches the end
+    (`hot_bytes`; None: the last chunk was warm, so no cold stretch was reached), and what a cold byte costs
+    beyond a warm one (the run's median less the warm chunks' before it; the warm price itself where the first
+    chunk was already cold). A lone slow chunk among warm ones (a stall on a busy host) is not the pool's end."""
     import numpy as np
 
-    cold = [i for i, x in enumerate(chunk_s) if x > POOL_COLD_FACTOR * fresh_s_per_byte]
-    if not cold:
+    if not chunk_s or not _cold(chunk_s[-1], fresh_s_per_byte):
         return {"hot_bytes": None, "cold_seconds_per_byte": 0.0}
-    warm = chunk_s[:cold[0]] or [fresh_s_per_byte]
-    return {"hot_bytes": float(cold[0] * chunk),
-            "cold_seconds_per_byte": max(0.0, float(np.median([chunk_s[i] for i in cold]) - np.median(warm)))}
+    start = len(chunk_s)
+    while start > 0 and _cold(chunk_s[start - 1], fresh_s_per_byte):
+        start -= 1
+    warm = [x for x in chunk_s[:start] if not _cold(x, fresh_s_per_byte)] or [fresh_s_per_byte]
+    return {"hot_bytes": float(start * chunk),
+            "cold_seconds_per_byte": max(0.0, float(np.median(chunk_s[start:]) - np.median(warm)))}
 
 
 def warm_pool(fresh_s_per_byte: float) -> dict[str, Any]:
@@ -370,27 +396,33 @@ def warm_pool(fresh_s_per_byte: float) -> dict[str, Any]:
     large one outgrows the pool (MiniLM at 64 x 256, everything trained: 7.4 GiB in its first step): such trials'
     epochs took 1.5-2.1x a forecast that priced every page warm (`account.cold_seconds`).
 
-    Touches fresh POOL_CHUNK buffers on the process's torch threads (written in full, kept until the end) until
-    POOL_COLD_CHUNKS cost more than POOL_COLD_FACTOR x `fresh_s_per_byte` (a fresh buffer's own write, warm) or
-    `pool_cap()` bytes are touched (`pool_knee`: `hot_bytes` None if none did: nothing to price)."""
+    Touches fresh POOL_CHUNK mappings on the process's torch threads (written in full, kept until the end) until
+    POOL_COLD_CHUNKS in a row cost more than POOL_COLD_FACTOR x `fresh_s_per_byte` (a fresh buffer's own write,
+    warm) or `pool_cap()` bytes are touched (`pool_knee`). The reading is optional: where a mapping cannot be
+    made, `hot_bytes` is None (nothing priced) and `error` says why."""
     cap = pool_cap()
     kept, chunk_s = [], []
+    error = None
     t_start = time.perf_counter()
     try:
         while (len(kept) + 1) * POOL_CHUNK <= cap:
             t = time.perf_counter()
             buf = _Fresh(POOL_CHUNK)
+            kept.append(buf)
             buf.tensor.fill_(1)
             chunk_s.append((time.perf_counter() - t) / POOL_CHUNK)
-            kept.append(buf)
-            if sum(1 for x in chunk_s if x > POOL_COLD_FACTOR * fresh_s_per_byte) >= POOL_COLD_CHUNKS:
+            if len(chunk_s) >= POOL_COLD_CHUNKS and all(_cold(x, fresh_s_per_byte)
+                                                         for x in chunk_s[-POOL_COLD_CHUNKS:]):
                 break
+    except (OSError, RuntimeError, MemoryError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
     finally:
         seconds = time.perf_counter() - t_start
         for buf in kept:
             buf.close()
-    return dict(pool_knee(chunk_s, fresh_s_per_byte), chunk_bytes=POOL_CHUNK, cap_bytes=int(cap),
-                seconds=round(seconds, 3), chunk_seconds_per_byte=[float(x) for x in chunk_s])
+    knee = pool_knee(chunk_s, fresh_s_per_byte) if error is None else {"hot_bytes": None, "cold_seconds_per_byte": 0.0}
+    return dict(knee, chunk_bytes=POOL_CHUNK, cap_bytes=int(cap), seconds=round(seconds, 3),
+                chunk_seconds_per_byte=[float(x) for x in chunk_s], error=error)
 
 
 def larger_pool(first: dict[str, Any] | None, last: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -612,28 +644,43 @@ def read_anatomy(model: Any, name: str, device: Any, precision: str) -> dict[str
     }
 
 
-def _time_optimizer_steps(optimizer: Any, device: Any) -> list[float]:
-    """Times each `optimizer.step()` from here on (the list fills as the Trainer steps): what a step costs per
-    trainable parameter is measured apart rather than fitted beside the FLOPs, with which it grows in step
-    where the probes train more blocks at larger batches (DistilBERT under `fast`: the fit put it all on the
-    FLOPs, 31 % dearer than `lab`'s, and priced the trials' larger batches 24-42 % over)."""
+def _time_optimizer_steps(optimizer: Any, device: Any) -> list[Any]:
+    """Times each `optimizer.step()` from here on (the list fills as the Trainer steps; `_step_seconds` reads it):
+    what a step costs per trainable parameter is measured apart rather than fitted beside the FLOPs, with which
+    it grows in step where the probes train more blocks at larger batches (DistilBERT under `fast`: the fit put
+    it all on the FLOPs, 31 % dearer than `lab`'s, and priced the trials' larger batches 24-42 % over). On CUDA
+    with a pair of events around each step, so that nothing is synchronised that a trial would overlap."""
     import torch
 
-    seconds: list[float] = []
+    timings: list[Any] = []
     step = optimizer.step
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = step(*args, **kwargs)
+            end.record()
+            timings.append((start, end))
+            return out
         t = time.perf_counter()
         out = step(*args, **kwargs)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - t)
+        timings.append(time.perf_counter() - t)
         return out
 
     optimizer.step = timed
-    return seconds
+    return timings
+
+
+def _step_seconds(timings: list[Any]) -> list[float]:
+    out = []
+    for x in timings:
+        if isinstance(x, tuple):
+            x[1].synchronize()
+            out.append(x[0].elapsed_time(x[1]) / 1e3)
+        else:
+            out.append(float(x))
+    return out
 
 
 def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
@@ -771,7 +818,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
             "cuda_peak_reserved_bytes": int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else None,
             "train_seconds": train_s, "eval_seconds": eval_s, "cache_seconds": cache_s, "tokenize_seconds": tokenize_s,
             "train_batches": seen["train"], "eval_batches": seen["eval"],
-            "train_step_seconds": step_s["train"], "eval_step_seconds": step_s["eval"], "optimizer_step_seconds": opt_s,
+            "train_step_seconds": step_s["train"], "eval_step_seconds": step_s["eval"], "optimizer_step_seconds": _step_seconds(opt_s),
             "cache_used": bool(trainer.result.cache_used), "cache_bytes": int(trainer.result.cache_bytes),
             "train_lengths": train_set.lengths().tolist(), "val_lengths": val_set.lengths().tolist(),
             "pad_to": train_set.pad_to, "speed_gflops": speed_gflops,
