@@ -237,8 +237,8 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
     # steady step's seconds = a constant + ko x the parameters it updates (the first step makes the state).
     # Measured so, ko is taken out of the batches' seconds, and the rest fitted on the FLOPs alone.
     opt_x, opt_y = [], []
-    for sh, s, b, _ in rows:
-        p_train = time_features(anat, s, [b.train[0][0]], [], [])["train_param_steps"] if b.train[0] else 0.0
+    for sh, s, _, _ in rows:
+        p_train = float(anat.trainable(s.depth))  # what time_features counts as one step's parameters
         for secs in (sh.get("optimizer_step_seconds") or [])[1:]:
             opt_x.append([1.0, p_train])
             opt_y.append(secs)

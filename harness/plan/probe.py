@@ -22,8 +22,8 @@ import os
 import signal
 import time
 import traceback
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
 # Evaluation batches: a warm-up and one steady batch per shape (four or five steady batches for two
@@ -325,16 +325,6 @@ POOL_COLD_CHUNKS = 4
 POOL_COLD_FACTOR = 3.0
 
 
-def _mem_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _cgroup_room() -> int | None:
     """Bytes this process's cgroup (v2) may still take (memory.max less memory.current); None: no limit read."""
     try:
@@ -357,7 +347,9 @@ def pool_cap() -> int:
         cap = min(cap, int(float(os.environ.get("HARNESS_PLAN_POOL_CAP_MIB") or "inf") * 2**20))
     except (ValueError, OverflowError):
         pass
-    for room in (_mem_available(), _cgroup_room()):
+    import psutil
+
+    for room in (int(psutil.virtual_memory().available), _cgroup_room()):
         if room is not None:
             cap = min(cap, max(0, room) // 2)
     return cap
