@@ -911,6 +911,31 @@ def test_the_probe_reads_the_warm_pool_within_its_cap(monkeypatch):
     assert 0 < pool_cap() <= 4 * 2**30
 
 
+@pytest.mark.parametrize("root,limit,room", [
+    ("/", "1000000", 600000),          # the host's view: the path from /proc/self/cgroup under the mount
+    ("/a", "1000000", 600000),         # a container's mount root is cut from the path
+    ("/", "max", None),                # no limit: no room to cap by
+])
+def test_the_pool_cap_reads_the_cgroup_where_cgroup2_is_mounted(tmp_path, monkeypatch, root, limit, room):
+    """The cgroup's room is read through mountinfo (this VM mounts cgroup2 at /sys/fs/cgroup/unified), and caps
+    the pool's reading at half of it."""
+    from harness.executors import budget
+    from harness.plan.probe import pool_cap
+
+    folder = tmp_path / "unified" / ("b" if root == "/a" else "a/b")
+    folder.mkdir(parents=True)
+    (folder / "memory.max").write_text(limit + "\n")
+    (folder / "memory.current").write_text("400000\n")
+    monkeypatch.setattr(budget, "_cgroup_entries", lambda: [["1", "name=systemd", "/x"], ["0", "", "/a/b"]])
+    monkeypatch.setattr(budget, "_mounts", lambda: [(root, str(tmp_path / "unified"), "cgroup2", "rw")])
+    assert budget.cgroup_v2_folder() == folder
+    assert budget.cgroup_room() == room
+    if room is not None:
+        assert pool_cap() == room // 2
+    monkeypatch.setattr(budget, "_mounts", lambda: [])  # no cgroup2 mounted: nothing read
+    assert budget.cgroup_v2_folder() is None and budget.cgroup_room() is None
+
+
 @pytest.mark.parametrize("costs,chunks,hot", [
     (["w"] * 5 + ["c"] * 9, 9, 5),                       # stops after four cold chunks in a row
     (["w", "w", "c", "w", "w"] + ["c"] * 9, 9, 5),       # a lone slow chunk does not stop it

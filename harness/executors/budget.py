@@ -65,23 +65,62 @@ def _mounts() -> list[tuple[str, str, str, str]]:
     return out
 
 
+def _cgroup_entries() -> list[list[str]] | None:
+    """/proc/self/cgroup as (hierarchy id, controllers, path) entries; None where it cannot be read."""
+    try:
+        text = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return None
+    return [line.split(":", 2) for line in text.splitlines() if line.count(":") >= 2]
+
+
+def _resolve(rel: str, root: str, point: str) -> Path:
+    """A cgroup path from /proc/self/cgroup as a folder under its mount (a container's mount root is cut)."""
+    if root != "/" and rel.startswith(root):
+        rel = rel[len(root):]
+    return Path(point) / rel.lstrip("/")
+
+
+def cgroup_v2_folder() -> Path | None:
+    """This process's cgroup v2 folder, resolved through /proc/self/mountinfo (wherever cgroup2 is mounted);
+    None where there is none (cgroup v1 only, or not Linux)."""
+    entries = _cgroup_entries()
+    if entries is None:
+        return None
+    v2 = next((e for e in entries if e[0] == "0" and e[1] == ""), None)
+    if v2 is None:
+        return None
+    return next((_resolve(v2[2], root, point) for root, point, fstype, _ in _mounts() if fstype == "cgroup2"), None)
+
+
+def cgroup_room() -> int | None:
+    """Bytes this process's cgroup (v2) may still take: memory.max less memory.current; None where no limit
+    is set or none could be read."""
+    folder = cgroup_v2_folder()
+    if folder is None:
+        return None
+    try:
+        limit = (folder / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int((folder / "memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def find_cgroup() -> tuple[str, Path]:
     """(version "v1"|"v2", this process's memory cgroup folder), where children can be made with a memory
     limit; raises BudgetError with the reason otherwise."""
-    try:
-        entries = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines() if line.count(":") >= 2]
-    except OSError:
-        raise BudgetError("no /proc/self/cgroup (not Linux)") from None
+    entries = _cgroup_entries()
+    if entries is None:
+        raise BudgetError("no /proc/self/cgroup (not Linux)")
     mounts = _mounts()
     reasons = []
     v1 = next((e for e in entries if "memory" in e[1].split(",")), None)
     if v1 is not None:
         for root, point, fstype, opts in mounts:
             if fstype == "cgroup" and "memory" in opts.split(","):
-                rel = v1[2]
-                if root != "/" and rel.startswith(root):
-                    rel = rel[len(root):]
-                folder = Path(point) / rel.lstrip("/")
+                folder = _resolve(v1[2], root, point)
                 if (folder / "memory.limit_in_bytes").exists() and os.access(folder, os.W_OK):
                     return "v1", folder
                 reasons.append(f"cgroup v1 memory folder {folder} is not writable")
@@ -90,10 +129,7 @@ def find_cgroup() -> tuple[str, Path]:
     if v2 is not None:
         for root, point, fstype, _ in mounts:
             if fstype == "cgroup2":
-                rel = v2[2]
-                if root != "/" and rel.startswith(root):
-                    rel = rel[len(root):]
-                folder = Path(point) / rel.lstrip("/")
+                folder = _resolve(v2[2], root, point)
                 try:
                     controllers = (folder / "cgroup.controllers").read_text().split()
                 except OSError:
@@ -387,7 +423,7 @@ def apply_gpu_budget(limit_bytes: int | None, device: str) -> str | None:
     text = (f"torch.cuda.set_per_process_memory_fraction({fraction:.4f}) of {total / MiB:.0f} MiB "
             f"(PyTorch's allocator; the CUDA context is outside it)")
     if int(limit_bytes) > total:
-        text += f"; the budget is more than the device has, so the device's own size is the limit"
+        text += "; the budget is more than the device has, so the device's own size is the limit"
     return text
 
 

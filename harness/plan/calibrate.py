@@ -22,6 +22,7 @@ import numpy as np
 
 from .account import (Anatomy, Batches, Coefficients, Setting, first_touch_seconds, head_only, mapping_seconds,
                       memory, seconds, time_features, train_seconds)
+from ..config import LORA_SETTINGS
 from ..grid import has_adapter
 from .batches import Lengths, replay
 
@@ -39,8 +40,9 @@ def device_type(device: str) -> str:
     return device.split(":")[0]
 
 
-# With low-rank adapters, what the probes must build the same (lora_alpha only scales: the same work).
-ADAPTER_SETTINGS = ("adapter", "lora_r", "lora_dropout", "lora_targets")
+# With low-rank adapters, what the probes must build the same: config's adapter settings but lora_alpha, which
+# only scales (the same work, the same bytes).
+ADAPTER_SETTINGS = ("adapter", *(k for k in LORA_SETTINGS if k != "lora_alpha"))
 
 
 def calibration_key(p: dict[str, Any]) -> dict[str, Any]:

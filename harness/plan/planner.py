@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..config import LORA_SETTINGS
 from ..grid import Trial, has_adapter
 
 PLAN_SCHEMA = 1
@@ -85,7 +86,7 @@ def _shown(p: dict[str, Any]) -> dict[str, Any]:
             "optimizer", "precision")
     shown = {k: p.get(k) for k in keys}
     if has_adapter(p):  # absent without one, as in the trial's own params
-        shown.update({k: p.get(k) for k in ("adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets")})
+        shown.update({k: p.get(k) for k in ("adapter", *LORA_SETTINGS)})
     return shown
 
 

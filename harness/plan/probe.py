@@ -22,7 +22,6 @@ import os
 import signal
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
@@ -325,20 +324,6 @@ POOL_COLD_CHUNKS = 4
 POOL_COLD_FACTOR = 3.0
 
 
-def _cgroup_room() -> int | None:
-    """Bytes this process's cgroup (v2) may still take (memory.max less memory.current); None: no limit read."""
-    try:
-        rel = next(line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
-                   if line.startswith("0::"))
-        base = Path("/sys/fs/cgroup") / rel.strip().lstrip("/")
-        limit = (base / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int((base / "memory.current").read_text().strip())
-    except (OSError, ValueError, StopIteration, IndexError):
-        return None
-
-
 def pool_cap() -> int:
     """The most the reading touches: POOL_CAP, $HARNESS_PLAN_POOL_CAP_MIB, and half of what the machine
     (MemAvailable) and this process's cgroup have room for (a container's MemAvailable is its host's)."""
@@ -349,7 +334,9 @@ def pool_cap() -> int:
         pass
     import psutil
 
-    for room in (int(psutil.virtual_memory().available), _cgroup_room()):
+    from ..executors.budget import cgroup_room
+
+    for room in (int(psutil.virtual_memory().available), cgroup_room()):
         if room is not None:
             cap = min(cap, max(0, room) // 2)
     return cap
