@@ -330,11 +330,45 @@ class MemoryParts:
     raw_activations: float = 0.0  # the phase's slack_feature(activations kept for backward), before k_act
     raw_forward: float = 0.0      # the phase's forward transient, before k_fwd
     train_growth: float = 0.0     # what the training phase adds to the process (state and activations)
+    climb: float = 0.0            # the heap's climb over the trial's steps beyond the probes' (`CLIMB`)
 
     @property
     def total(self) -> float:
         return (self.constant + self.weights + self.data + self.cache + self.grads + self.optimizer_state
-                + self.state_overhead + self.activations)
+                + self.state_overhead + self.activations + self.climb)
+
+
+# The probes' training steps (probe.STEPS): the peaks the memory coefficients are fitted on are those of 3 steps.
+PROBE_STEPS = 3
+# A training pass's peak climbs with its steps: each step's storages land in the holes the steps before left in
+# glibc's heap, and where none fits the heap grows (by about one attention score tensor at a time, 12 MiB at
+# MiniLM's 4 x 256). Measured by the probe's own child at one shape (`bench/plan/peak_vs_steps.py`, MiniLM, `lab`,
+# depth 3, 4 x 256, two series): 3 / 6 / 12 / 23 / 40 / 60 steps peaked at 903 / 931 / 915 / 960 / 961 / 953 and
+# 912 / 932 / 934 / 947 / 924 / 943 MiB: up for the first 10-20 steps, flat after. So a pass of S steps holds
+# CLIMB x climb_weight(S) x the heap's bytes at its peak more than the probes' 3 steps held; CLIMB is measured at
+# the probes' own shapes by `bench/plan/climb.py` (docs/plan.md). Storages of MMAP_THRESHOLD or more are mappings
+# of their own and do not fragment; on CUDA nothing is added (no measurement of its allocator's climb).
+# Measured 2026-12-01 (MiniLM, `lab` and `fast`, the nine probe shapes that train, 20 steps, two runs each, against
+# a calibration of the same hour): c from -0.01 to 0.24, median 0.12, quartiles 0.04 and 0.22.
+CLIMB = 0.12
+CLIMB_FULL_STEPS = 20
+
+
+def climb_weight(steps: int) -> float:
+    """How much of the climb a pass of `steps` training steps reaches: 0 at the probes' 3, 1 from 20 on,
+    logarithmic between (the measured series rose by about half their climb by 6 steps)."""
+    if steps <= PROBE_STEPS:
+        return 0.0
+    return min(1.0, math.log(steps / PROBE_STEPS) / math.log(CLIMB_FULL_STEPS / PROBE_STEPS))
+
+
+def heap_share(a: Anatomy, batch: tuple[int, int], mapped_from: float) -> float:
+    """The share of a training step's storages, at its peak of live bytes over `batch`, that the heap serves (the
+    rest: mappings of MMAP_THRESHOLD or more), from the step's trace; 1 without one."""
+    if not math.isfinite(mapped_from) or batch[0] <= 0:
+        return 1.0
+    heap, mapped = a.forward_parts(batch[0], batch[1], mapped_from=mapped_from, mode="grad")
+    return heap / (heap + mapped) if heap + mapped > 0 else 1.0
 
 
 def optimizer_slots(s: Setting) -> int:
@@ -378,15 +412,22 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
 
     def train_phase(batches: list[tuple[int, int]], held: float) -> tuple[float, float, float]:
         """The training phase over these batches, with `held` bytes of gradients and optimiser state."""
+        return train_phase_parts(batches, held)[0]
+
+    def train_phase_parts(batches: list[tuple[int, int]], held: float) -> tuple[tuple[float, float, float], float]:
+        """... and the bytes of that phase's peak the heap serves (what its steps can fragment)."""
         # each distinct shape once: a trial of 56,000 rows runs thousands of batches of a few shapes
-        saved = max((a.saved_bytes(n, length, s.depth, s.cached) for n, length in set(batches)), default=0.0)
+        saved, widest = max(((a.saved_bytes(n, length, s.depth, s.cached), (n, length)) for n, length in set(batches)),
+                            default=(0.0, (0, 0)))
         # the frozen blocks' forward runs first, without a graph
         heap, mapped = largest_forward(batches, s.frozen_dropout) if uncached_frozen else (0.0, 0.0)
         if co.k_fwd * heap + mapped > saved + co.k_act * slack_feature(saved):
-            return (held + mapped, 0.0, heap)
-        return (held + saved, slack_feature(saved), 0.0)
+            return (held + mapped, 0.0, heap), co.k_fwd * heap
+        kept = saved + co.k_act * slack_feature(saved)
+        return (held + saved, slack_feature(saved), 0.0), kept * heap_share(a, widest, mapped_from)
 
     first_step_only = False  # the training phase's peak is the first step's, before the optimiser has state
+    climb = 0.0
     if include_train:
         steps = [x for e in b.train for x in e]
         # The optimiser makes its state in its first step, after the first backward (and the Trainer sets
@@ -394,7 +435,11 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
         # A trial of one training step (batch 64 on 90 rows, drop_last, one epoch) never holds state and
         # activations at once; counting both over-predicted MiniLM's 64 x 64, everything trained, by 23-33 %.
         first = train_phase(steps[:1], co.k_state * grads)
-        later = train_phase(steps[1:], state) if len(steps) > 1 else None
+        later, later_heap = train_phase_parts(steps[1:], state) if len(steps) > 1 else (None, 0.0)
+        if later is not None and not on_gpu:
+            # the heap's climb over the trial's steps, beyond the probes' few (`climb_weight`)
+            climb = CLIMB * climb_weight(len(steps)) * later_heap
+            later = (later[0] + climb, later[1], later[2])
         first_step_only = later is None or total(first) > total(later)
         phases["train"] = first if first_step_only else later
         phases["optimizer step"] = (state + (p_train * 4 if s.multi_tensor else 0), 0.0, 0.0)
@@ -423,8 +468,9 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
         o = 0.0
     over = (co.k_state - 1.0) * (g + o)
     _, raw_saved, raw_fwd = phases[phase]
-    return MemoryParts(co.c_bytes, weights, data, cache, g, o, dyn - g - o - over, phase, over, raw_saved, raw_fwd,
-                       growth)
+    climbed = climb if phase == "train" and not first_step_only else 0.0
+    return MemoryParts(co.c_bytes, weights, data, cache, g, o, dyn - g - o - over - climbed, phase, over, raw_saved,
+                       raw_fwd, growth, climbed)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ..config import LORA_SETTINGS
 from ..grid import has_adapter
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 16
+ACCOUNT_VERSION = 17
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -194,7 +194,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
             X.append([1.0, parts.grads + parts.optimizer_state, parts.raw_activations, parts.raw_forward])
             # what the phase holds that no coefficient scales (the cache build's second copy of the ids)
             fixed_act = parts.activations - co.k_act * parts.raw_activations - co.k_fwd * parts.raw_forward
-            y.append(measured - parts.weights - parts.data - parts.cache - fixed_act)
+            y.append(measured - parts.weights - parts.data - parts.cache - fixed_act - parts.climb)
         # Each probe weighed by 1 / its measured peak: the fit minimises relative errors, as the plan is
         # judged, rather than letting the largest probe's bytes decide the constant of the smallest.
         w = 1.0 / np.asarray([m for *_, m in rows])

@@ -24,7 +24,11 @@ import time
 import traceback
 from typing import Any
 
-STEPS = 3  # the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady
+from .account import PROBE_STEPS
+
+# the first is warm-up (kernels chosen, pages first touched); the rest are timed as steady. The memory account's
+# heap climb counts from this many steps (account.climb_weight).
+STEPS = PROBE_STEPS
 # Evaluation batches: a warm-up and one steady batch per shape (four or five steady batches for two
 # coefficients: under `fast` the head-only shape is priced apart);
 # the third cost 2-3 s of the probes and, under `fast`, of the cache they build over these rows too.
