@@ -313,6 +313,8 @@ def test_plan_with_a_stored_calibration_runs_no_probe(tmp_path, probe_result, mo
     assert {r["verdict"] for r in plan.rows} <= {"fits", "oom"}
     for r in plan.rows:
         assert (r["verdict"] == "fits") == (r["memory"]["peak_mib"] <= 640)
+        # the parts add up to the peak (to their rounding)
+        assert sum(r["memory"]["parts_mib"].values()) == pytest.approx(r["memory"]["peak_mib"], abs=0.6)
     assert len(plan.max_batch) == 2 and all("max_batch" in e for e in plan.max_batch)
     doc = json.loads(write_plan(plan, tmp_path / "plan").read_text())
     assert doc["schema"] == PLAN_SCHEMA and doc["totals"]["trials"] == 4
