@@ -74,6 +74,11 @@ def _cgroup_entries() -> list[list[str]] | None:
     return [line.split(":", 2) for line in text.splitlines() if line.count(":") >= 2]
 
 
+def _v2_entry(entries: list[list[str]]) -> list[str] | None:
+    """The cgroup v2 entry of /proc/self/cgroup (hierarchy 0, no controllers listed)."""
+    return next((e for e in entries if e[0] == "0" and e[1] == ""), None)
+
+
 def _resolve(rel: str, root: str, point: str) -> Path:
     """A cgroup path from /proc/self/cgroup as a folder under its mount (a container's mount root is cut)."""
     if root != "/" and rel.startswith(root):
@@ -87,7 +92,7 @@ def cgroup_v2_folder() -> Path | None:
     entries = _cgroup_entries()
     if entries is None:
         return None
-    v2 = next((e for e in entries if e[0] == "0" and e[1] == ""), None)
+    v2 = _v2_entry(entries)
     if v2 is None:
         return None
     return next((_resolve(v2[2], root, point) for root, point, fstype, _ in _mounts() if fstype == "cgroup2"), None)
@@ -125,7 +130,7 @@ def find_cgroup() -> tuple[str, Path]:
                     return "v1", folder
                 reasons.append(f"cgroup v1 memory folder {folder} is not writable")
                 break
-    v2 = next((e for e in entries if e[0] == "0" and e[1] == ""), None)
+    v2 = _v2_entry(entries)
     if v2 is not None:
         for root, point, fstype, _ in mounts:
             if fstype == "cgroup2":

@@ -410,12 +410,9 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
     def total(ph: tuple[float, float, float]) -> float:
         return ph[0] + co.k_act * ph[1] + co.k_fwd * ph[2]
 
-    def train_phase(batches: list[tuple[int, int]], held: float) -> tuple[float, float, float]:
-        """The training phase over these batches, with `held` bytes of gradients and optimiser state."""
-        return train_phase_parts(batches, held)[0]
-
-    def train_phase_parts(batches: list[tuple[int, int]], held: float) -> tuple[tuple[float, float, float], float]:
-        """... and the bytes of that phase's peak the heap serves (what its steps can fragment)."""
+    def train_phase(batches: list[tuple[int, int]], held: float) -> tuple[tuple[float, float, float], float]:
+        """The training phase over these batches, with `held` bytes of gradients and optimiser state, and the
+        bytes of its peak the heap serves (what its steps can fragment)."""
         # each distinct shape once: a trial of 56,000 rows runs thousands of batches of a few shapes
         saved, widest = max(((a.saved_bytes(n, length, s.depth, s.cached), (n, length)) for n, length in set(batches)),
                             default=(0.0, (0, 0)))
@@ -434,8 +431,8 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
         # the gradients to None before each forward): the first step's forward and backward run without it.
         # A trial of one training step (batch 64 on 90 rows, drop_last, one epoch) never holds state and
         # activations at once; counting both over-predicted MiniLM's 64 x 64, everything trained, by 23-33 %.
-        first = train_phase(steps[:1], co.k_state * grads)
-        later, later_heap = train_phase_parts(steps[1:], state) if len(steps) > 1 else (None, 0.0)
+        first, _ = train_phase(steps[:1], co.k_state * grads)
+        later, later_heap = train_phase(steps[1:], state) if len(steps) > 1 else (None, 0.0)
         if later is not None and not on_gpu:
             # the heap's climb over the trial's steps, beyond the probes' few (`climb_weight`)
             climb = CLIMB * climb_weight(len(steps)) * later_heap
