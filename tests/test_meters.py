@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 
 from harness.config import ConfigError, parse_grid
@@ -157,7 +158,10 @@ def test_heartbeats_carry_memory_and_come_at_once_when_the_peak_grows():
     with m:
         time.sleep(0.1)
         t0 = time.monotonic()
-        block = np.ones(100 * MiB // 8)
+        # A growth of 5 % of what this process already holds (tests run before may have left it large), and at
+        # least 100 MiB.
+        grow = max(100 * MiB, int(0.10 * psutil.Process().memory_info().rss))
+        block = np.ones(grow // 8)
         deadline = time.monotonic() + 3.0
         while not beats and time.monotonic() < deadline:
             time.sleep(0.01)
