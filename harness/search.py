@@ -6,7 +6,8 @@ fits, then bisected between the largest that fitted and the smallest that ran ou
 `max_batch_limit` and the training-set size (batches drop the last partial one). Each probe is a trial of
 its own in its own child process (`kind = "probe"`, under the grid's memory budget), of `search_epochs`
 epochs cut to `probe_steps` batches per pass (the peak is reached in the first optimiser steps, but for the
-heap's climb over the first 10-20: a trial of many steps can peak some percent higher, docs/plan.md). Grid
+heap's climb over the first 10-20 where frozen blocks sit below what trains: such a trial of many steps can peak
+a few percent higher; with every block trained, trials of 23-27 steps peaked as the probes did, docs/plan.md). Grid
 trials already run at a batch size count as probes (`ok`: fits; `oom`: does not), so they are not run twice.
 
 One record per grid point (`kind = "max_batch"`, `params.search = "max_batch"`, `params.batch_size` the

@@ -669,22 +669,24 @@ def test_only_storages_of_the_threshold_or_more_count_as_mapped():
 
 
 def test_a_pass_of_many_steps_holds_the_heaps_climb(monkeypatch):
-    """The memory coefficients are fitted on 3-step peaks; a pass of more steps holds CLIMB x climb_weight(steps) x
-    the heap's bytes at its peak more (storages of 32 MiB or more are mappings: they do not fragment), none on
-    CUDA and none where the first step (before the optimiser's state) sets the peak."""
+    """The memory coefficients are fitted on 3-step peaks; a pass of more steps holds climb_rate x climb_weight(steps)
+    x the heap's bytes at its peak more (storages of 32 MiB or more are mappings: they do not fragment), at CLIMB
+    with a frozen bottom and CLIMB_ALL_TRAINED with every block trained, none on CUDA and none where the first step
+    (before the optimiser's state) sets the peak."""
     from harness.plan import account as acc
     from harness.plan.account import climb_weight
 
-    assert acc.CLIMB > 0  # measured (bench/plan/climb.py), not left at nothing
+    assert acc.CLIMB > acc.CLIMB_ALL_TRAINED >= 0  # measured (bench/plan/climb.py), not left at nothing
     assert climb_weight(1) == climb_weight(3) == 0.0 and climb_weight(20) == climb_weight(5000) == 1.0
     assert 0 < climb_weight(4) < climb_weight(8) < climb_weight(19) < 1
     assert climb_weight(8) == pytest.approx(math.log(8 / 3) / math.log(20 / 3))
     monkeypatch.setattr(acc, "CLIMB", 0.2)
+    monkeypatch.setattr(acc, "CLIMB_ALL_TRAINED", 0.05)
     a = _mapping_anatomy()  # a training step's storages: 16 B x n L and 10 B x n L^2, both alive at its peak
     co = Coefficients(c_bytes=1000.0, k_act=2.0, k_state=1.0)
 
-    def setting(device: str = "cpu") -> Setting:
-        return Setting(depth=0, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device=device,
+    def setting(device: str = "cpu", depth: int | None = 1) -> Setting:
+        return Setting(depth=depth, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device=device,
                        epochs=1)
 
     def batches(steps: int, n: int, length: int) -> Batches:
@@ -693,15 +695,19 @@ def test_a_pass_of_many_steps_holds_the_heaps_climb(monkeypatch):
 
     three, long = memory(a, setting(), batches(3, 4, 64), co), memory(a, setting(), batches(20, 4, 64), co)
     assert three.climb == 0.0 and long.phase == "train"
-    kept = a.saved_bytes(4, 64, 0, False)
+    kept = a.saved_bytes(4, 64, 1, False)
     assert long.climb == pytest.approx(0.2 * (kept + 2.0 * slack_feature(kept)))  # 4 x 64: every storage heap
+    # every block trained: the other rate
+    kept0 = a.saved_bytes(4, 64, 0, False)
+    trained = memory(a, setting(depth=0), batches(20, 4, 64), co)
+    assert trained.climb == pytest.approx(0.05 * (kept0 + 2.0 * slack_feature(kept0)))
     assert long.total == pytest.approx(three.total + long.climb)
     assert long.activations == pytest.approx(three.activations)
     eight = memory(a, setting(), batches(8, 4, 64), co)
     assert eight.climb == pytest.approx(climb_weight(8) * long.climb)
     # 128 x 512: the step's 10 B x n L^2 storage (320 MiB) is a mapping of its own; only the heap's share climbs
     big = memory(a, setting(), batches(20, 128, 512), co)
-    kept = a.saved_bytes(128, 512, 0, False)
+    kept = a.saved_bytes(128, 512, 1, False)
     share = 16 * 128 * 512 / (16 * 128 * 512 + 10 * 128 * 512**2)
     assert big.climb == pytest.approx(0.2 * share * (kept + 2.0 * slack_feature(kept)))
     assert memory(a, setting("cuda"), batches(20, 4, 64), co).climb == 0.0

@@ -1,5 +1,5 @@
 """The heap's climb over a training pass's steps, measured at the calibration probes' own shapes: sets
-`account.CLIMB` (docs/plan.md, "The heap's climb").
+`account.CLIMB` (a frozen bottom below what trains) and `account.CLIMB_ALL_TRAINED` (every block trains), docs/plan.md.
 
     python bench/plan/climb.py bench/plan/heldout_minilm.toml --plan PLAN_JSON --steps 20 --repeats 2
 
@@ -12,7 +12,8 @@ says how many bytes of its peak the heap serves; one line per run:
         / (climb_weight(STEPS) x the heap's bytes at the peak)
 
 Only runs whose forecast peak is the training phase's (after the first step) count: a cache build's or an
-evaluation's peak is not a training pass's climb. The last line gives the median and quartiles of c.
+evaluation's peak is not a training pass's climb. The last lines give the median and quartiles of c, over all runs
+and for each of the account's two groups (`account.climb_rate`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main() -> None:
         shapes = [(f if f in ("all", "half") else int(f), int(b), int(length))
                   for f, b, length in (x.split(",") for x in args.shapes)]
     cals = {c["key"]["strategy"]: c for c in json.load(open(args.plan))["calibrations"]}
-    found = []
+    found: dict[str, list[float]] = {"all": [], "frozen bottom": [], "all trained": []}
     for strategy, cal in cals.items():
         params = next(t.params for t in expand(cfg) if t.params["strategy"] == strategy)
         q = dict(params, epochs=1)
@@ -55,11 +56,12 @@ def main() -> None:
                 d = depth_of(sh["frozen_layers"])
                 s = setting_of(q, d, bool(sh["cache_used"]))
                 b = _probe_batches(q, sh, d)
-                saved, account.CLIMB = account.CLIMB, 1.0
+                saved = account.CLIMB, account.CLIMB_ALL_TRAINED
+                account.CLIMB = account.CLIMB_ALL_TRAINED = 1.0
                 try:
                     m = account.memory(a, s, b, co)
                 finally:
-                    account.CLIMB = saved
+                    account.CLIMB, account.CLIMB_ALL_TRAINED = saved
                 line = {"strategy": strategy, "shape": [sh["frozen_layers"], sh["batch_size"], sh["max_length"]],
                         "repeat": rep, "steps": len(sh["train_batches"]), "phase": m.phase,
                         "measured_mib": round(measured / 2**20, 1),
@@ -70,12 +72,14 @@ def main() -> None:
                     # the training phase's own peak (a cache build the account puts below it may measure above)
                     train = sh["rss_phases"]["train"]
                     line["c"] = round((train - (m.total - m.climb)) / m.climb, 3)
-                    found.append(line["c"])
+                    found["all"].append(line["c"])
+                    found["all trained" if d == 0 else "frozen bottom"].append(line["c"])
                 print(json.dumps(line), flush=True)
-    if found:
-        q1, med, q3 = statistics.quantiles(found, n=4) if len(found) > 1 else (found[0],) * 3
-        print(json.dumps({"runs": len(found), "c_median": round(med, 3), "c_q1": round(q1, 3), "c_q3": round(q3, 3),
-                          "c_min": min(found), "c_max": max(found)}), flush=True)
+    for group, cs in found.items():
+        if cs:
+            q1, med, q3 = statistics.quantiles(cs, n=4) if len(cs) > 1 else (cs[0],) * 3
+            print(json.dumps({"group": group, "runs": len(cs), "c_median": round(med, 3), "c_q1": round(q1, 3),
+                              "c_q3": round(q3, 3), "c_min": min(cs), "c_max": max(cs)}), flush=True)
 
 
 if __name__ == "__main__":
