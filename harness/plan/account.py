@@ -350,10 +350,11 @@ PROBE_STEPS = 3
 # frozen blocks sit below what trains (run without a graph each step, or cached by a build before the pass), the
 # trained part's storages land among theirs; where every block trains, a step's storages are the same every step
 # and take the same places. MiniLM, the nine probe shapes that train, 20 steps, two runs each, under AdamW
-# (2026-12-01 05:50) and SGD (10:10), each against a calibration of the same hour: with a frozen bottom (depth 3
-# or "all", 18 runs) c from 0.05 to 0.24, median 0.15; with every block trained (16 runs) from -0.07 to 0.13,
-# median -0.005; and four full trials with every block trained under SGD (20 to 26 x 128, 23-27 steps, two runs
-# each) peaked 2.6 % below to 2.7 % above the forecast without any climb. Storages of MMAP_THRESHOLD or more are
+# (2026-12-01 05:50 and 10:35) and SGD (10:10), each against a calibration of the same hour: with a frozen bottom
+# (depth 3 or "all", 28 runs) c from -0.05 to 0.36, median 0.15 (quartiles 0.11 and 0.24); with every block
+# trained (24 runs) from -0.15 to 0.22, median 0.005 (quartiles -0.03 and 0.09); and four full trials with every
+# block trained under SGD (20 to 26 x 128, 23-27 steps, two runs each) peaked 2.6 % below to 2.7 % above the
+# forecast without any climb. Storages of MMAP_THRESHOLD or more are
 # mappings of their own and do not fragment; on CUDA nothing is added (no measurement of its allocator's climb).
 CLIMB = 0.15              # a frozen bottom below what trains
 CLIMB_ALL_TRAINED = 0.0   # every block trains (frozen depth 0, with or without adapters)
