@@ -29,8 +29,8 @@ only semantic difference from the uncached loop (docs/performance.md measures it
 
 On a CPU build, the heap's free pages go back to the system after each batch (`release_free_heap`): without
 it the build's peak climbs batch by batch as each forward's transients land among the holes the last one left
-(MiniLM, everything frozen, 2,000 rows at up to 256 tokens: 1,188 MiB against 804 for one batch's worth;
-docs/plan.md), for under 1 % of the build's time.
+(MiniLM, everything frozen, 2,000 rows at up to 256 tokens: 1,114-1,188 MiB, and 843-856 with the trim;
+docs/plan.md), for 3-5 % of the build's time (its transient pages are touched afresh each batch).
 """
 
 from __future__ import annotations
