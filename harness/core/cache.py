@@ -52,8 +52,8 @@ DEVICE_FRACTION = 0.25  # keep the cache on the GPU when it needs less than this
 @functools.lru_cache(maxsize=1)
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        return getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc; absent on macOS, Windows, musl's stub aside
-    except (OSError, TypeError):
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; None where the C library has none (macOS)
+    except (OSError, TypeError):  # Windows: no process handle to open this way
         return None
 
 

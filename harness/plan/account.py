@@ -354,10 +354,10 @@ PROBE_STEPS = 3
 # (depth 3 or "all", 28 runs) c from -0.05 to 0.36, median 0.15 (quartiles 0.11 and 0.24); with every block
 # trained (24 runs) from -0.15 to 0.22, median 0.005 (quartiles -0.03 and 0.09); and four full trials with every
 # block trained under SGD (20 to 26 x 128, 23-27 steps, two runs each) peaked 2.6 % below to 2.7 % above the
-# forecast without any climb. Storages of MMAP_THRESHOLD or more are
-# mappings of their own and do not fragment; on CUDA nothing is added (no measurement of its allocator's climb).
+# forecast without any climb. Storages of MMAP_THRESHOLD or more are mappings of their own and do not fragment;
+# on CUDA nothing is added (no measurement of its allocator's climb).
 CLIMB = 0.15              # a frozen bottom below what trains
-CLIMB_ALL_TRAINED = 0.0   # every block trains (frozen depth 0, with or without adapters)
+CLIMB_ALL_TRAINED = 0.0   # every block trains (frozen depth 0; with adapters there, not measured apart)
 CLIMB_FULL_STEPS = 20
 
 
