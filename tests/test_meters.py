@@ -158,8 +158,8 @@ def test_heartbeats_carry_memory_and_come_at_once_when_the_peak_grows():
     with m:
         time.sleep(0.1)
         t0 = time.monotonic()
-        # A growth of 5 % of what this process already holds (tests run before may have left it large), and at
-        # least 100 MiB.
+        # Grow by 10 % of what this process already holds, twice the 5 % that sends a heartbeat (tests run before
+        # may have left it large), and by at least 100 MiB.
         grow = max(100 * MiB, int(0.10 * psutil.Process().memory_info().rss))
         block = np.ones(grow // 8)
         deadline = time.monotonic() + 3.0

@@ -46,15 +46,6 @@ SHAPES: list[tuple[Any, int, int]] = [("all", 32, 64), ("half", 8, 64), (0, 8, 4
 HOOK_LENGTHS = (32, 64, 128)
 
 
-def _malloc_trim() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except Exception:
-        pass
-
-
 def _peak_rss_reset() -> bool:
     """Reset the kernel's peak-RSS mark of this process (VmHWM; Linux 4.0+, `clear_refs` 5)."""
     try:
@@ -673,6 +664,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     import torch
 
     from ..core import data as D
+    from ..core.cache import release_free_heap
     from ..core.models import load_model
     from ..core.train import Trainer, resolve_precision
     from ..meters.cpu_memory import CpuMemorySampler
@@ -813,7 +805,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        _malloc_trim()
+        release_free_heap()
     from ..trial import device_name
 
     # Read after the shapes, so that the hooks' forwards leave nothing in the peaks measured above.
