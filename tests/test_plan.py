@@ -218,6 +218,39 @@ def test_the_first_step_runs_before_the_optimiser_has_state():
         memory(a, sgd, batches([[(64, 64)] * 2]), co).total)
 
 
+def test_the_heap_is_read_at_what_it_holds_not_at_what_lives_when_the_mappings_peak():
+    """A forward's heap peaks in the attention and its storages die before the feed-forward's large ones are mapped;
+    the freed heap pages stay resident (until glibc trims the heap's top, more than TRIM_THRESHOLD free there), so
+    the RSS peaks with the heap's high-water mark beside the mappings. Read at the peak of live bytes, the heap
+    counted nothing there (MiniLM's 8,192-token cache batches: 25-30 % under)."""
+    from harness.plan.account import MMAP_THRESHOLD, TRIM_THRESHOLD, held_heap
+
+    a = _anatomy()
+    MiB = 2**20
+    # storages 0 and 1: 40 MiB of heap (the attention), freed; then storage 2: a 48 MiB mapping (the feed-forward)
+    a.fwd_trace = {"eval": {"sizes": [[20 * MiB, 0, 0], [20 * MiB, 0, 0], [48 * MiB, 0, 0]],
+                            "events": [0, 1, -1, -2, 2, -3]}}
+    assert a.forward_parts(8, 64, mapped_from=MMAP_THRESHOLD) == (0.0, 48 * MiB)  # the live bytes' peak
+    assert a.forward_parts(8, 64, mapped_from=MMAP_THRESHOLD, k_heap=2.0) == (40 * MiB, 48 * MiB)
+    s = Setting(depth=None, cached=False, optimizer="adamw", momentum=0.0, multi_tensor=False, device="cpu", epochs=1)
+    b = Batches(train=[[(8, 64)]], eval=[(8, 64)], cache=[], n_examples=8, n_tokens=512, width_train=64,
+                width_val=64, n_train=8, n_val=8)
+    parts = memory(a, s, b, Coefficients(k_fwd=2.0))
+    assert parts.raw_forward == 40 * MiB and parts.activations == pytest.approx(2.0 * 40 * MiB + 48 * MiB)
+    # a heap peak of 100 MiB freed down to 10: the free top passes the trim threshold and goes back to the
+    # system, so the mapping later sits beside 10 MiB, not 100; the forward's peak is the heap's own
+    assert TRIM_THRESHOLD == 2 * MMAP_THRESHOLD
+    a.fwd_trace = {"eval": {"sizes": [[10 * MiB, 0, 0]] + [[30 * MiB, 0, 0]] * 3 + [[48 * MiB, 0, 0]],
+                            "events": [0, 1, 2, 3, -2, -3, -4, 4, -5, -1]}}
+    a._replayed.clear()
+    assert a.forward_parts(8, 64, mapped_from=MMAP_THRESHOLD, k_heap=2.0) == (100 * MiB, 0.0)
+    assert a.forward_parts(8, 64, mapped_from=MMAP_THRESHOLD, k_heap=0.2) == (10 * MiB, 48 * MiB)
+    import numpy as np
+    assert held_heap(np.asarray([1.0, 5.0, 2.0, 3.0])).tolist() == [1.0, 5.0, 5.0, 5.0]
+    big = float(TRIM_THRESHOLD)
+    assert held_heap(np.asarray([1.0, big + 2.0, 1.0, 3.0])).tolist() == [1.0, big + 2.0, 1.0, 3.0]
+
+
 def test_a_forward_replayed_splits_heap_and_mapped_storages_at_its_peak():
     """Storages of 32 MiB or more are glibc mappings of their own (x 1 in the RSS), smaller ones heap (x k_fwd);
     both are read at the forward's peak of live bytes, which the replay finds at the trial's shape."""

@@ -11,7 +11,7 @@ Memory (bytes) at the trial's peak (docs/plan.md has the whole account):
     eval  = k_state x (grads + optimiser state) + a forward without a graph (largest evaluation batch)
     build = a forward at the cache's batch (the cache itself is in `cache`) + a second copy of the ids
     step  = k_state x (grads + optimiser state) + the multi-tensor optimiser's temporaries
-    a forward without a graph = k_fwd x its heap storages + its mapped storages, at its peak
+    a forward without a graph = k_fwd x the heap's held bytes + its live mapped storages, where that sum peaks
 
 `weights`, `grads` (trainable parameters), `optimiser state` (AdamW: 2 per trainable parameter, SGD with
 momentum: 1, plain SGD: 0), `cache` (the frozen-prefix cache, as `core/cache.py` allocates it) and `data`
@@ -151,17 +151,22 @@ class Anatomy:
         return self.fwd_c + n * (length * self.fwd_a + self.fwd_b * length * length)
 
     def forward_parts(self, n: int, length: int, train: bool = False, mapped_from: float = math.inf,
-                      mode: str | None = None) -> tuple[float, float]:
-        """A forward without a graph over n examples padded to `length`, at its peak of live bytes: (bytes then
-        in storages under `mapped_from`, bytes in storages of `mapped_from` or more). glibc serves a block of
-        32 MiB or more (its largest mmap threshold) with a mapping of its own and unmaps it when it is freed,
-        so the RSS holds such a storage only while it lives (x 1); smaller ones come from the heap, whose
-        freed pages stay and whose arenas fragment (x k_fwd, fitted). The trace is replayed at the shape.
-        Measured on MiniLM's training-mode forward alone (1 thread, 9 shapes, 256 to 16,384 tokens): median
-        error 10 %, against 14 % with the heap's high-water mark instead and 18 % with no split. Without a
-        trace: the counted peak, all heap. `mode` "grad": the same over a training step's trace (no counted
-        peak to fall back on: (0, 0) without it)."""
-        key = (n, length, train, mapped_from, mode)
+                      mode: str | None = None, k_heap: float | None = None) -> tuple[float, float]:
+        """A forward without a graph over n examples padded to `length`, at its peak: (bytes then in storages
+        under `mapped_from`, bytes in storages of `mapped_from` or more). glibc serves a block of 32 MiB or more
+        (its largest mmap threshold) with a mapping of its own and unmaps it when it is freed, so the RSS holds
+        such a storage only while it lives (x 1); smaller ones come from the heap. The trace is replayed at the
+        shape. Without a trace: the counted peak, all heap. `mode` "grad": the same over a training step's trace
+        (no counted peak to fall back on: (0, 0) without it).
+
+        Without `k_heap`, the peak of live bytes, and the heap's bytes then. With it (k_fwd: the process holds
+        k_heap x the heap's bytes, the kernels' own scratch and the arena's holes beside the storages), the heap's
+        bytes are those it holds (`held_heap`): its high-water mark, which stays resident after the storages die,
+        until glibc trims the heap's top; and the peak is where k_heap x those + the live mapped bytes is largest.
+        A forward's heap peaks in the attention, before the feed-forward's large intermediates are mapped: the
+        peak of live bytes, where those are, caught the heap at its low and under-predicted MiniLM's 8,192-token
+        cache batches by 25-30 % (`bench/plan/forward_rss.py`, docs/plan.md)."""
+        key = (n, length, train, mapped_from, mode, k_heap)
         hit = self._replayed.get(key)
         if hit is not None:
             return hit
@@ -184,8 +189,13 @@ class Anatomy:
             mapped = sizes[which] >= mapped_from
             heap = np.cumsum(np.where(mapped, 0.0, delta))
             live_mapped = np.cumsum(np.where(mapped, delta, 0.0))
-            at = int(np.argmax(heap + live_mapped))
-            out = (float(heap[at]), float(live_mapped[at]))
+            if k_heap is None:
+                at = int(np.argmax(heap + live_mapped))
+                out = (float(heap[at]), float(live_mapped[at]))
+            else:
+                held = held_heap(heap)
+                at = int(np.argmax(k_heap * held + live_mapped))
+                out = (float(held[at]), float(live_mapped[at]))
         self._replayed[key] = out
         return out
 
@@ -266,6 +276,31 @@ def head_only(s: Setting) -> bool:
 # glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): a block this large or larger is always
 # a mapping of its own, returned to the system when freed. CUDA's allocated bytes are the live bytes: no split.
 MMAP_THRESHOLD = 32 * MiB
+# glibc gives the heap's top back to the system when the free space there passes its trim threshold, which follows
+# the mmap threshold (twice it) once a freed mapping has raised that to its largest.
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
+
+
+def held_heap(live: Any) -> Any:
+    """The heap's bytes the process holds at each event of a replayed forward, from the live heap bytes: the
+    high-water mark so far, since freed pages stay resident, back down to the live bytes where the mark stands
+    more than TRIM_THRESHOLD above them (the freed top trimmed away). Measured on MiniLM's forward alone
+    (`bench/plan/forward_rss.py`, 1 thread, 22 shapes from 256 to 16,384 tokens, two runs each, k_fwd 2): in
+    evaluation mode, as k_fwd x this + the live mapped bytes, the RSS's growth within a median 9.6 % (under by more
+    than 5 % at 4 of 22 shapes), as k_fwd x the live heap at the peak of live bytes 18.4 % (11 of 22); in training
+    mode 10.3 % (6) against 9.1 % (8)."""
+    import numpy as np
+
+    live = np.asarray(live, dtype=float)
+    held = np.empty_like(live)
+    start = 0
+    while start < len(live):  # one running maximum per stretch between trims (a few per forward)
+        mark = np.maximum.accumulate(live[start:])
+        trimmed = np.flatnonzero(mark - live[start:] > TRIM_THRESHOLD)
+        end = start + int(trimmed[0]) if len(trimmed) else len(live)
+        held[start:end] = mark[:end - start]
+        start = end  # the mark starts again from the live bytes there
+    return held
 
 
 SLACK_SCALE = float(2**30)
@@ -416,7 +451,7 @@ def memory(a: Anatomy, s: Setting, b: Batches, co: Coefficients, include_train: 
 
     def largest_forward(batches: Any, train: bool = False) -> tuple[float, float]:
         """(heap, mapped) of the batch whose forward holds the most (k_fwd x heap + mapped)."""
-        parts = [a.forward_parts(n, length, train, mapped_from) for n, length in set(batches)]
+        parts = [a.forward_parts(n, length, train, mapped_from, k_heap=co.k_fwd) for n, length in set(batches)]
         return max(parts, key=lambda x: co.k_fwd * x[0] + x[1], default=(0.0, 0.0))
 
     def total(ph: tuple[float, float, float]) -> float:
