@@ -30,7 +30,11 @@ only semantic difference from the uncached loop (docs/performance.md measures it
 On a CPU build, the heap's free pages go back to the system after each batch (`release_free_heap`): without
 it the build's peak climbs batch by batch as each forward's transients land among the holes the last one left
 (MiniLM, everything frozen, 2,000 rows at up to 256 tokens: 1,114-1,188 MiB, and 843-856 with the trim;
-docs/plan.md), for 3-5 % of the build's time (its transient pages are touched afresh each batch).
+docs/plan.md), for 3-5 % of the build's time (its transient pages are touched afresh each batch). They go back
+before the first batch too, so that it runs as every later one does: a first batch on the loaded process's free
+pages grew the process by less, and the plan's probes, whose builds are a batch or two, forecast a long build
+from it (MiniLM, everything frozen, 400 and 2,000 rows at 256 tokens: 8-10 % under, and 0.4 % over to 2.6 %
+under with this trim; docs/plan.md).
 """
 
 from __future__ import annotations
@@ -322,8 +326,11 @@ def build(parts: Anatomy, depth: int | None, batches: Iterable[dict[str, torch.T
     decoder = parts.family is not None and parts.family.decoder
     cache = FrozenCache(depth=depth, n=n, where=str(target), lookup_pad_id=pad_id if decoder and depth is not None else None)
     pin = target.type == "cpu" and device.type == "cuda"
-    # the forwards' transients live in host memory: trim between batches (see the module's docstring)
+    # the forwards' transients live in host memory: trim before the first batch and after each (see the module's
+    # docstring), so that every batch runs on a heap without free pages, the first as the rest
     host_heap = device.type == "cpu"
+    if host_heap:
+        release_free_heap()
     try:
         if depth is None:
             first = pooled = None
