@@ -165,7 +165,7 @@ class Anatomy:
         until glibc trims the heap's top; and the peak is where k_heap x those + the live mapped bytes is largest.
         A forward's heap peaks in the attention, before the feed-forward's large intermediates are mapped: the
         peak of live bytes, where those are, caught the heap at its low and under-predicted MiniLM's 8,192-token
-        cache batches by 25-30 % (`bench/plan/forward_rss.py`, docs/plan.md)."""
+        cache batches by 23-29 % (`bench/plan/forward_rss.py`, docs/plan.md)."""
         key = (n, length, train, mapped_from, mode, k_heap)
         hit = self._replayed.get(key)
         if hit is not None:
