@@ -222,7 +222,7 @@ def test_the_heap_is_read_at_what_it_holds_not_at_what_lives_when_the_mappings_p
     """A forward's heap peaks in the attention and its storages die before the feed-forward's large ones are mapped;
     the freed heap pages stay resident (until glibc trims the heap's top, more than TRIM_THRESHOLD free there), so
     the RSS peaks with the heap's high-water mark beside the mappings. Read at the peak of live bytes, the heap
-    counted nothing there (MiniLM's 8,192-token cache batches: 25-30 % under)."""
+    counted nothing there (MiniLM's 8,192-token cache batches: 23-29 % under)."""
     from harness.plan.account import MMAP_THRESHOLD, TRIM_THRESHOLD, held_heap
 
     a = _anatomy()

@@ -20,7 +20,6 @@ count of readings under by more than 5 %, per mode and reading. Linux with glibc
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import statistics
@@ -29,22 +28,16 @@ SHAPES = ["4x64", "8x64", "32x64", "64x64", "16x128", "4x256", "8x256", "16x256"
           "138x59", "128x64", "207x16", "8x160", "16x160", "24x160", "32x160", "48x160", "64x160", "32x128", "32x192"]
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def main() -> None:
     import numpy as np
+    import psutil
     import torch
 
+    from harness.core.cache import release_free_heap
     from harness.core.models import load_model
-    from harness.plan.account import MMAP_THRESHOLD, held_heap, trace_sizes
+    from harness.plan.account import MMAP_THRESHOLD
     from harness.plan.calibrate import loaded
-    from harness.plan.probe import _probe_inputs
+    from harness.plan.probe import _peak_rss, _peak_rss_reset, _probe_inputs
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--plan", required=True, help="a plan.json whose calibrations include the model's")
@@ -57,40 +50,31 @@ def main() -> None:
     cal = next(c for c in json.load(open(args.plan))["calibrations"] if c["key"]["model"] == args.model)
     anatomy, _ = loaded(cal)
     model = load_model(args.model, 2).model
-    trim = ctypes.CDLL(None).malloc_trim
+    proc = psutil.Process()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
     errors: dict[tuple[str, str, float], list[float]] = {}
     for mode in ("eval", "train"):
         model.train(mode == "train")
-        trace = anatomy.fwd_trace[mode]
-        events = np.asarray(trace["events"], dtype=np.int64)
-        made = events >= 0
-        which = np.where(made, events, -1 - events)
         for n, length in shapes:
             grown = []
             for _ in range(args.repeats):
                 ids, mask = _probe_inputs(model, torch.device("cpu"), length, n)
                 gc.collect()
-                trim(0)
-                before = _status_bytes("VmRSS:")
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
+                release_free_heap()
+                before = proc.memory_info().rss
+                _peak_rss_reset()
                 with torch.no_grad():
                     out = model(input_ids=ids, attention_mask=mask)
-                grown.append(_status_bytes("VmHWM:") - before)
+                grown.append(_peak_rss() - before)
                 del out
             measured = statistics.mean(grown)
-            sizes = np.maximum(0.0, trace_sizes(trace, n, length))
-            delta = np.where(made, sizes[which], -sizes[which])
-            mapped = sizes[which] >= MMAP_THRESHOLD
-            heap = np.cumsum(np.where(mapped, 0.0, delta))
-            live_mapped = np.cumsum(np.where(mapped, delta, 0.0))
-            at = int(np.argmax(heap + live_mapped))
-            held = held_heap(heap)
             line = {"mode": mode, "shape": f"{n}x{length}", "measured_mib": round(measured / 2**20, 1),
                     "readings_mib": [round(g / 2**20, 1) for g in grown]}
+            # the account's own replay (Anatomy.forward_parts): at the peak of live bytes, and with the heap held
+            live_heap, live_mapped = anatomy.forward_parts(n, length, mode == "train", MMAP_THRESHOLD)
             for k in args.k:
-                forecast = {"live": k * heap[at] + live_mapped[at], "held": float(np.max(k * held + live_mapped))}
+                held, mapped = anatomy.forward_parts(n, length, mode == "train", MMAP_THRESHOLD, k_heap=k)
+                forecast = {"live": k * live_heap + live_mapped, "held": k * held + mapped}
                 for reading, value in forecast.items():
                     errors.setdefault((mode, reading, k), []).append((value - measured) / measured)
                     line[f"{reading}_k{k:g}_mib"] = round(value / 2**20, 1)

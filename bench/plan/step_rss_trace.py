@@ -11,22 +11,17 @@ GRID's first trial of STRATEGY gives the settings; SHAPE is frozen,batch,max_len
 from __future__ import annotations
 
 import argparse
-import ctypes
-
-
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main() -> None:
+    import psutil
+
     import harness.core.train as train
+    from harness.core.cache import release_free_heap
     from harness.config import load_grid
     from harness.grid import expand
     from harness.plan import probe
+    from harness.plan.probe import _peak_rss
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("grid")
@@ -35,15 +30,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--trim-every", type=int, default=0)
     args = ap.parse_args()
-    trim = ctypes.CDLL(None).malloc_trim
+    proc = psutil.Process()
     after: list[tuple[float, float]] = []
     step = train.Trainer.train_step
 
     def traced(self, batch):  # noqa: ANN001
         out = step(self, batch)
         if args.trim_every and len(after) % args.trim_every == args.trim_every - 1:
-            trim(0)
-        after.append((_status_mib("VmRSS:"), _status_mib("VmHWM:")))
+            release_free_heap()
+        after.append((proc.memory_info().rss / 2**20, (_peak_rss() or 0) / 2**20))
         return out
 
     train.Trainer.train_step = traced
