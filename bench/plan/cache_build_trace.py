@@ -48,7 +48,7 @@ def main() -> None:
     def traced(*a, **k):  # called once per batch of an "all" build, before the batch's trim
         seen["n"] += 1
         mi = libc.mallinfo2()
-        hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+        hwm = (probe._peak_rss() or 0) / 2**20
         print(f"batch {seen['n']} {tuple(a[2].shape)}: rss {proc.memory_info().rss / 2**20:.0f} MiB, peak {hwm:.0f}, "
               f"arena {mi.arena / 2**20:.0f}, in use {mi.uordblks / 2**20:.0f}, free {mi.fordblks / 2**20:.0f}, "
               f"mapped {mi.hblkhd / 2**20:.0f}", flush=True)
