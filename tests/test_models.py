@@ -64,3 +64,45 @@ def test_embedded_minilm_loads_offline_with_a_mean_pooled_head():
     trainable, total = freeze(model, "all")
     assert trainable == 384 * 2 + 2
     assert anatomy(model).num_layers == 6
+
+
+def test_embedded_minilm_is_its_checkpoint_encoder_pooled_by_the_masked_mean():
+    """The loaded encoder itself reads the sentence (no second copy built from its state): every encoder weight
+    equals the checkpoint's, the unused BERT pooler is gone, and the pooled output is the attention-masked mean."""
+    import torch
+    from safetensors.torch import load_file
+
+    from harness.core.models import embedded_minilm_path
+
+    model = load_model("embedded:minilm-l6", 2).model.eval()
+    assert model.bert.pooler is None and not any(k.startswith("bert.pooler") for k in model.state_dict())
+    saved = load_file(str(embedded_minilm_path() / "model.safetensors"))
+    saved = {k.removeprefix("bert."): v for k, v in saved.items()}
+    for name, tensor in model.bert.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    ids = torch.tensor([[101, 2023, 2003, 2204, 102, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        out = model.bert(input_ids=ids, attention_mask=mask)
+    expected = out.last_hidden_state[:, :5].mean(dim=1)
+    assert torch.allclose(out.pooler_output, expected, atol=1e-6)
+
+
+def test_an_embedded_checkpoint_without_its_encoder_is_refused(monkeypatch, tmp_path):
+    """A checkpoint that lacks encoder weights (from_pretrained would initialise them at random) is refused."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from harness.core import models
+
+    src = models.embedded_minilm_path()
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    weights = load_file(str(src / "model.safetensors"))
+    dropped = next(k for k in weights if "layer.5" in k)
+    save_file({k: v for k, v in weights.items() if k != dropped}, str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(models, "embedded_minilm_path", lambda: tmp_path)
+    with pytest.raises(ModelError, match="unexpected checkpoint layout"):
+        load_model("embedded:minilm-l6", 2)

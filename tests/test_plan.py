@@ -972,6 +972,28 @@ def test_the_larger_of_two_pool_readings_is_kept():
     assert larger_pool(reading(1.0, 1.0), None) is None
 
 
+def test_a_second_pool_reading_is_taken_only_after_a_low_or_failed_first():
+    """The anatomy's child reads the warm pool again after its work only where the first reading was under
+    POOL_SETTLED_BYTES or failed; a last reading without a pool keeps the first's pool and mapping rate last."""
+    from harness.plan.probe import POOL_SETTLED_BYTES, larger_pool, pool_settled
+
+    def reading(hot, cold=3.0e-9, rate=1e-10, error=None, pool=True):
+        return {"seconds_per_byte": rate,
+                "pool": {"hot_bytes": hot, "cold_seconds_per_byte": cold, "cap_bytes": 4 * 2**30, "error": error}
+                if pool else None}
+
+    assert pool_settled(reading(float(POOL_SETTLED_BYTES)))
+    assert pool_settled(reading(None, 0.0))  # turned cold nowhere under its cap
+    assert not pool_settled(reading(0.31 * 2**30))
+    assert not pool_settled(reading(None, 0.0, error="OSError: cannot map"))
+    assert not pool_settled(None) and not pool_settled(reading(None, pool=False))
+    got = larger_pool(reading(1.5 * 2**30, 2.0e-9, rate=2e-10), reading(None, rate=1e-10, pool=False))
+    assert got["pool"]["hot_bytes"] == 1.5 * 2**30 and got["pool"]["cold_seconds_per_byte"] == 2.0e-9
+    assert got["seconds_per_byte"] == 1e-10 and len(got["pool_readings"]) == 1
+    uncapped = larger_pool(reading(None, 0.0), reading(None, pool=False))
+    assert uncapped["pool"]["hot_bytes"] is None and len(uncapped["pool_readings"]) == 1
+
+
 def test_the_probe_reads_the_warm_pool_within_its_cap(monkeypatch):
     """The real reading touches no more than its cap (here 192 MiB: three chunks) and says what it touched."""
     import sys

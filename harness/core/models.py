@@ -12,6 +12,7 @@ Families (`FAMILIES`): where each architecture keeps its embedding stage, its bl
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -302,17 +303,23 @@ def _embedded_classifier(path: Path, kwargs: dict[str, Any]) -> nn.Module:
     everything frozen; on the mean it reaches the figures in docs/. So the encoder's pooled output is the
     masked mean, and the standard BertForSequenceClassification head (dropout + linear) reads it.
     """
-    from transformers import BertForSequenceClassification
+    from transformers import BertForSequenceClassification, BertModel
 
-    model = BertForSequenceClassification.from_pretrained(str(path), use_safetensors=True, **kwargs)
-    encoder = _mean_pooling_bert_class()(model.config, add_pooling_layer=False)
-    missing, unexpected = encoder.load_state_dict(model.bert.state_dict(), strict=False)
-    if missing or any(not k.startswith("pooler.") for k in unexpected):
-        raise ModelError(f"embedded:minilm-l6: unexpected checkpoint layout (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.bert = encoder
+    model, info = BertForSequenceClassification.from_pretrained(str(path), use_safetensors=True,
+                                                                output_loading_info=True, **kwargs)
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("classifier."))
+    encoder = model.bert
+    if missing or not isinstance(encoder, BertModel):
+        raise ModelError(f"embedded:minilm-l6: unexpected checkpoint layout (missing {missing[:3]})")
+    # The loaded encoder becomes the mean-pooling one in place (a subclass that only changes `forward`), its
+    # unused pooler dropped: a second encoder built and loaded from this one's state cost every trial's child
+    # 0.2 s and its loading peak a third copy of the weights, and drew from the seeded RNG after the head.
+    encoder.__class__ = _mean_pooling_bert_class()
+    encoder.pooler = None
     return model
 
 
+@functools.cache
 def _mean_pooling_bert_class() -> type:
     from transformers import BertModel
     from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions

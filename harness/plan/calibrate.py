@@ -26,7 +26,7 @@ from ..config import LORA_SETTINGS
 from ..grid import has_adapter
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 21
+ACCOUNT_VERSION = 22
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")

@@ -273,7 +273,7 @@ class _Fresh:
         self._map.close()
 
 
-def mapping_seconds(device: Any) -> dict[str, Any] | None:
+def mapping_seconds(device: Any, pool: bool = True) -> dict[str, Any] | None:
     """Seconds per byte that a storage served by a mapping of its own costs beyond the same bytes written to
     memory already mapped: the page faults that map it (the kernel zeroing each page) and its unmapping when
     freed. glibc serves every block of 32 MiB or more so (account.MMAP_THRESHOLD) and unmaps it when freed, so
@@ -283,7 +283,8 @@ def mapping_seconds(device: Any) -> dict[str, Any] | None:
     Written by torch, as a trial's tensors are, into a mapping of its own (`_Fresh`): a tensor from the allocator
     can come from a free chunk of a heap that earlier work grew (random:distilbert-base's anatomy child: the
     48 MiB "fresh" tensor cost what a rewrite does, 0.003 microseconds a page, in every calibration of it on
-    record). None on CUDA and off Linux (another allocator's rule)."""
+    record). None on CUDA and off Linux (another allocator's rule). `pool`: read the host's warm pool too
+    (`warm_pool`; else "pool" is None)."""
     import sys
 
     if device.type != "cpu" or not sys.platform.startswith("linux"):
@@ -308,7 +309,7 @@ def mapping_seconds(device: Any) -> dict[str, Any] | None:
     kept.close()
     return {"seconds_per_byte": max(0.0, float(np.median(diffs))), "bytes": MAPPING_BYTES,
             "readings": [float(x) for x in diffs], "fresh_seconds_per_byte": float(np.median(fresh_s)),
-            "pool": warm_pool(float(np.median(fresh_s)))}
+            "pool": warm_pool(float(np.median(fresh_s))) if pool else None}
 
 
 # The host's warm pool: first touches 64 MiB at a time, up to 4 GiB (or half the memory available, or
@@ -399,22 +400,43 @@ def warm_pool(fresh_s_per_byte: float) -> dict[str, Any]:
                 chunk_seconds_per_byte=[float(x) for x in chunk_s], error=error)
 
 
+# A first reading of the warm pool at least this large needs no second (`pool_settled`).
+POOL_SETTLED_BYTES = 2**30
+
+
+def pool_settled(reading: dict[str, Any] | None) -> bool:
+    """Whether a mapping reading's warm pool needs no second reading (`larger_pool`): it read at least
+    POOL_SETTLED_BYTES, or turned cold nowhere under its cap. The second reading can only raise the pool, and in
+    the 20 pairs on record (MiniLM and DistilBERT anatomies, 2026-12-01; firsts of 0.94-3.31 GiB or the cap) it
+    read less than the first every time, 0.12-0.75 GiB less: so it is taken only after a low or failed first
+    reading, such as the 0.31 GiB one in `larger_pool`, and the 1-2 s it costs are saved everywhere else."""
+    if reading is None or reading.get("pool") is None:
+        return False
+    pool = reading["pool"]
+    if pool.get("error"):
+        return False
+    return pool["hot_bytes"] is None or pool["hot_bytes"] >= POOL_SETTLED_BYTES
+
+
 def larger_pool(first: dict[str, Any] | None, last: dict[str, Any] | None) -> dict[str, Any] | None:
     """The last mapping reading, its warm pool the larger of two readings' (one that saw no cold chunk counts
     as its cap): a reading finds the pool as the host has left it at that moment, and one of nine this session
     on this VM read 0.31 GiB where the rest read 1.3-3.8 (random:distilbert-base with LoRA, whose trials then
     came 10-40 % under their forecast); a trial meets the pool after the trial before it has freed its pages.
-    Both readings are kept (`pool_readings`)."""
+    Both readings are kept (`pool_readings`). A last reading without a pool (`pool_settled` first) keeps the
+    first's."""
     if last is None or first is None:
         return last
-    pools = [first["pool"], last["pool"]]
+    pools = [p for p in (first["pool"], last["pool"]) if p is not None]
+    if not pools:
+        return dict(last, pool_readings=[])
     seen = [p for p in pools if p["hot_bytes"] is not None]
-    out = dict(last, pool_readings=pools)
+    out = dict(last, pool=last["pool"] or pools[0], pool_readings=pools)
     if not seen:
         return out
     import numpy as np
 
-    out["pool"] = dict(last["pool"], hot_bytes=max(p["hot_bytes"] if p["hot_bytes"] is not None else float(p["cap_bytes"])
+    out["pool"] = dict(out["pool"], hot_bytes=max(p["hot_bytes"] if p["hot_bytes"] is not None else float(p["cap_bytes"])
                                                    for p in pools),
                        cold_seconds_per_byte=float(np.median([p["cold_seconds_per_byte"] for p in seen])))
     return out
@@ -710,7 +732,8 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     ready_s = time.perf_counter() - t_start
     precision = resolve_precision(p["precision"], device)
     send({"type": "loaded", "seconds": ready_s})
-    # The host's warm pool is read twice by the anatomy's child, here and after its work (`larger_pool`).
+    # The host's warm pool is read by the anatomy's child here, and again after its work where this first
+    # reading was low (`pool_settled`, `larger_pool`).
     first_reading = mapping_seconds(device) if spec.get("anatomy", True) else None
     from ..core.models import anatomy as _anatomy
 
@@ -812,7 +835,7 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
     anat = read_anatomy(model, p["model"], device, precision) if spec.get("anatomy", True) else None
     if anat is not None:
         anat["attention_rates"] = attention_rates(model, p["model"], device, precision)
-        anat["mapping_rate"] = larger_pool(first_reading, mapping_seconds(device))
+        anat["mapping_rate"] = larger_pool(first_reading, mapping_seconds(device, pool=not pool_settled(first_reading)))
     return {"anatomy": anat, "shapes": shapes_out, "load_data_s": load_data_s, "load_model_s": load_model_s,
             "ready_s": ready_s, "n_rows": len(train_idx) + len(val_idx), "precision": precision,
             "load_peak_rss_bytes": load_peak,
