@@ -1082,7 +1082,8 @@ def test_the_pool_reading_stops_after_four_cold_chunks_in_a_row(monkeypatch, cos
 
 
 def test_the_fitted_warm_up_is_what_the_first_touch_leaves(probe_result):
-    """Probes whose first batch is their steady batch, plus its first touch, plus 0.123 s fit a warm-up of 0.123 s."""
+    """Probes whose first batch is their steady batch, plus its first touch, plus 0.123 s fit a warm-up of 0.123 s,
+    and the probe's own first forward (probe.first_forward: 0.02 s) is added to it."""
     import copy
 
     from harness.plan.account import first_touch_seconds, mapping_seconds, time_features, train_seconds
@@ -1090,6 +1091,8 @@ def test_the_fitted_warm_up_is_what_the_first_touch_leaves(probe_result):
 
     p, res = probe_result
     res = copy.deepcopy(res)
+    assert res["first_forward_seconds"] > 0  # the real probe made and timed one
+    res["first_forward_seconds"] = None
     res["anatomy"]["mapping_rate"] = {"seconds_per_byte": 2e-10}
     anat, co, _ = fit(p, copy.deepcopy(res))
     for sh in res["shapes"]:
@@ -1099,8 +1102,11 @@ def test_the_fitted_warm_up_is_what_the_first_touch_leaves(probe_result):
         first = b.train[0][0]
         steady = train_seconds(co, time_features(anat, s, [first], [], [])) + mapping_seconds(anat, s, [first], [], [])["train"]
         sh["train_step_seconds"][0] = steady + first_touch_seconds(anat, s, b, co) + 0.123
-    _, co2, _ = fit(p, res)
+    _, co2, _ = fit(p, copy.deepcopy(res))
     assert co2.warmup_s == pytest.approx(0.123, abs=1e-6)
+    res["first_forward_seconds"] = [0.01, 0.02, 0.03]  # one per probe child, as calibrate merges them
+    _, co3, _ = fit(p, res)
+    assert co3.warmup_s == pytest.approx(0.143, abs=1e-6)
 
 
 def test_each_pass_carries_what_the_probes_spent_outside_their_batches(probe_result):

@@ -26,7 +26,7 @@ from ..config import LORA_SETTINGS
 from ..grid import has_adapter
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 22
+ACCOUNT_VERSION = 23
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -271,7 +271,11 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
             ft = time_features(anat, s, [b.train[0][0]], [], [])
             steady = train_seconds(co, ft) + mapping_seconds(anat, s, [b.train[0][0]], [], [])["train"]
             warm.append(sh["train_step_seconds"][0] - steady - first_touch_seconds(anat, s, b, co))
+    # and what the probe's own first forward (probe.first_forward, before its passes) took of a trial's first batch
+    # (one child's result: one figure; calibrate's, merged from its children: one per child)
+    firsts = [float(x) for x in np.atleast_1d(probe.get("first_forward_seconds") or []) if x is not None]
     co.warmup_s = max(0.0, float(np.median(warm))) if warm else 0.0
+    co.warmup_s += float(np.median(firsts)) if firsts else 0.0
     # What each pass spends outside its batches (a probe's pass less its batches' seconds, which run from handing
     # a batch over to asking for the next: so the collation of each batch is in here too), median; the head-only
     # shapes apart (priced apart, as their batches are).
@@ -345,6 +349,7 @@ def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0,
     probe["shapes"] = [sh for r in parts for sh in r["shapes"]]
     probe["ready_s"] = float(np.median([r["ready_s"] for r in parts]))
     probe["load_peaks"] = [r.get("load_peak_rss_bytes") for r in parts]
+    probe["first_forward_seconds"] = [r.get("first_forward_seconds") for r in parts]
     probe["spawn_to_ready_s"] = float(np.median([r.get("spawn_to_ready_s") or r["ready_s"] for r in parts]))
     probe_wall = time.monotonic() - started
     anat, co, table = fit(q, probe)

@@ -207,9 +207,9 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
 
     t_start = time.perf_counter()
     cfg, _ = load_grid(grid_path)
+    checked = trials is not None
     if trials is None:
         trials = expand(cfg)
-        check(trials, grid_path, check_devices=check_devices)
     env = environment()
     store = Store(store_root)
     plan = Plan(grid_path=str(grid_path), name=cfg.name, env=env)
@@ -230,6 +230,8 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
             trial_context()
         except Exception:  # noqa: BLE001 - only a head start: the probes start it again, or say why not
             pass
+    if not checked:  # after the server's start: its imports (5-6 s, the first probe's wait) begin the sooner
+        check(trials, grid_path, check_devices=check_devices)
     lengths: dict[str, Any] = {}
     for trial in trials:
         if not probe and stored[kid_of[trial.trial_id]] is None:
