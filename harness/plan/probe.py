@@ -751,8 +751,8 @@ def run_shapes(spec: dict[str, Any], send: Any) -> dict[str, Any]:
         apply_adapter(model, dict(p, frozen_layers=0), p["model"])
     load_model_s = time.perf_counter() - t0
     # The peak while loading (from_pretrained holds a state dict beside the model): the whole of a small
-    # trial's peak, whose training never reaches it (MiniLM, batch 4, everything frozen: 599 MiB loading,
-    # 587 training).
+    # trial's peak where its training never reaches it (MiniLM, batch 4, everything frozen, before account
+    # version 22 built a second encoder: 599 MiB loading, 587 training; since then about 462 loading).
     load_peak = _peak_rss() if exact and device.type == "cpu" else None
     free_after_load = None
     if device.type == "cuda":
