@@ -1081,6 +1081,25 @@ def test_the_pool_reading_stops_after_four_cold_chunks_in_a_row(monkeypatch, cos
         assert got["cold_seconds_per_byte"] == pytest.approx(cold - warm)
 
 
+def test_a_cpu_fit_keeps_k_fwd_at_least_its_floor(probe_result, monkeypatch):
+    """A CPU fit may not take k_fwd below 1.5 (K_FWD_FLOOR_CPU: the least multiple of its held heap one forward
+    alone grew a process by), however low the one forward-without-a-graph probe came out: a least squares that
+    goes to its lower bounds in every coefficient gives k_fwd 1.5, and the real fit stays at or above it."""
+    import copy
+
+    import scipy.optimize
+    from types import SimpleNamespace
+
+    from harness.plan.calibrate import fit
+
+    p, res = probe_result
+    _, co, _ = fit(p, copy.deepcopy(res))
+    assert co.k_fwd >= 1.5 - 1e-9
+    monkeypatch.setattr(scipy.optimize, "lsq_linear", lambda A, b, bounds: SimpleNamespace(x=bounds[0]))
+    _, low, _ = fit(p, copy.deepcopy(res))
+    assert low.k_fwd == pytest.approx(1.5) and low.k_state == pytest.approx(1.0)
+
+
 def test_the_fitted_warm_up_is_what_the_first_touch_leaves(probe_result):
     """Probes whose first batch is their steady batch, plus its first touch, plus 0.123 s fit a warm-up of 0.123 s,
     and the probe's own first forward (probe.first_forward: 0.02 s) is added to it."""

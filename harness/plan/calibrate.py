@@ -26,7 +26,7 @@ from ..config import LORA_SETTINGS
 from ..grid import has_adapter
 from .batches import Lengths, replay
 
-ACCOUNT_VERSION = 23
+ACCOUNT_VERSION = 24
 KEY_SETTINGS = ("model", "source", "text_column", "split", "device", "precision", "strategy", "optimizer",
                 "fused_optimizer", "cache_frozen", "padding", "length_buckets", "frozen_dropout", "attention",
                 "num_threads", "compile")
@@ -131,6 +131,14 @@ class Store:
 # --------------------------------------------------------------------------------------------------
 # Fitting
 # --------------------------------------------------------------------------------------------------
+# The least k_fwd a CPU fit may take. One forward without a graph, measured alone, grew the process by 1.7-2.5 x the
+# heap it held (bench/plan/forward_rss.py: MiniLM and DistilBERT, 22 shapes, docs/plan.md); k_fwd rests on one probe
+# per key (`fast`'s cache build, `lab`'s frozen forward), and where that probe's peak came out low the fit went
+# below any of those (`fast`: 1.16 and 1.31 in two of fourteen calibrations on 2026-12-01), and exactly those two
+# under-predicted `fast`'s everything-frozen trials at 256 tokens by 5.4-8.7 %.
+K_FWD_FLOOR_CPU = 1.5
+
+
 def setting_of(p: dict[str, Any], depth: int | None, cached: bool) -> Setting:
     return Setting(depth=depth, cached=cached, optimizer=p["optimizer"], momentum=float(p.get("momentum") or 0.0),
                    multi_tensor=bool(p.get("fused_optimizer")), device=str(p["device"]), epochs=int(p["epochs"]),
@@ -206,7 +214,7 @@ def fit(p: dict[str, Any], probe: dict[str, Any]) -> tuple[Anatomy, Coefficients
         if cuda:  # allocated memory has no process constant beyond what the account counts
             lo, hi = [0.0, 1.0, 0.0, 0.5], [1.0, 2.0, 5.0, 5.0]
         else:
-            lo, hi = [floor, 1.0, 0.0, 0.5], [np.inf, 3.0, 5.0, 5.0]
+            lo, hi = [floor, 1.0, 0.0, K_FWD_FLOOR_CPU], [np.inf, 3.0, 5.0, 5.0]
         sol = lsq_linear(X_ / scale, y_, bounds=(np.asarray(lo) * scale, np.asarray(hi) * scale)).x / scale
         co.c_bytes, co.k_state, co.k_act, co.k_fwd = (float(v) for v in sol)
     # Time: nonnegative least squares per pass.
