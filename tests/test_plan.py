@@ -1218,3 +1218,19 @@ def test_the_probe_traces_a_training_step_and_times_a_fresh_mapping(probe_result
         assert 0.0 < rate["seconds_per_byte"] < 1e-6  # between nothing and a microsecond a byte
     else:
         assert rate is None
+
+
+def test_a_head_only_epoch_reads_as_its_seconds_not_as_nothing():
+    """A head-only epoch over cached vectors takes hundredths of a second: the plan's table shows them ("0.03"),
+    where one decimal read "0.0" beside the full epochs."""
+    from rich.console import Console
+
+    from harness.plan.planner import Plan, fmt_epoch_s, plan_table
+
+    assert (fmt_epoch_s(0.031), fmt_epoch_s(3.456), fmt_epoch_s(27.64), fmt_epoch_s(None)) == ("0.03", "3.46", "27.6", "-")
+    params = {"model": "random:tiny", "max_length": 64, "batch_size": 8, "frozen_layers": "all", "strategy": "fast"}
+    row = {"trial_id": "t1", "params": params, "status": "predicted", "verdict": "no budget", "cost_usd": None,
+           "memory": {"peak_mib": 612.0}, "seconds": {"per_epoch": 0.031}, "wall_seconds": 1.8}
+    console = Console(width=200, record=True)
+    console.print(plan_table(Plan(grid_path="g.toml", name="g", rows=[row])))
+    assert "0.03" in console.export_text()

@@ -74,7 +74,7 @@ def _step_distance(predicted: int | None, measured: int | None, probes: list[dic
 def print_check(result: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
-    from .planner import strategy_label
+    from .planner import fmt_epoch_s, strategy_label
 
     t = Table(title=f"predicted vs measured: {result['run_dir']}")
     for col in ("trial", "model", "len", "batch", "frozen", "strategy", "status", "peak MiB pred/meas", "err %",
@@ -92,7 +92,7 @@ def print_check(result: dict[str, Any], console: Any) -> None:
                   str(r["status"]),
                   f"{r['peak_mib_predicted']:.0f} / {r['peak_mib_measured'] or float('nan'):.0f}",
                   ("-" if me is None else f"{me:+.1f}") + flag,
-                  f"{r['epoch_s_predicted']:.1f} / " + ("-" if r["epoch_s_measured"] is None else f"{r['epoch_s_measured']:.1f}"),
+                  f"{fmt_epoch_s(r['epoch_s_predicted'])} / {fmt_epoch_s(r['epoch_s_measured'])}",
                   "-" if ee is None else f"{ee:+.1f}",
                   str(r["verdict_predicted"]) + ("" if "verdict_right" not in r else (" ok" if r["verdict_right"] else " [red]wrong[/red]")))
     console.print(t)

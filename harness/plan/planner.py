@@ -334,6 +334,14 @@ def _fmt_s(x: float | None) -> str:
     return f"{x:.1f} s"
 
 
+def fmt_epoch_s(x: float | None) -> str:
+    """Seconds per epoch for the tables: two decimals under 10 s, so that a head-only epoch over cached vectors
+    (0.01-0.2 s) does not read as nothing ("0.0") beside the full epochs."""
+    if x is None:
+        return "-"
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
 def strategy_label(p: dict[str, Any]) -> str:
     """The strategy, and the adapter where there is one ("fast + lora r=8"): the plan's tables and --check's."""
     if has_adapter(p):
@@ -364,7 +372,7 @@ def plan_table(plan: Plan) -> Any:
             vt = v
         cost = r["cost_usd"]
         t.add_row(r["trial_id"], str(p["model"]), str(p["max_length"]), str(p["batch_size"]), str(p["frozen_layers"]),
-                  strategy_label(p), f"{r['memory']['peak_mib']:.0f}", f"{r['seconds']['per_epoch']:.1f}",
+                  strategy_label(p), f"{r['memory']['peak_mib']:.0f}", fmt_epoch_s(r["seconds"]["per_epoch"]),
                   _fmt_s(r["wall_seconds"]), "-" if cost is None else f"{cost:.4f}", vt)
     return t
 
