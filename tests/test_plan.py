@@ -1234,3 +1234,66 @@ def test_a_head_only_epoch_reads_as_its_seconds_not_as_nothing():
     console = Console(width=200, record=True)
     console.print(plan_table(Plan(grid_path="g.toml", name="g", rows=[row])))
     assert "0.03" in console.export_text()
+
+
+def test_probe_lanes_follow_the_probes_threads_and_the_cores(monkeypatch):
+    from harness.plan.calibrate import MAX_PROBE_LANES, probe_lanes
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    one = {"device": "cpu", "num_threads": 1}
+    assert probe_lanes([one, one]) == 2
+    assert probe_lanes([one, dict(one, num_threads=None)]) == 1  # the default takes every core
+    assert probe_lanes([one, dict(one, num_threads=2)]) == 1
+    assert probe_lanes([one, dict(one, device="cuda:0")]) == 1  # one device, shared
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert probe_lanes([one]) == MAX_PROBE_LANES == 2
+
+
+def test_calibrations_probe_side_by_side_after_each_anatomy_is_read_alone(probe_result):
+    """Two keys of one model with two lanes: the first child (the model's anatomy) runs alone, then the other nine
+    two at a time; each key gets every shape once and is fitted from them as one child at a time would give; a key
+    whose child fails fails alone."""
+    import threading
+    import time as _time
+
+    from harness.plan.calibrate import calibrate_many, environment
+    from harness.plan.probe import SHAPES, ProbeFailed
+
+    p, res = probe_result
+    calls, lock, running, most = [], threading.Lock(), [0], [0]
+
+    def child(spec, timeout_s=0):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            alone = running[0] == 1
+        i = SHAPES.index(tuple(spec["shapes"][0]))
+        _time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+            calls.append((spec["params"]["strategy"], i, spec["anatomy"], alone))
+        if spec["params"]["strategy"] == "broken" and i == 2:
+            raise ProbeFailed("RuntimeError: no such kernel")
+        return dict(res, shapes=[res["shapes"][i % len(res["shapes"])]], wall_s=0.05,
+                    spawn_to_ready_s=res["ready_s"] + 0.01, anatomy=res["anatomy"] if spec["anatomy"] else None)
+
+    env = environment()
+    keys = [dict(p, strategy="lab"), dict(p, strategy="fast"), dict(p, strategy="broken")]
+    import harness.plan.probe as probe_mod
+
+    saved = probe_mod.run_in_child
+    probe_mod.run_in_child = child
+    try:
+        lab, fast, broken = calibrate_many(keys, env, lanes=2)
+    finally:
+        probe_mod.run_in_child = saved
+    assert calls[0] == ("lab", 0, True, True)  # the anatomy's child, alone
+    assert not any(a for _, _, a, _ in calls[1:])  # read once for the model
+    assert most[0] == 2  # the rest side by side
+    for name in ("lab", "fast"):
+        assert sorted(i for s, i, _, _ in calls if s == name) == list(range(len(SHAPES)))
+    assert isinstance(broken, ProbeFailed) and "no such kernel" in str(broken)
+    assert lab["key"]["strategy"] == "lab" and fast["key"]["strategy"] == "fast"
+    assert lab["anatomy"]["num_layers"] == fast["anatomy"]["num_layers"] == res["anatomy"]["num_layers"]
+    # each key's probe seconds are its own children's, one after another
+    assert 5 * 0.05 <= lab["probe_seconds"] < 5 * 0.05 + 1.0

@@ -332,37 +332,98 @@ def anatomy_key(p: dict[str, Any]) -> str:
     return json.dumps(parts, default=str)
 
 
-def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0,
-              anatomies: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the probes for the calibration key of trial params `p` and fit; returns the stored entry.
-    `anatomies`: anatomies already read in this plan, by `anatomy_key` (read here where missing, and added)."""
-    from .probe import run_in_child
+# At most this many probe children at once (probe_lanes). Measured with two: `lab`'s and `fast`'s one-thread
+# probes of MiniLM side by side on the 2-core VM read the speed meter at 96 GFLOPS (92-100 alone), and their
+# calibration scored three runs of the held-out grid as well as calibrations probed one child at a time
+# (docs/plan.md). More lanes share more of the memory bandwidth: not measured, not used.
+MAX_PROBE_LANES = 2
 
-    key = calibration_key(p)
-    q = dict(p)
-    q["epochs"] = 1
+
+def probe_lanes(params: list[dict[str, Any]]) -> int:
+    """How many probe children run at once: on a CPU, as many as this process's cores hold the probes' threads
+    (a one-thread grid on 2 cores: 2), at most MAX_PROBE_LANES; 1 with any CUDA key (one device, whose
+    allocator and clocks a second probe would share) or where the threads fill the cores."""
+    if not params or any(device_type(str(p["device"])) != "cpu" for p in params):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(int(p.get("num_threads") or cores) for p in params)
+    return max(1, min(MAX_PROBE_LANES, cores // max(1, threads)))
+
+
+def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s: float = 900.0,
+                   anatomies: dict[str, Any] | None = None, lanes: int = 1) -> list[dict[str, Any] | Exception]:
+    """Run the probes for the calibration key of each trial params in `params` and fit each; returns each stored
+    entry, or the exception that failed its probes, in order. One fresh child per probe shape, each peak a new
+    process's as a trial's is. The first child of each model reads its anatomy and runs alone, so that the
+    anatomy's timed readings (the warm pool, the attention's rates) share the machine with nothing; the other
+    children then run `lanes` at a time. `anatomies`: anatomies already read in this plan, by `anatomy_key`
+    (read here where missing, and added)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import probe as probe_mod
     from .probe import SHAPES
 
     anatomies = {} if anatomies is None else anatomies
-    akey = anatomy_key(p)
-    started = time.monotonic()
-    parts = []
-    for i, shape in enumerate(SHAPES):  # one fresh child per shape: each peak is a new process's, like a trial's
-        read = i == 0 and akey not in anatomies
-        parts.append(run_in_child({"params": q, "shapes": [shape], "anatomy": read}, timeout_s=timeout_s))
-        if read:
-            anatomies[akey] = parts[-1]["anatomy"]
-    parts[0]["anatomy"] = dict(anatomies[akey])
+    qs = [dict(p, epochs=1) for p in params]
+    parts: list[dict[int, dict[str, Any]]] = [{} for _ in qs]
+    spent = [0.0 for _ in qs]  # each calibration's children's seconds, one after another
+    failed: dict[int, Exception] = {}
+
+    def run(k: int, i: int, read: bool) -> None:
+        if k in failed:
+            return
+        started = time.monotonic()
+        try:
+            # looked up at each call: tests put an in-process runner in its place
+            parts[k][i] = probe_mod.run_in_child({"params": qs[k], "shapes": [SHAPES[i]], "anatomy": read},
+                                                 timeout_s=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - fails this calibration, not the others
+            failed.setdefault(k, exc)
+        finally:
+            spent[k] += time.monotonic() - started
+
+    # Each model's anatomy, read by the first child of its first calibration (by the next one's where that fails).
+    for k, p in enumerate(qs):
+        akey = anatomy_key(p)
+        if akey not in anatomies:
+            run(k, 0, True)
+            if 0 in parts[k]:
+                anatomies[akey] = parts[k][0]["anatomy"]
+    rest = [(k, i) for k in range(len(qs)) for i in range(len(SHAPES)) if i not in parts[k]]
+    if lanes > 1 and len(rest) > 1:
+        with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="plan-probe") as pool:
+            for f in [pool.submit(run, k, i, False) for k, i in rest]:
+                f.result()
+    else:
+        for k, i in rest:
+            run(k, i, False)
+    out: list[dict[str, Any] | Exception] = []
+    for k, p in enumerate(qs):
+        if k in failed:
+            out.append(failed[k])
+            continue
+        try:
+            out.append(_fitted(p, [parts[k][i] for i in range(len(SHAPES))], dict(anatomies[anatomy_key(p)]),
+                               env, spent[k], lanes))
+        except Exception as exc:  # noqa: BLE001 - a fit that cannot be made fails its calibration alone
+            out.append(exc)
+    return out
+
+
+def _fitted(q: dict[str, Any], parts: list[dict[str, Any]], anatomy: dict[str, Any], env: dict[str, Any],
+            probe_wall: float, lanes: int) -> dict[str, Any]:
+    """The stored entry of one calibration from its probe children's results (in SHAPES' order)."""
+    key = calibration_key(q)
+    parts[0] = dict(parts[0], anatomy=anatomy)
     probe = dict(parts[0])
     probe["shapes"] = [sh for r in parts for sh in r["shapes"]]
     probe["ready_s"] = float(np.median([r["ready_s"] for r in parts]))
     probe["load_peaks"] = [r.get("load_peak_rss_bytes") for r in parts]
     probe["first_forward_seconds"] = [r.get("first_forward_seconds") for r in parts]
     probe["spawn_to_ready_s"] = float(np.median([r.get("spawn_to_ready_s") or r["ready_s"] for r in parts]))
-    probe_wall = time.monotonic() - started
     anat, co, table = fit(q, probe)
     reserved_ratio = None
-    if device_type(str(p["device"])) == "cuda":
+    if device_type(str(q["device"])) == "cuda":
         pairs = [(t["cuda_peak_reserved_mib"], t["measured_mib"]) for t in table if t["cuda_peak_reserved_mib"]]
         reserved_ratio = float(np.median([r / a for r, a in pairs if a])) if pairs else None
     spawn = (probe.get("spawn_to_ready_s") or probe["ready_s"]) - probe["ready_s"]
@@ -370,7 +431,10 @@ def calibrate(p: dict[str, Any], env: dict[str, Any], timeout_s: float = 900.0,
     return {
         "key": key, "key_id": key_id(key), "env_id": env_id(env),
         "measured_at": datetime.now(timezone.utc).isoformat(),
+        # its children's seconds one after another (a plan's probes may run some side by side: plan.json's
+        # totals.probe_seconds is the plan's own wall time for them)
         "probe_seconds": round(probe_wall, 3),
+        "probe_lanes": lanes,  # how many probe children ran at once (the anatomy's always alone)
         "device_name": probe.get("device_name"), "precision": probe.get("precision"),
         "anatomy": probe["anatomy"],
         "coefficients": co.__dict__,

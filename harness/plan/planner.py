@@ -203,7 +203,7 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
     from ..core.preflight import check
     from ..search import SEARCH_SKIP, group_key, n_train
     from .batches import LengthSource
-    from .calibrate import Store, calibrate, calibration_key, environment, key_id
+    from .calibrate import Store, calibrate_many, calibration_key, environment, key_id, probe_lanes
 
     t_start = time.perf_counter()
     cfg, _ = load_grid(grid_path)
@@ -240,31 +240,41 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
             lengths[trial.trial_id] = source.lengths(trial.params)
         except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot be loaded, an odd model
             lengths[trial.trial_id] = " ".join(str(exc).split())[:300] or type(exc).__name__
+    to_probe: dict[str, dict[str, Any]] = {}  # key id -> the first trial's params with that key, in grid order
     for trial in trials:
         kid = kid_of[trial.trial_id]
-        if kid in cals:
+        if kid in cals or kid in to_probe:
             continue
         cal = stored[kid]
         if cal is None and not probe:
             cals[kid] = "no stored calibration (harness plan GRID measures one)"
-            continue
-        if cal is None:
-            if console is not None:
-                console.print(f"calibrating {trial.params['model']} {trial.params['device']} "
-                              f"{trial.params['strategy']} (probes in a child process) ...")
-            try:
-                cal = calibrate(trial.params, env, anatomies=anatomies)
-                cal["source"] = "probes (this plan)"
-                store.put(env, cal)
-                plan.probe_seconds += cal["probe_seconds"]
-            except Exception as exc:  # noqa: BLE001 - a probe that fails makes its trials unpredictable
-                text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        elif cal is None:
+            to_probe[kid] = trial.params
+        else:
+            cals[kid] = dict(cal, source="stored calibration")
+    if to_probe:
+        from .probe import SHAPES
+
+        lanes = probe_lanes(list(to_probe.values()))
+        if console is not None:
+            for p in to_probe.values():
+                console.print(f"calibrating {p['model']} {p['device']} {strategy_label(p)} ...")
+            console.print(f"  probes: {len(to_probe) * len(SHAPES)} child processes, {lanes} at a time")
+        started = time.perf_counter()
+        got = calibrate_many(list(to_probe.values()), env, anatomies=anatomies, lanes=lanes)
+        plan.probe_seconds += time.perf_counter() - started
+        for kid, cal in zip(to_probe, got):
+            if isinstance(cal, Exception):  # a probe that fails makes its trials unpredictable
+                text = " ".join(str(cal).split())[:300] or type(cal).__name__
                 cals[kid] = f"the calibration probes failed ({text})"
                 continue
-        else:
-            cal = dict(cal, source="stored calibration")
-        cals[kid] = cal
-        plan.calibrations.append(cal)
+            cal["source"] = "probes (this plan)"
+            store.put(env, cal)
+            cals[kid] = cal
+    # in the grid's order of keys, as before
+    for kid in dict.fromkeys(kid_of[t.trial_id] for t in trials):
+        if not isinstance(cals.get(kid), str) and kid in cals:
+            plan.calibrations.append(cals[kid])
     for trial in trials:
         cal = cals[kid_of[trial.trial_id]]
         if isinstance(cal, str):

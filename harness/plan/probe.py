@@ -1,7 +1,7 @@
 """Calibration probes: a few training steps at a few small shapes, in an isolated child process like a trial.
 
-`calibrate` starts one child per probe shape (so that each peak is a fresh process's, as a trial's is), the
-first of a model also reading its anatomy: parameters per part, FLOP shape, what autograd keeps per block
+`calibrate.calibrate_many` starts one child per probe shape (so that each peak is a fresh process's, as a
+trial's is), the first of a model, run alone, also reading its anatomy: parameters per part, FLOP shape, what autograd keeps per block
 (counted with `torch.autograd.graph.saved_tensors_hooks` at three lengths) and the storages a forward without
 a graph makes and frees, traced at five (n, L) in evaluation and in training mode, and those of a training
 step's forward and backward at five (`_LiveBytes`, `fit_trace`), the attention's timed rates and what a fresh
@@ -12,7 +12,7 @@ reset before the pass and read after it, where `/proc/self/clear_refs` allows, e
 CUDA: `max_memory_allocated` / `max_memory_reserved` after a reset), the RSS before the first batch, the seconds
 of each batch and of the cache build, and the padded shape of every batch it ran.
 
-The parent (`calibrate.calibrate`) fits the account's coefficients from these measurements.
+The parent (`calibrate.calibrate_many`, `calibrate.fit`) fits the account's coefficients from these measurements.
 """
 
 from __future__ import annotations
