@@ -1297,3 +1297,68 @@ def test_calibrations_probe_side_by_side_after_each_anatomy_is_read_alone(probe_
     assert lab["anatomy"]["num_layers"] == fast["anatomy"]["num_layers"] == res["anatomy"]["num_layers"]
     # each key's probe seconds are its own children's, one after another
     assert 5 * 0.05 <= lab["probe_seconds"] < 5 * 0.05 + 1.0
+
+
+def test_an_interrupted_plan_starts_no_other_probe_and_ends_the_running_ones(probe_result, monkeypatch):
+    """Ctrl-C while probes run side by side: the children not yet started are not, the running ones are killed
+    (probe.kill_live), and the interrupt reaches the caller at once."""
+    import _thread
+    import threading
+    import time as _time
+
+    import harness.plan.probe as probe_mod
+    from harness.plan.calibrate import calibrate_many, environment
+    from harness.plan.probe import SHAPES
+
+    p, res = probe_result
+    started, killed, lock = [], threading.Event(), threading.Lock()
+
+    def child(spec, timeout_s=0):
+        i = SHAPES.index(tuple(spec["shapes"][0]))
+        with lock:
+            started.append((spec["params"]["strategy"], i))
+            n = len(started)
+        if n == 1:  # the anatomy's child, alone
+            return dict(res, shapes=[res["shapes"][0]], wall_s=0.01, spawn_to_ready_s=res["ready_s"] + 0.01)
+        if n == 3:  # two children running side by side: the user presses Ctrl-C
+            _thread.interrupt_main()
+        assert killed.wait(10.0), "a running probe child was not killed"
+        raise probe_mod.ProbeFailed("probe child exited with code -9 before its result")
+
+    monkeypatch.setattr(probe_mod, "run_in_child", child)
+    monkeypatch.setattr(probe_mod, "kill_live", killed.set)
+    t = _time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_many([dict(p, strategy="lab"), dict(p, strategy="fast")], environment(), lanes=2)
+    assert _time.monotonic() - t < 5.0 and killed.is_set()
+    assert len(started) <= 4  # of ten: the anatomy's, the two running, and at most one the pool had begun
+
+
+def test_kill_live_ends_a_running_probe_child(tmp_path):
+    """probe.kill_live kills the children run_in_child is awaiting, from another thread; its wait then ends."""
+    import threading
+    import time as _time
+
+    from harness.plan import probe as probe_mod
+    from harness.plan.probe import ProbeFailed, kill_live, run_in_child
+
+    p = dict(_trials(tmp_path, grid__dataset_size=[40])[0].params)
+    got: list[object] = []
+
+    def wait() -> None:
+        try:  # an epoch of thousands of rows at 512 tokens: far longer than the test waits
+            got.append(run_in_child({"params": p, "shapes": [(0, 8, 512)], "steps": 10**6}, timeout_s=600))
+        except BaseException as exc:  # noqa: BLE001
+            got.append(exc)
+
+    th = threading.Thread(target=wait)
+    th.start()
+    deadline = _time.monotonic() + 60
+    while not probe_mod._LIVE and _time.monotonic() < deadline:
+        _time.sleep(0.05)
+    _time.sleep(1.0)
+    t = _time.monotonic()
+    kill_live()
+    th.join(30)
+    assert not th.is_alive() and _time.monotonic() - t < 15
+    assert got and isinstance(got[0], ProbeFailed) and not probe_mod._LIVE

@@ -391,9 +391,16 @@ def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s:
                 anatomies[akey] = parts[k][0]["anatomy"]
     rest = [(k, i) for k in range(len(qs)) for i in range(len(SHAPES)) if i not in parts[k]]
     if lanes > 1 and len(rest) > 1:
-        with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="plan-probe") as pool:
+        pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="plan-probe")
+        try:
             for f in [pool.submit(run, k, i, False) for k, i in rest]:
                 f.result()
+        except BaseException:  # Ctrl-C: start no other child, and end the running ones (their threads then end)
+            pool.shutdown(wait=False, cancel_futures=True)
+            probe_mod.kill_live()
+            raise
+        finally:
+            pool.shutdown(wait=True)
     else:
         for k, i in rest:
             run(k, i, False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import threading
 import time
 import traceback
 from typing import Any
@@ -902,6 +903,21 @@ class ProbeFailed(Exception):
     pass
 
 
+# The probe children running now, for kill_live (an interrupted plan runs some side by side, each awaited by a
+# thread of its own that a KeyboardInterrupt in the main thread does not reach).
+_LIVE: set[Any] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_live() -> None:
+    """Kill every probe child of this process that is running: the threads awaiting them then see them end."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+
+
 def run_in_child(spec: dict[str, Any], timeout_s: float = 600.0) -> dict[str, Any]:
     """Run probes in a fresh child started exactly as a trial's is (forked from the preloaded trial server, or
     spawned under HARNESS_START_METHOD=spawn), so that its process constant, its start-up seconds and its
@@ -915,6 +931,8 @@ def run_in_child(spec: dict[str, Any], timeout_s: float = 600.0) -> dict[str, An
     proc = context.Process(target=_child_main, args=args, daemon=True, name="plan-probe")
     started = time.monotonic()
     proc.start()
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     child_conn.close()
     ready = None
     try:
@@ -945,4 +963,6 @@ def run_in_child(spec: dict[str, Any], timeout_s: float = 600.0) -> dict[str, An
         if proc.is_alive():
             proc.kill()
             proc.join(timeout=5)
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
         parent_conn.close()
