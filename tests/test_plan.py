@@ -1249,7 +1249,7 @@ def test_probe_lanes_follow_the_probes_threads_and_the_cores(monkeypatch):
     assert probe_lanes([one]) == MAX_PROBE_LANES == 2
 
 
-def test_calibrations_probe_side_by_side_after_each_anatomy_is_read_alone(probe_result):
+def test_calibrations_probe_side_by_side_after_each_anatomy_is_read_alone(probe_result, monkeypatch):
     """Two keys of one model with two lanes: the first child (the model's anatomy) runs alone, then the other nine
     two at a time; each key gets every shape once and is fitted from them as one child at a time would give; a key
     whose child fails fails alone."""
@@ -1281,12 +1281,17 @@ def test_calibrations_probe_side_by_side_after_each_anatomy_is_read_alone(probe_
     keys = [dict(p, strategy="lab"), dict(p, strategy="fast"), dict(p, strategy="broken")]
     import harness.plan.probe as probe_mod
 
-    saved = probe_mod.run_in_child
-    probe_mod.run_in_child = child
-    try:
-        lab, fast, broken = calibrate_many(keys, env, lanes=2)
-    finally:
-        probe_mod.run_in_child = saved
+    monkeypatch.setattr(probe_mod, "run_in_child", child)
+    first_peaks, said = [], []
+
+    def lanes_for_memory(lanes, first_peak):  # whatever this host has free
+        first_peaks.append(first_peak)
+        return lanes
+
+    monkeypatch.setattr("harness.plan.calibrate.lanes_for_memory", lanes_for_memory)
+    lab, fast, broken = calibrate_many(keys, env, lanes=2, say=said.append)
+    assert first_peaks == [res["shapes"][0]["cpu_peak_rss_bytes"]]  # the anatomy child's peak
+    assert said == ["probes: 15 child processes, the first alone, the rest two at a time"]
     assert calls[0] == ("lab", 0, True, True)  # the anatomy's child, alone
     assert not any(a for _, _, a, _ in calls[1:])  # read once for the model
     assert most[0] == 2  # the rest side by side
@@ -1327,6 +1332,7 @@ def test_an_interrupted_plan_starts_no_other_probe_and_ends_the_running_ones(pro
 
     monkeypatch.setattr(probe_mod, "run_in_child", child)
     monkeypatch.setattr(probe_mod, "kill_live", killed.set)
+    monkeypatch.setattr("harness.plan.calibrate.lanes_for_memory", lambda lanes, first_peak: lanes)
     t = _time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         calibrate_many([dict(p, strategy="lab"), dict(p, strategy="fast")], environment(), lanes=2)
@@ -1362,3 +1368,23 @@ def test_kill_live_ends_a_running_probe_child(tmp_path):
     th.join(30)
     assert not th.is_alive() and _time.monotonic() - t < 15
     assert got and isinstance(got[0], ProbeFailed) and not probe_mod._LIVE
+
+
+def test_probes_run_one_at_a_time_where_the_hosts_memory_is_short(monkeypatch):
+    """Two lanes need LANE_MEMORY_FACTOR x the first probe's peak free for each, in the host and in the cgroup."""
+    from types import SimpleNamespace
+
+    from harness.plan.calibrate import LANE_MEMORY_FACTOR, lanes_for_memory
+
+    GiB = 2**30
+    free = {"host": 16 * GiB, "cgroup": None}
+    monkeypatch.setattr("psutil.virtual_memory", lambda: SimpleNamespace(available=free["host"]))
+    monkeypatch.setattr("harness.executors.budget.cgroup_room", lambda: free["cgroup"])
+    peak = 1 * GiB
+    assert LANE_MEMORY_FACTOR * 2 * peak <= 16 * GiB
+    assert lanes_for_memory(2, peak) == 2
+    free["cgroup"] = 4 * GiB  # a container's limit, below what its host has free
+    assert lanes_for_memory(2, peak) == 1
+    free.update(host=4 * GiB, cgroup=None)
+    assert lanes_for_memory(2, peak) == 1
+    assert lanes_for_memory(1, peak) == 1 and lanes_for_memory(2, None) == 2  # nothing read: as asked

@@ -337,6 +337,10 @@ def anatomy_key(p: dict[str, Any]) -> str:
 # calibration scored three runs of the held-out grid as well as calibrations probed one child at a time
 # (docs/plan.md). More lanes share more of the memory bandwidth: not measured, not used.
 MAX_PROBE_LANES = 2
+# Side by side only where the host has this many times the first probe child's peak free for each lane: the
+# largest probe peaked at 1.1-3.3 x the first (`("all", 32, 64)`) in the calibrations of 2026-12-01 (MiniLM
+# 1.9-3.0, DistilBERT 2.0-3.3, bert-tiny 1.1-1.2).
+LANE_MEMORY_FACTOR = 4.0
 
 
 def probe_lanes(params: list[dict[str, Any]]) -> int:
@@ -350,14 +354,30 @@ def probe_lanes(params: list[dict[str, Any]]) -> int:
     return max(1, min(MAX_PROBE_LANES, cores // max(1, threads)))
 
 
+def lanes_for_memory(lanes: int, first_peak_bytes: float | None) -> int:
+    """`lanes`, or 1 where the host's available memory (and this process's cgroup's room) does not hold
+    LANE_MEMORY_FACTOR x the first probe child's peak for each lane (two large probes at once must not push the
+    host into swap or its OOM killer)."""
+    if lanes <= 1 or not first_peak_bytes:
+        return lanes
+    import psutil
+
+    from ..executors.budget import cgroup_room
+
+    rooms = [r for r in (int(psutil.virtual_memory().available), cgroup_room()) if r is not None]
+    return lanes if min(rooms) >= lanes * LANE_MEMORY_FACTOR * first_peak_bytes else 1
+
+
 def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s: float = 900.0,
-                   anatomies: dict[str, Any] | None = None, lanes: int = 1) -> list[dict[str, Any] | Exception]:
+                   anatomies: dict[str, Any] | None = None, lanes: int = 1,
+                   say: Any = None) -> list[dict[str, Any] | Exception]:
     """Run the probes for the calibration key of each trial params in `params` and fit each; returns each stored
     entry, or the exception that failed its probes, in order. One fresh child per probe shape, each peak a new
     process's as a trial's is. The first child of each model reads its anatomy and runs alone, so that the
     anatomy's timed readings (the warm pool, the attention's rates) share the machine with nothing; the other
-    children then run `lanes` at a time. `anatomies`: anatomies already read in this plan, by `anatomy_key`
-    (read here where missing, and added)."""
+    children then run `lanes` at a time (one at a time where the host's memory is short: lanes_for_memory).
+    `anatomies`: anatomies already read in this plan, by `anatomy_key` (read here where missing, and added).
+    `say`: called with one line saying how the children run, once that is decided."""
     from concurrent.futures import ThreadPoolExecutor
 
     from . import probe as probe_mod
@@ -390,6 +410,13 @@ def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s:
             if 0 in parts[k]:
                 anatomies[akey] = parts[k][0]["anatomy"]
     rest = [(k, i) for k in range(len(qs)) for i in range(len(SHAPES)) if i not in parts[k]]
+    firsts = [float(r["shapes"][0]["cpu_peak_rss_bytes"]) for got in parts for r in got.values()
+              if r.get("shapes") and r["shapes"][0].get("cpu_peak_rss_bytes")]
+    lanes = lanes_for_memory(lanes, max(firsts, default=None))
+    if say is not None:
+        say(f"probes: {len(qs) * len(SHAPES)} child processes, "
+            + ("the first alone, the rest two at a time" if lanes == 2 else
+               f"the first alone, the rest {lanes} at a time" if lanes > 2 else "one at a time"))
     if lanes > 1 and len(rest) > 1:
         pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="plan-probe")
         try:

@@ -253,15 +253,13 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
         else:
             cals[kid] = dict(cal, source="stored calibration")
     if to_probe:
-        from .probe import SHAPES
-
         lanes = probe_lanes(list(to_probe.values()))
         if console is not None:
             for p in to_probe.values():
                 console.print(f"calibrating {p['model']} {p['device']} {strategy_label(p)} ...")
-            console.print(f"  probes: {len(to_probe) * len(SHAPES)} child processes, {lanes} at a time")
         started = time.perf_counter()
-        got = calibrate_many(list(to_probe.values()), env, anatomies=anatomies, lanes=lanes)
+        got = calibrate_many(list(to_probe.values()), env, anatomies=anatomies, lanes=lanes,
+                             say=None if console is None else (lambda line: console.print(f"  {line}")))
         plan.probe_seconds += time.perf_counter() - started
         for kid, cal in zip(to_probe, got):
             if isinstance(cal, Exception):  # a probe that fails makes its trials unpredictable
