@@ -1289,9 +1289,11 @@ def test_calibrations_probe_side_by_side_after_each_anatomy_is_read_alone(probe_
         return lanes
 
     monkeypatch.setattr("harness.plan.calibrate.lanes_for_memory", lanes_for_memory)
-    lab, fast, broken = calibrate_many(keys, env, lanes=2, say=said.append)
+    stored = []
+    lab, fast, broken = calibrate_many(keys, env, lanes=2, say=said.append, done=lambda k, cal: stored.append(k))
     assert first_peaks == [res["shapes"][0]["cpu_peak_rss_bytes"]]  # the anatomy child's peak
-    assert said == ["probes: 15 child processes, the first alone, the rest two at a time"]
+    assert said == ["probes: 15 child processes, the first alone, the rest 2 at a time"]
+    assert [c for c in stored] == [0, 1]  # each kept as fitted; the broken one is not
     assert calls[0] == ("lab", 0, True, True)  # the anatomy's child, alone
     assert not any(a for _, _, a, _ in calls[1:])  # read once for the model
     assert most[0] == 2  # the rest side by side
@@ -1302,12 +1304,17 @@ def test_calibrations_probe_side_by_side_after_each_anatomy_is_read_alone(probe_
     assert lab["anatomy"]["num_layers"] == fast["anatomy"]["num_layers"] == res["anatomy"]["num_layers"]
     # each key's probe seconds are its own children's, one after another
     assert 5 * 0.05 <= lab["probe_seconds"] < 5 * 0.05 + 1.0
+    assert lab["probe_lanes"] == 2
+    # its probes in SHAPES' order, whichever order they ran in
+    assert [(t["frozen_layers"], t["batch_size"]) for t in lab["probes"]] == [
+        (res["shapes"][i % len(res["shapes"])]["frozen_layers"], res["shapes"][i % len(res["shapes"])]["batch_size"])
+        for i in range(len(SHAPES))]
 
 
 def test_an_interrupted_plan_starts_no_other_probe_and_ends_the_running_ones(probe_result, monkeypatch):
     """Ctrl-C while probes run side by side: the children not yet started are not, the running ones are killed
     (probe.kill_live), and the interrupt reaches the caller at once."""
-    import _thread
+    import signal
     import threading
     import time as _time
 
@@ -1317,6 +1324,8 @@ def test_an_interrupted_plan_starts_no_other_probe_and_ends_the_running_ones(pro
 
     p, res = probe_result
     started, killed, lock = [], threading.Event(), threading.Lock()
+    # the default handler, as a plan's process has it: KeyboardInterrupt in the main thread
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def child(spec, timeout_s=0):
         i = SHAPES.index(tuple(spec["shapes"][0]))
@@ -1325,8 +1334,9 @@ def test_an_interrupted_plan_starts_no_other_probe_and_ends_the_running_ones(pro
             n = len(started)
         if n == 1:  # the anatomy's child, alone
             return dict(res, shapes=[res["shapes"][0]], wall_s=0.01, spawn_to_ready_s=res["ready_s"] + 0.01)
-        if n == 3:  # two children running side by side: the user presses Ctrl-C
-            _thread.interrupt_main()
+        if n == 3:  # two children running side by side, the main thread waiting on them: the user presses Ctrl-C
+            _time.sleep(0.3)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         assert killed.wait(10.0), "a running probe child was not killed"
         raise probe_mod.ProbeFailed("probe child exited with code -9 before its result")
 
@@ -1334,8 +1344,11 @@ def test_an_interrupted_plan_starts_no_other_probe_and_ends_the_running_ones(pro
     monkeypatch.setattr(probe_mod, "kill_live", killed.set)
     monkeypatch.setattr("harness.plan.calibrate.lanes_for_memory", lambda lanes, first_peak: lanes)
     t = _time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        calibrate_many([dict(p, strategy="lab"), dict(p, strategy="fast")], environment(), lanes=2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            calibrate_many([dict(p, strategy="lab"), dict(p, strategy="fast")], environment(), lanes=2)
+    finally:
+        signal.signal(signal.SIGINT, saved)
     assert _time.monotonic() - t < 5.0 and killed.is_set()
     assert len(started) <= 4  # of ten: the anatomy's, the two running, and at most one the pool had begun
 
@@ -1362,12 +1375,16 @@ def test_kill_live_ends_a_running_probe_child(tmp_path):
     deadline = _time.monotonic() + 60
     while not probe_mod._LIVE and _time.monotonic() < deadline:
         _time.sleep(0.05)
+    assert probe_mod._LIVE, "the probe child never started"
     _time.sleep(1.0)
     t = _time.monotonic()
-    kill_live()
-    th.join(30)
+    try:
+        kill_live()
+        th.join(30)
+    finally:
+        probe_mod.STOP.clear()  # as calibrate_many does: later children start as usual
     assert not th.is_alive() and _time.monotonic() - t < 15
-    assert got and isinstance(got[0], ProbeFailed) and not probe_mod._LIVE
+    assert got and isinstance(got[0], ProbeFailed) and "code -9" in str(got[0]) and not probe_mod._LIVE
 
 
 def test_probes_run_one_at_a_time_where_the_hosts_memory_is_short(monkeypatch):
@@ -1388,3 +1405,30 @@ def test_probes_run_one_at_a_time_where_the_hosts_memory_is_short(monkeypatch):
     free.update(host=4 * GiB, cgroup=None)
     assert lanes_for_memory(2, peak) == 1
     assert lanes_for_memory(1, peak) == 1 and lanes_for_memory(2, None) == 2  # nothing read: as asked
+
+
+def test_calibrations_finished_before_an_interrupt_are_kept(probe_result, monkeypatch):
+    """Ctrl-C during the second key's probes: the first key's calibration, measured in full, is handed to `done`
+    (the planner stores it) before the interrupt goes on; the second's is not."""
+    import harness.plan.probe as probe_mod
+    from harness.plan.calibrate import calibrate_many, environment
+    from harness.plan.probe import SHAPES
+
+    p, res = probe_result
+    calls = []
+
+    def child(spec, timeout_s=0):
+        calls.append(spec["params"]["strategy"])
+        if calls.count("fast") == 3:
+            raise KeyboardInterrupt
+        i = SHAPES.index(tuple(spec["shapes"][0]))
+        return dict(res, shapes=[res["shapes"][i % len(res["shapes"])]], wall_s=0.01,
+                    spawn_to_ready_s=res["ready_s"] + 0.01, anatomy=res["anatomy"] if spec["anatomy"] else None)
+
+    monkeypatch.setattr(probe_mod, "run_in_child", child)
+    kept = []
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_many([dict(p, strategy="lab"), dict(p, strategy="fast")], environment(), lanes=1,
+                       done=lambda k, cal: kept.append((k, cal["key"]["strategy"])))
+    assert kept == [(0, "lab")]
+    assert not probe_mod.STOP.is_set()  # later plans start their children as usual

@@ -119,8 +119,11 @@ def _die_with_parent(parent_pid: int | None = None, driver_pid: int | None = Non
 def child_start_args(context: Any) -> tuple[dict[str, str] | None, int | None]:
     """What a child started from `context` is given to become a trial's process: from the trial server, the
     driver's environment now and its pid (a spawned child inherits both)."""
-    forked = context is not SPAWN
-    return (dict(os.environ) if forked else None, os.getpid() if forked else None)
+    if context is SPAWN:
+        return None, None
+    with _SERVER_LOCK:  # trial_context sets PYTHONPATH for a moment under it (probes start children from two threads)
+        environ = dict(os.environ)
+    return environ, os.getpid()
 
 
 def enter_child(environ: dict[str, str] | None, driver_pid: int | None) -> None:

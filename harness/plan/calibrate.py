@@ -369,16 +369,18 @@ def lanes_for_memory(lanes: int, first_peak_bytes: float | None) -> int:
 
 
 def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s: float = 900.0,
-                   anatomies: dict[str, Any] | None = None, lanes: int = 1,
-                   say: Any = None) -> list[dict[str, Any] | Exception]:
+                   anatomies: dict[str, Any] | None = None, lanes: int = 1, say: Any = None,
+                   done: Any = None) -> list[dict[str, Any] | Exception]:
     """Run the probes for the calibration key of each trial params in `params` and fit each; returns each stored
     entry, or the exception that failed its probes, in order. One fresh child per probe shape, each peak a new
     process's as a trial's is. The first child of each model reads its anatomy and runs alone, so that the
     anatomy's timed readings (the warm pool, the attention's rates) share the machine with nothing; the other
     children then run `lanes` at a time (one at a time where the host's memory is short: lanes_for_memory).
     `anatomies`: anatomies already read in this plan, by `anatomy_key` (read here where missing, and added).
-    `say`: called with one line saying how the children run, once that is decided."""
-    from concurrent.futures import ThreadPoolExecutor
+    `say`: called with one line saying how the children run, once that is decided. `done(i, entry)`: called
+    with each calibration fitted, in order; where the probes are interrupted (Ctrl-C), with those whose probes
+    had all finished, before the interrupt goes on (the store keeps what was measured)."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     from . import probe as probe_mod
     from .probe import SHAPES
@@ -386,11 +388,13 @@ def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s:
     anatomies = {} if anatomies is None else anatomies
     qs = [dict(p, epochs=1) for p in params]
     parts: list[dict[int, dict[str, Any]]] = [{} for _ in qs]
-    spent = [0.0 for _ in qs]  # each calibration's children's seconds, one after another
+    spent: dict[tuple[int, int], float] = {}  # each child's seconds, by (calibration, shape)
     failed: dict[int, Exception] = {}
+    probe_mod.STOP.clear()
+    side_by_side = False
 
     def run(k: int, i: int, read: bool) -> None:
-        if k in failed:
+        if k in failed or probe_mod.STOP.is_set():
             return
         started = time.monotonic()
         try:
@@ -400,47 +404,72 @@ def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s:
         except Exception as exc:  # noqa: BLE001 - fails this calibration, not the others
             failed.setdefault(k, exc)
         finally:
-            spent[k] += time.monotonic() - started
+            spent[(k, i)] = time.monotonic() - started
 
-    # Each model's anatomy, read by the first child of its first calibration (by the next one's where that fails).
-    for k, p in enumerate(qs):
-        akey = anatomy_key(p)
-        if akey not in anatomies:
-            run(k, 0, True)
-            if 0 in parts[k]:
-                anatomies[akey] = parts[k][0]["anatomy"]
-    rest = [(k, i) for k in range(len(qs)) for i in range(len(SHAPES)) if i not in parts[k]]
-    firsts = [float(r["shapes"][0]["cpu_peak_rss_bytes"]) for got in parts for r in got.values()
-              if r.get("shapes") and r["shapes"][0].get("cpu_peak_rss_bytes")]
-    lanes = lanes_for_memory(lanes, max(firsts, default=None))
-    if say is not None:
-        say(f"probes: {len(qs) * len(SHAPES)} child processes, "
-            + ("the first alone, the rest two at a time" if lanes == 2 else
-               f"the first alone, the rest {lanes} at a time" if lanes > 2 else "one at a time"))
-    if lanes > 1 and len(rest) > 1:
-        pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="plan-probe")
-        try:
-            for f in [pool.submit(run, k, i, False) for k, i in rest]:
-                f.result()
-        except BaseException:  # Ctrl-C: start no other child, and end the running ones (their threads then end)
-            pool.shutdown(wait=False, cancel_futures=True)
-            probe_mod.kill_live()
-            raise
-        finally:
-            pool.shutdown(wait=True)
-    else:
-        for k, i in rest:
-            run(k, i, False)
-    out: list[dict[str, Any] | Exception] = []
-    for k, p in enumerate(qs):
+    def fitted(k: int) -> dict[str, Any] | Exception:
         if k in failed:
-            out.append(failed[k])
-            continue
+            return failed[k]
         try:
-            out.append(_fitted(p, [parts[k][i] for i in range(len(SHAPES))], dict(anatomies[anatomy_key(p)]),
-                               env, spent[k], lanes))
+            return _fitted(qs[k], [parts[k][i] for i in range(len(SHAPES))], dict(anatomies[anatomy_key(qs[k])]),
+                           env, sum(v for (kk, _), v in spent.items() if kk == k), 2 if side_by_side else 1)
         except Exception as exc:  # noqa: BLE001 - a fit that cannot be made fails its calibration alone
-            out.append(exc)
+            return exc
+
+    try:
+        # Each model's anatomy, read by the first child of its first calibration (the next one's where that fails).
+        alone = 0
+        for k, p in enumerate(qs):
+            akey = anatomy_key(p)
+            if akey not in anatomies:
+                run(k, 0, True)
+                alone += 1
+                if 0 in parts[k]:
+                    anatomies[akey] = parts[k][0]["anatomy"]
+        rest = [(k, i) for k in range(len(qs)) for i in range(len(SHAPES)) if i not in parts[k] and k not in failed]
+        firsts = [float(r["shapes"][0]["cpu_peak_rss_bytes"]) for got in parts for r in got.values()
+                  if r.get("shapes") and r["shapes"][0].get("cpu_peak_rss_bytes")]
+        # no peak read (no anatomy child here): nothing to judge the host's memory by, so one at a time
+        side_by_side = lanes > 1 and len(rest) > 1 and bool(firsts) and lanes_for_memory(lanes, max(firsts)) > 1
+        if say is not None:
+            how = f"{min(lanes, MAX_PROBE_LANES)} at a time" if side_by_side else "one at a time"
+            say(f"probes: {len(qs) * len(SHAPES)} child processes, "
+                + (f"the first alone, the rest {how}" if alone and side_by_side else how))
+        if side_by_side:
+            pool = ThreadPoolExecutor(max_workers=min(lanes, MAX_PROBE_LANES), thread_name_prefix="plan-probe")
+            futures: list[Any] = []
+            try:
+                for k, i in rest:
+                    futures.append(pool.submit(run, k, i, False))
+                # woken every half second, so that a signal's handler (Ctrl-C) runs in this thread at once
+                while wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION).not_done:
+                    pass
+                for f in futures:
+                    f.result()
+            except BaseException:  # Ctrl-C: start no other child, and end the running ones (their threads return)
+                pool.shutdown(wait=False, cancel_futures=True)
+                probe_mod.kill_live()
+                raise
+            finally:
+                pool.shutdown(wait=True)
+        else:
+            for k, i in rest:
+                run(k, i, False)
+    except BaseException:
+        probe_mod.kill_live()
+        if done is not None:  # what was measured in full is kept
+            for k in range(len(qs)):
+                if k not in failed and len(parts[k]) == len(SHAPES):
+                    got = fitted(k)
+                    if not isinstance(got, Exception):
+                        done(k, got)
+        raise
+    finally:
+        probe_mod.STOP.clear()
+    out = [fitted(k) for k in range(len(qs))]
+    if done is not None:
+        for k, got in enumerate(out):
+            if not isinstance(got, Exception):
+                done(k, got)
     return out
 
 

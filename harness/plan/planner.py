@@ -258,7 +258,12 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
             for p in to_probe.values():
                 console.print(f"calibrating {p['model']} {p['device']} {strategy_label(p)} ...")
         started = time.perf_counter()
-        got = calibrate_many(list(to_probe.values()), env, anatomies=anatomies, lanes=lanes,
+
+        def stored_now(i: int, cal: dict[str, Any]) -> None:  # each one kept as it is fitted (or interrupted)
+            cal["source"] = "probes (this plan)"
+            store.put(env, cal)
+
+        got = calibrate_many(list(to_probe.values()), env, anatomies=anatomies, lanes=lanes, done=stored_now,
                              say=None if console is None else (lambda line: console.print(f"  {line}")))
         plan.probe_seconds += time.perf_counter() - started
         for kid, cal in zip(to_probe, got):
@@ -266,8 +271,6 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
                 text = " ".join(str(cal).split())[:300] or type(cal).__name__
                 cals[kid] = f"the calibration probes failed ({text})"
                 continue
-            cal["source"] = "probes (this plan)"
-            store.put(env, cal)
             cals[kid] = cal
     # in the grid's order of keys, as before
     for kid in dict.fromkeys(kid_of[t.trial_id] for t in trials):

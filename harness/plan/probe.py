@@ -907,11 +907,16 @@ class ProbeFailed(Exception):
 # thread of its own that a KeyboardInterrupt in the main thread does not reach).
 _LIVE: set[Any] = set()
 _LIVE_LOCK = threading.Lock()
+# Set by kill_live: a child started after it (by a thread that had already taken its job) is killed at once.
+# calibrate_many clears it as it begins.
+STOP = threading.Event()
 
 
 def kill_live() -> None:
-    """Kill every probe child of this process that is running: the threads awaiting them then see them end."""
+    """Kill every probe child of this process that is running, and any started after this: the threads
+    awaiting them then see them end."""
     with _LIVE_LOCK:
+        STOP.set()
         procs = list(_LIVE)
     for proc in procs:
         if proc.is_alive():
@@ -933,6 +938,8 @@ def run_in_child(spec: dict[str, Any], timeout_s: float = 600.0) -> dict[str, An
     proc.start()
     with _LIVE_LOCK:
         _LIVE.add(proc)
+        if STOP.is_set():
+            proc.kill()
     child_conn.close()
     ready = None
     try:
