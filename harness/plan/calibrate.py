@@ -349,7 +349,7 @@ def probe_lanes(params: list[dict[str, Any]]) -> int:
     allocator and clocks a second probe would share) or where the threads fill the cores."""
     if not params or any(device_type(str(p["device"])) != "cpu" for p in params):
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0))  # as a probe's and a trial's default threads count them
     threads = max(int(p.get("num_threads") or cores) for p in params)
     return max(1, min(MAX_PROBE_LANES, cores // max(1, threads)))
 
@@ -391,7 +391,7 @@ def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s:
     spent: dict[tuple[int, int], float] = {}  # each child's seconds, by (calibration, shape)
     failed: dict[int, Exception] = {}
     probe_mod.STOP.clear()
-    side_by_side = False
+    side_by_side, width = False, 1
 
     def run(k: int, i: int, read: bool) -> None:
         if k in failed or probe_mod.STOP.is_set():
@@ -411,7 +411,7 @@ def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s:
             return failed[k]
         try:
             return _fitted(qs[k], [parts[k][i] for i in range(len(SHAPES))], dict(anatomies[anatomy_key(qs[k])]),
-                           env, sum(v for (kk, _), v in spent.items() if kk == k), 2 if side_by_side else 1)
+                           env, sum(v for (kk, _), v in spent.items() if kk == k), width if side_by_side else 1)
         except Exception as exc:  # noqa: BLE001 - a fit that cannot be made fails its calibration alone
             return exc
 
@@ -429,13 +429,14 @@ def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s:
         firsts = [float(r["shapes"][0]["cpu_peak_rss_bytes"]) for got in parts for r in got.values()
                   if r.get("shapes") and r["shapes"][0].get("cpu_peak_rss_bytes")]
         # no peak read (no anatomy child here): nothing to judge the host's memory by, so one at a time
-        side_by_side = lanes > 1 and len(rest) > 1 and bool(firsts) and lanes_for_memory(lanes, max(firsts)) > 1
+        width = min(lanes, MAX_PROBE_LANES)
+        side_by_side = width > 1 and len(rest) > 1 and bool(firsts) and lanes_for_memory(width, max(firsts)) > 1
         if say is not None:
-            how = f"{min(lanes, MAX_PROBE_LANES)} at a time" if side_by_side else "one at a time"
+            how = f"{width} at a time" if side_by_side else "one at a time"
             say(f"probes: {len(qs) * len(SHAPES)} child processes, "
                 + (f"the first alone, the rest {how}" if alone and side_by_side else how))
         if side_by_side:
-            pool = ThreadPoolExecutor(max_workers=min(lanes, MAX_PROBE_LANES), thread_name_prefix="plan-probe")
+            pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="plan-probe")
             futures: list[Any] = []
             try:
                 for k, i in rest:
@@ -454,8 +455,7 @@ def calibrate_many(params: list[dict[str, Any]], env: dict[str, Any], timeout_s:
         else:
             for k, i in rest:
                 run(k, i, False)
-    except BaseException:
-        probe_mod.kill_live()
+    except BaseException:  # (a child run alone is ended by run_in_child itself; side by side, above)
         if done is not None:  # what was measured in full is kept
             for k in range(len(qs)):
                 if k not in failed and len(parts[k]) == len(SHAPES):

@@ -274,7 +274,7 @@ def plan_grid(grid_path: str, recalibrate: bool = False, console: Any = None, st
             cals[kid] = cal
     # in the grid's order of keys, as before
     for kid in dict.fromkeys(kid_of[t.trial_id] for t in trials):
-        if not isinstance(cals.get(kid), str) and kid in cals:
+        if isinstance(cals.get(kid), dict):
             plan.calibrations.append(cals[kid])
     for trial in trials:
         cal = cals[kid_of[trial.trial_id]]
